@@ -1,0 +1,217 @@
+//! Shared pieces of kim's example binaries: the mock protocol (the login and message rules that
+//! benchmarks and outside tools rely on), transport selection, and log setup.
+//!
+//! The mock protocol:
+//! - the client's first frame is its user id, 1 to 64 bytes of UTF-8; the server answers one
+//!   binary frame `ok`, or closes with a reason (a bad id, "channel id is repeated", or
+//!   "login timeout");
+//! - after login every text or binary frame is echoed with the same opcode, except
+//!   `@<id> <text>`, which is pushed to channel `<id>` as `<sender id>: <text>`; when `<id>` is
+//!   not connected the sender gets `offline <id>`.
+#![warn(missing_docs)]
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kim_core::{
+    Accepted, Acceptor, Agent, ChannelId, Frame, LoginConn, MessageListener, Meta, PushError,
+    Reject, StateListener,
+};
+
+/// The longest user id the mock protocol accepts, in bytes.
+pub const MAX_ID_LEN: usize = 64;
+
+/// The mock protocol's login: the first frame is the user id.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MockAcceptor;
+
+impl Acceptor for MockAcceptor {
+    async fn accept(&self, login: &mut LoginConn<'_>) -> Result<Accepted, Reject> {
+        let frame = login.read_frame().await?;
+        let id = std::str::from_utf8(&frame.payload)
+            .map_err(|_| Reject::new("invalid user id: not UTF-8"))?;
+        if id.is_empty() || id.len() > MAX_ID_LEN {
+            return Err(Reject::new(format!(
+                "invalid user id: must be 1 to {MAX_ID_LEN} bytes"
+            )));
+        }
+        Ok(Accepted::new(id).with_reply(Frame::binary(Bytes::from_static(b"ok"))))
+    }
+}
+
+/// The mock protocol's messages: echo, or `@<id> <text>` to push to another channel.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MockListener;
+
+/// Splits `@<id> <text>` into the id and the text.
+pub fn parse_push(payload: &[u8]) -> Option<(&str, &[u8])> {
+    let rest = payload.strip_prefix(b"@")?;
+    let space = rest.iter().position(|&b| b == b' ')?;
+    let id = std::str::from_utf8(&rest[..space]).ok()?;
+    (!id.is_empty()).then_some((id, &rest[space + 1..]))
+}
+
+impl MessageListener for MockListener {
+    async fn receive(&self, agent: &Agent, message: Frame) {
+        let Some((to, text)) = parse_push(&message.payload) else {
+            if let Err(e) = agent.push_frame(message) {
+                tracing::debug!(id = %agent.id(), error = %e, "echo not queued");
+            }
+            return;
+        };
+        let sender = agent.id().as_str();
+        let mut out = BytesMut::with_capacity(sender.len() + 2 + text.len());
+        out.put_slice(sender.as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(text);
+        let frame = Frame::new(message.op, out.freeze());
+        match agent.server().push_frame(to, frame) {
+            Ok(()) => {}
+            Err(PushError::NotFound(_) | PushError::Closed) => {
+                let reply = Frame::new(message.op, format!("offline {to}"));
+                let _ = agent.push_frame(reply);
+            }
+            Err(e) => tracing::warn!(from = %agent.id(), %to, error = %e, "push failed"),
+        }
+    }
+}
+
+/// Echoes every message back with its opcode (the echo server's listener).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EchoListener;
+
+impl MessageListener for EchoListener {
+    async fn receive(&self, agent: &Agent, message: Frame) {
+        let _ = agent.push_frame(message);
+    }
+}
+
+/// Logs every disconnect at debug level.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogState;
+
+impl StateListener for LogState {
+    async fn disconnect(&self, id: &ChannelId, _meta: &Meta) {
+        tracing::debug!(%id, "disconnected");
+    }
+}
+
+/// The transports the examples can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// Raw TCP frames: `[op u8][len u32 BE][payload]`.
+    Tcp,
+    /// Websocket, upgraded on the TCP stream.
+    Ws,
+}
+
+/// Server flags shared by mock-server and echo-server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// The transport to serve.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub transport: Transport,
+    /// The address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: String,
+    /// Seconds allowed for upgrade and login.
+    #[arg(long, default_value_t = 10.0)]
+    pub login_wait: f64,
+    /// Seconds without any frame read before a channel is closed.
+    #[arg(long, default_value_t = 180.0)]
+    pub read_wait: f64,
+    /// Seconds allowed for a batch of writes.
+    #[arg(long, default_value_t = 10.0)]
+    pub write_wait: f64,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_connections: usize,
+    /// On a duplicate login, close the older channel instead of refusing the new one.
+    #[arg(long)]
+    pub kick: bool,
+    /// Worker threads of the runtime (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seconds to wait for channels to close on shutdown (Ctrl-C or SIGTERM).
+    #[arg(long, default_value_t = 5.0)]
+    pub shutdown_wait: f64,
+}
+
+impl ServerArgs {
+    /// The server options these flags describe.
+    pub fn options(&self) -> anyhow::Result<kim_core::ServerOptions> {
+        let secs = |name: &str, v: f64| {
+            Duration::try_from_secs_f64(v).map_err(|e| anyhow::anyhow!("--{name} {v}: {e}"))
+        };
+        Ok(kim_core::ServerOptions::builder()
+            .login_wait(secs("login-wait", self.login_wait)?)
+            .read_wait(secs("read-wait", self.read_wait)?)
+            .write_wait(secs("write-wait", self.write_wait)?)
+            .max_connections(self.max_connections)
+            .duplicate_policy(if self.kick {
+                kim_core::DuplicatePolicy::Kick
+            } else {
+                kim_core::DuplicatePolicy::Reject
+            })
+            .build()?)
+    }
+
+    /// The runtime these flags describe.
+    pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = self.threads {
+            b.worker_threads(n.max(1));
+        }
+        Ok(b.enable_all().build()?)
+    }
+}
+
+/// Installs a log subscriber filtered by `RUST_LOG` (default `info`), writing to stderr.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_syntax() {
+        assert_eq!(
+            parse_push(b"@bob hi there"),
+            Some(("bob", &b"hi there"[..]))
+        );
+        assert_eq!(parse_push(b"@bob "), Some(("bob", &b""[..])));
+        assert_eq!(parse_push(b"@ hi"), None);
+        assert_eq!(parse_push(b"@bob"), None);
+        assert_eq!(parse_push(b"bob hi"), None);
+    }
+}

@@ -1,0 +1,174 @@
+//! Test harness: a mock-protocol server on 127.0.0.1 with a state listener that reports every
+//! disconnect, and raw-socket helpers for clients that misbehave on purpose.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kim_core::client::ClientOptions;
+use kim_core::{ChannelId, CloseReason, DefaultServer, Meta, ServerHandle, ServerOptions};
+use kim_examples::{MockAcceptor, MockListener};
+use kim_tcp::TcpClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// Generous bound for any single awaited event, so a broken build fails instead of hanging.
+pub const EVENT: Duration = Duration::from_secs(10);
+
+/// Records disconnects: every one is sent on a channel and counted per id.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::UnboundedSender<ChannelId>,
+    counts: Arc<parking_lot::Mutex<HashMap<ChannelId, usize>>>,
+}
+
+impl kim_core::StateListener for Recorder {
+    async fn disconnect(&self, id: &ChannelId, _meta: &Meta) {
+        *self.counts.lock().entry(id.clone()).or_default() += 1;
+        let _ = self.tx.send(id.clone());
+    }
+}
+
+pub struct Server {
+    pub handle: ServerHandle,
+    pub addr: String,
+    pub disconnects: mpsc::UnboundedReceiver<ChannelId>,
+    pub counts: Arc<parking_lot::Mutex<HashMap<ChannelId, usize>>>,
+}
+
+impl Server {
+    /// Waits for the next disconnect report.
+    pub async fn next_disconnect(&mut self) -> ChannelId {
+        tokio::time::timeout(EVENT, self.disconnects.recv())
+            .await
+            .expect("a disconnect within the event bound")
+            .expect("the recorder lives as long as the server")
+    }
+
+    /// How many disconnects were reported for `id`.
+    pub fn disconnects_of(&self, id: &str) -> usize {
+        self.counts.lock().get(id).copied().unwrap_or(0)
+    }
+
+    /// Waits until the server counts `n` channels.
+    pub async fn wait_channels(&self, n: usize) {
+        tokio::time::timeout(EVENT, async {
+            while self.handle.channel_count() != n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "expected {n} channels, have {}",
+                self.handle.channel_count()
+            )
+        });
+    }
+}
+
+/// Starts a mock-protocol server on an ephemeral port.
+pub async fn start(options: ServerOptions) -> Server {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let counts = Arc::new(parking_lot::Mutex::new(HashMap::new()));
+    let recorder = Recorder {
+        tx,
+        counts: counts.clone(),
+    };
+    let handle = DefaultServer::new(kim_tcp::TcpUpgrader, MockListener)
+        .with_acceptor(MockAcceptor)
+        .with_state_listener(recorder)
+        .with_options(options)
+        .start("127.0.0.1:0")
+        .await
+        .expect("server starts");
+    let addr = handle.local_addr().to_string();
+    Server {
+        handle,
+        addr,
+        disconnects: rx,
+        counts,
+    }
+}
+
+pub fn no_heartbeat() -> ClientOptions {
+    ClientOptions {
+        heartbeat: None,
+        ..ClientOptions::default()
+    }
+}
+
+/// Connects and logs in as `id`, asserting the `ok` reply.
+pub async fn login(addr: &str, id: &str) -> TcpClient {
+    login_with(addr, id, &no_heartbeat()).await
+}
+
+pub async fn login_with(addr: &str, id: &str, opts: &ClientOptions) -> TcpClient {
+    let mut c = kim_tcp::connect(addr, opts).await.expect("connects");
+    let ok = tokio::time::timeout(EVENT, c.login(id.to_string()))
+        .await
+        .expect("login answered in time")
+        .expect("login accepted");
+    assert_eq!(&ok.payload[..], b"ok");
+    c
+}
+
+/// Reads the next message with the event bound.
+pub async fn read(c: &mut TcpClient) -> Result<kim_core::Frame, kim_core::client::ClientError> {
+    tokio::time::timeout(EVENT, c.read())
+        .await
+        .expect("a frame within the event bound")
+}
+
+/// Expects the server to close the client with a reason containing `text`.
+pub async fn expect_close(c: &mut TcpClient, text: &str) -> CloseReason {
+    match read(c).await {
+        Err(kim_core::client::ClientError::Closed(r)) => {
+            assert!(r.reason.contains(text), "close reason {r:?} lacks {text:?}");
+            r
+        }
+        other => panic!("expected a close containing {text:?}, got {other:?}"),
+    }
+}
+
+/// Encodes one raw TCP frame.
+pub fn raw_frame(op: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(5 + payload.len());
+    v.push(op);
+    v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Reads raw frames from a stream until it ends; returns them as (op, payload).
+pub async fn read_raw_until_eof(s: &mut TcpStream) -> Vec<(u8, Bytes)> {
+    let mut all = Vec::new();
+    tokio::time::timeout(EVENT, s.read_to_end(&mut all))
+        .await
+        .expect("the server closes within the event bound")
+        .expect("clean end of stream");
+    let mut frames = Vec::new();
+    let mut rest = &all[..];
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        assert!(rest.len() >= 5 + len, "truncated frame from the server");
+        frames.push((rest[0], Bytes::copy_from_slice(&rest[5..5 + len])));
+        rest = &rest[5 + len..];
+    }
+    assert!(rest.is_empty(), "trailing bytes from the server");
+    frames
+}
+
+/// Connects a raw socket and writes `bytes`.
+pub async fn raw(addr: &str, bytes: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.expect("connects");
+    s.write_all(bytes).await.expect("writes");
+    s
+}
+
+pub fn options() -> kim_core::OptionsBuilder {
+    ServerOptions::builder()
+}

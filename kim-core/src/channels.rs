@@ -1,0 +1,145 @@
+//! The channel map: every logged-in channel by id, shared by the accept path, pushes from any
+//! task, the deadline sweeper and shutdown.
+//!
+//! The map is split into shards, each a `HashMap` behind its own read-write lock, so that a
+//! login on one core and a push on another rarely touch the same lock, and iteration holds one
+//! shard at a time.
+
+use std::collections::hash_map::{Entry, RandomState};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use parking_lot::RwLock;
+
+use crate::channel::{Channel, ChannelId};
+
+/// Number of shards; a power of two.
+const SHARDS: usize = 64;
+
+/// What happened when a channel was added.
+#[derive(Debug)]
+pub enum Insert {
+    /// The id was free; the channel is now in the map.
+    Added,
+    /// Another channel already has this id; the map is unchanged.
+    Duplicate(Channel),
+    /// Another channel had this id and was replaced; the caller closes it.
+    Replaced(Channel),
+}
+
+/// A concurrent map of channels by id.
+pub struct ChannelMap {
+    shards: Box<[RwLock<HashMap<ChannelId, Channel>>]>,
+    hasher: RandomState,
+}
+
+impl Default for ChannelMap {
+    fn default() -> Self {
+        ChannelMap::new()
+    }
+}
+
+impl ChannelMap {
+    /// An empty map.
+    pub fn new() -> ChannelMap {
+        ChannelMap {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, id: &str) -> &RwLock<HashMap<ChannelId, Channel>> {
+        let h = self.hasher.hash_one(id) as usize;
+        &self.shards[h & (SHARDS - 1)]
+    }
+
+    /// Adds `channel` if its id is free; otherwise leaves the map as it is.
+    pub fn add(&self, channel: Channel) -> Insert {
+        self.insert(channel, false)
+    }
+
+    /// Adds `channel`, replacing any channel with the same id.
+    pub fn replace(&self, channel: Channel) -> Insert {
+        self.insert(channel, true)
+    }
+
+    fn insert(&self, channel: Channel, replace: bool) -> Insert {
+        let mut shard = self.shard(channel.id().as_str()).write();
+        match shard.entry(channel.id().clone()) {
+            Entry::Vacant(v) => {
+                v.insert(channel);
+                Insert::Added
+            }
+            Entry::Occupied(mut o) => {
+                if replace {
+                    Insert::Replaced(o.insert(channel))
+                } else {
+                    Insert::Duplicate(o.get().clone())
+                }
+            }
+        }
+    }
+
+    /// The channel with this id.
+    pub fn get(&self, id: &str) -> Option<Channel> {
+        self.shard(id).read().get(id).cloned()
+    }
+
+    /// True if a channel with this id is in the map.
+    pub fn contains(&self, id: &str) -> bool {
+        self.shard(id).read().contains_key(id)
+    }
+
+    /// Removes the channel with this id, whichever login it belongs to.
+    pub fn remove(&self, id: &str) -> Option<Channel> {
+        self.shard(id).write().remove(id)
+    }
+
+    /// Removes `channel` only if the map still holds this very channel, not a newer login
+    /// with the same id. Returns whether it was removed.
+    pub fn remove_channel(&self, channel: &Channel) -> bool {
+        let mut shard = self.shard(channel.id().as_str()).write();
+        match shard.get(channel.id().as_str()) {
+            Some(c) if c.same(channel) => {
+                shard.remove(channel.id().as_str());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Number of channels. Exact at some instant during the call.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// True when no channel is in the map.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `f` for every channel, one shard locked (for reading) at a time. `f` must not add
+    /// or remove channels.
+    pub fn for_each(&self, mut f: impl FnMut(&Channel)) {
+        for shard in self.shards.iter() {
+            for c in shard.read().values() {
+                f(c);
+            }
+        }
+    }
+
+    /// A snapshot of every channel.
+    pub fn channels(&self) -> Vec<Channel> {
+        let mut out = Vec::with_capacity(self.len());
+        self.for_each(|c| out.push(c.clone()));
+        out
+    }
+}
+
+impl std::fmt::Debug for ChannelMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelMap")
+            .field("len", &self.len())
+            .finish()
+    }
+}

@@ -1,0 +1,158 @@
+//! A connection after its transport upgrade: a frame reader and a frame writer.
+//!
+//! The two halves are separate values so that the read side and the write side of a channel
+//! never share a lock. Both are poll-based, which lets one task drive reading, handling and
+//! writing of a channel without boxing a future per read; [`FrameReaderExt`] and
+//! [`FrameWriterExt`] give the `async` forms for code that prefers them (login, clients).
+
+use std::future::poll_fn;
+use std::io;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+use crate::error::ReadError;
+use crate::frame::{CloseReason, Frame};
+
+/// Reads frames from one connection.
+pub trait FrameReader: Send + Unpin + 'static {
+    /// Reads the next frame. `Ok(None)` is a clean end of stream (between frames).
+    ///
+    /// Text frames are checked to be UTF-8 by the transport. Close frames come back as they
+    /// are; [`FrameReader::close_reason`] decodes their payload.
+    fn poll_read_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, ReadError>>;
+
+    /// Decodes the payload of a close frame this reader returned.
+    fn close_reason(&self, payload: &Bytes) -> CloseReason;
+
+    /// Memory held by the reader's buffers (0 while the connection is idle).
+    fn buffered_capacity(&self) -> usize {
+        0
+    }
+}
+
+/// Writes frames to one connection: frames are queued with [`FrameWriter::start_frame`] and
+/// written, as one batch, by [`FrameWriter::poll_flush`].
+pub trait FrameWriter: Send + Unpin + 'static {
+    /// Encodes `frame` into the pending batch. Never does I/O.
+    fn start_frame(&mut self, frame: Frame);
+
+    /// The frame that closes a connection for `reason`, in this transport's encoding.
+    fn close_frame(&self, reason: &CloseReason) -> Frame;
+
+    /// Bytes queued and not yet written.
+    fn pending(&self) -> usize;
+
+    /// Writes everything queued and flushes the stream.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Shuts the write direction of the stream down (after a flush).
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Memory held by the writer's buffers (0 once a batch is flushed).
+    fn buffered_capacity(&self) -> usize {
+        0
+    }
+}
+
+/// What a transport learned during its upgrade that an acceptor may want: for websocket, the
+/// request path (with query) and headers, where many IM clients carry a login token.
+#[derive(Debug, Clone, Default)]
+pub struct Handshake {
+    /// The request target, path and query (`/im?token=...`).
+    pub path: String,
+    /// Request headers, names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Handshake {
+    /// The first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of a query parameter in the path, undecoded.
+    pub fn query(&self, key: &str) -> Option<&str> {
+        let (_, q) = self.path.split_once('?')?;
+        q.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == key).then_some(v)
+        })
+    }
+}
+
+/// An upgraded connection.
+#[derive(Debug)]
+pub struct Conn<R, W> {
+    /// The read half.
+    pub reader: R,
+    /// The write half.
+    pub writer: W,
+    /// What the upgrade learned, if the transport has a handshake.
+    pub handshake: Option<Box<Handshake>>,
+}
+
+/// `async` forms of [`FrameReader`]'s methods.
+pub trait FrameReaderExt: FrameReader {
+    /// Reads the next frame; `None` at a clean end of stream.
+    fn read_frame(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Option<Frame>, ReadError>> + Send
+    where
+        Self: Sized,
+    {
+        poll_fn(move |cx| self.poll_read_frame(cx))
+    }
+}
+
+impl<R: FrameReader + ?Sized> FrameReaderExt for R {}
+
+/// `async` forms of [`FrameWriter`]'s methods.
+pub trait FrameWriterExt: FrameWriter {
+    /// Writes one frame and flushes.
+    fn send(&mut self, frame: Frame) -> impl std::future::Future<Output = io::Result<()>> + Send
+    where
+        Self: Sized,
+    {
+        self.start_frame(frame);
+        poll_fn(move |cx| self.poll_flush(cx))
+    }
+
+    /// Writes everything queued and flushes.
+    fn flush(&mut self) -> impl std::future::Future<Output = io::Result<()>> + Send
+    where
+        Self: Sized,
+    {
+        poll_fn(move |cx| self.poll_flush(cx))
+    }
+
+    /// Shuts the write direction down.
+    fn shutdown(&mut self) -> impl std::future::Future<Output = io::Result<()>> + Send
+    where
+        Self: Sized,
+    {
+        poll_fn(move |cx| self.poll_shutdown(cx))
+    }
+}
+
+impl<W: FrameWriter + ?Sized> FrameWriterExt for W {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_lookups() {
+        let h = Handshake {
+            path: "/im?uid=42&token=abc&flag".into(),
+            headers: vec![("cookie".into(), "s=1".into())],
+        };
+        assert_eq!(h.query("token"), Some("abc"));
+        assert_eq!(h.query("flag"), Some(""));
+        assert_eq!(h.query("nope"), None);
+        assert_eq!(h.header("Cookie"), Some("s=1"));
+    }
+}

@@ -1,0 +1,388 @@
+//! Byte-level plumbing shared by the transports: splitting a stream into halves, a read buffer
+//! that costs nothing while its connection is idle, and a write buffer that sends a batch of
+//! frames with vectored writes.
+//!
+//! Idle connections dominate an IM gateway: tens of thousands of clients that send a heartbeat
+//! a minute. A read buffer held per connection would cost more than everything else kim keeps
+//! per channel, so [`ReadBuffer`] allocates when a read is attempted and gives the memory back
+//! when the read would block with nothing buffered. [`WriteBuffer`] does the same once a batch
+//! has been flushed.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A byte stream that kim can serve: readable, writable, and splittable into halves that are
+/// used from the read side and the write side of a channel.
+///
+/// TCP and Unix streams split without a lock. Any other stream (TLS, an in-memory duplex) can be
+/// wrapped in [`Generic`], which splits it with [`tokio::io::split`].
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// The half that reads.
+    type ReadHalf: AsyncRead + Send + Unpin + 'static;
+    /// The half that writes.
+    type WriteHalf: AsyncWrite + Send + Unpin + 'static;
+
+    /// Splits the stream into its two halves.
+    fn split_io(self) -> (Self::ReadHalf, Self::WriteHalf);
+}
+
+impl Io for tokio::net::TcpStream {
+    type ReadHalf = tokio::net::tcp::OwnedReadHalf;
+    type WriteHalf = tokio::net::tcp::OwnedWriteHalf;
+
+    fn split_io(self) -> (Self::ReadHalf, Self::WriteHalf) {
+        self.into_split()
+    }
+}
+
+impl Io for tokio::net::UnixStream {
+    type ReadHalf = tokio::net::unix::OwnedReadHalf;
+    type WriteHalf = tokio::net::unix::OwnedWriteHalf;
+
+    fn split_io(self) -> (Self::ReadHalf, Self::WriteHalf) {
+        self.into_split()
+    }
+}
+
+/// Wraps any stream so that it can be served; its halves share a lock inside
+/// [`tokio::io::split`], held only for the duration of one poll.
+#[derive(Debug)]
+pub struct Generic<T>(pub T);
+
+impl<T: AsyncRead + Unpin> AsyncRead for Generic<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Generic<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for Generic<T> {
+    type ReadHalf = tokio::io::ReadHalf<T>;
+    type WriteHalf = tokio::io::WriteHalf<T>;
+
+    fn split_io(self) -> (Self::ReadHalf, Self::WriteHalf) {
+        tokio::io::split(self.0)
+    }
+}
+
+/// A read buffer that holds memory only while there is something in it.
+///
+/// Frame decoders look at [`ReadBuffer::buf`], ask for more with [`ReadBuffer::poll_fill`], and
+/// split complete payloads off the front with `split_to(n).freeze()`: the payload keeps the
+/// allocation alive, nothing is copied.
+#[derive(Debug)]
+pub struct ReadBuffer {
+    buf: BytesMut,
+    chunk: usize,
+}
+
+impl ReadBuffer {
+    /// A buffer that reads in chunks of `chunk` bytes (at least 64). Allocates nothing yet.
+    pub fn new(chunk: usize) -> ReadBuffer {
+        ReadBuffer {
+            buf: BytesMut::new(),
+            chunk: chunk.max(64),
+        }
+    }
+
+    /// A buffer that starts with bytes already read from the stream (for example, bytes that
+    /// arrived behind an HTTP upgrade request).
+    pub fn with_bytes(chunk: usize, bytes: BytesMut) -> ReadBuffer {
+        ReadBuffer {
+            buf: bytes,
+            chunk: chunk.max(64),
+        }
+    }
+
+    /// The bytes read and not yet consumed.
+    pub fn buf(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// How many bytes are buffered.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// How much memory the buffer holds right now (0 for an idle connection).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Reads once from `io`, making room for at least `want` more bytes first (a decoder that
+    /// knows the length of the frame it is reading passes the missing length, so a large frame
+    /// is read straight into one allocation of its final size).
+    ///
+    /// Returns the number of bytes read; 0 means end of stream. When the read would block and
+    /// nothing is buffered, the memory is released before returning `Pending`.
+    pub fn poll_fill<R: AsyncRead + Unpin + ?Sized>(
+        &mut self,
+        io: &mut R,
+        cx: &mut Context<'_>,
+        want: usize,
+    ) -> Poll<io::Result<usize>> {
+        let spare = self.buf.capacity() - self.buf.len();
+        if spare < want.max(1) || spare < 64 {
+            self.buf.reserve(want.max(self.chunk));
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf) {
+            Poll::Pending => {
+                if self.buf.is_empty() {
+                    self.buf = BytesMut::new();
+                }
+                Poll::Pending
+            }
+            ready => ready,
+        }
+    }
+}
+
+/// Bytes waiting to be written, in order: small pieces are copied together into one staging
+/// buffer, large payloads are kept as they are and written with vectored writes, so a payload
+/// of any size is never copied on its way to the socket.
+#[derive(Debug, Default)]
+pub struct WriteBuffer {
+    /// Segments ready to go, in order, before `staging`.
+    segments: VecDeque<Bytes>,
+    /// Small pieces copied together; always written after `segments`.
+    staging: BytesMut,
+    /// Total bytes not yet written.
+    pending: usize,
+}
+
+/// Payloads up to this size are copied into the staging buffer: a copy of a few hundred bytes
+/// costs less than another entry in a vectored write.
+pub const COPY_THRESHOLD: usize = 512;
+
+/// The most slices handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+
+impl WriteBuffer {
+    /// An empty buffer; allocates nothing until something is queued.
+    pub fn new() -> WriteBuffer {
+        WriteBuffer::default()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// True when nothing is waiting to be written.
+    pub fn is_empty(&self) -> bool {
+        self.pending == 0
+    }
+
+    /// Memory held for staging (0 once a batch has been flushed).
+    pub fn capacity(&self) -> usize {
+        self.staging.capacity()
+    }
+
+    /// The staging buffer, for a codec to encode a header (or a small frame) into.
+    pub fn staging(&mut self) -> &mut BytesMut {
+        &mut self.staging
+    }
+
+    /// Records that `n` bytes were appended to [`WriteBuffer::staging`].
+    pub fn staged(&mut self, n: usize) {
+        self.pending += n;
+    }
+
+    /// Queues a payload: copied into staging when small, kept by reference when large.
+    pub fn push_payload(&mut self, payload: Bytes) {
+        if payload.is_empty() {
+            return;
+        }
+        self.pending += payload.len();
+        if payload.len() <= COPY_THRESHOLD {
+            self.staging.extend_from_slice(&payload);
+        } else {
+            if !self.staging.is_empty() {
+                self.segments.push_back(self.staging.split().freeze());
+            }
+            self.segments.push_back(payload);
+        }
+    }
+
+    /// Writes everything queued, then flushes `io`. Memory is released once all is written.
+    pub fn poll_flush<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while self.pending > 0 {
+            let n = if self.segments.is_empty() {
+                ready!(Pin::new(&mut *io).poll_write(cx, &self.staging))?
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut count = 0;
+                for seg in self.segments.iter().take(MAX_IOVECS) {
+                    slices[count] = IoSlice::new(seg);
+                    count += 1;
+                }
+                if count < MAX_IOVECS && !self.staging.is_empty() {
+                    slices[count] = IoSlice::new(&self.staging);
+                    count += 1;
+                }
+                ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.consume(n);
+        }
+        if self.staging.capacity() > 0 {
+            self.staging = BytesMut::new();
+        }
+        if self.segments.capacity() > 0 {
+            self.segments = VecDeque::new();
+        }
+        Pin::new(&mut *io).poll_flush(cx)
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        self.pending -= n;
+        while n > 0 {
+            if let Some(front) = self.segments.front_mut() {
+                if n >= front.len() {
+                    n -= front.len();
+                    self.segments.pop_front();
+                } else {
+                    front.advance(n);
+                    return;
+                }
+            } else {
+                self.staging.advance(n);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use tokio::io::AsyncReadExt;
+
+    /// A writer that accepts at most `limit` bytes per call, to exercise partial writes.
+    struct Trickle {
+        out: Vec<u8>,
+        limit: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.limit);
+            self.out.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn write_buffer_keeps_order_across_partial_writes() {
+        let mut wb = WriteBuffer::new();
+        let mut expect = Vec::new();
+        for i in 0..50usize {
+            let header = [i as u8; 3];
+            wb.staging().extend_from_slice(&header);
+            wb.staged(3);
+            let payload = Bytes::from(vec![(i * 7) as u8; if i % 3 == 0 { 2000 } else { 10 }]);
+            expect.extend_from_slice(&header);
+            expect.extend_from_slice(&payload);
+            wb.push_payload(payload);
+        }
+        assert_eq!(wb.pending(), expect.len());
+        for limit in [1, 7, 1000, usize::MAX] {
+            let mut copy = WriteBuffer::new();
+            copy.staging().extend_from_slice(&expect);
+            copy.staged(expect.len());
+            let mut w = Trickle { out: vec![], limit };
+            poll_fn(|cx| copy.poll_flush(&mut w, cx)).await.unwrap();
+            assert_eq!(w.out, expect);
+        }
+        let mut w = Trickle {
+            out: vec![],
+            limit: 333,
+        };
+        poll_fn(|cx| wb.poll_flush(&mut w, cx)).await.unwrap();
+        assert_eq!(w.out, expect);
+        assert!(wb.is_empty());
+        assert_eq!(wb.capacity(), 0, "memory is released after a flush");
+    }
+
+    #[tokio::test]
+    async fn read_buffer_releases_memory_when_idle() {
+        let (mut a, b) = tokio::io::duplex(64);
+        let (mut rd, _wr) = tokio::io::split(b);
+        let mut rb = ReadBuffer::new(4096);
+        // Nothing to read: the poll is pending and the buffer gives its memory back.
+        let pending = poll_fn(|cx| Poll::Ready(rb.poll_fill(&mut rd, cx, 0).is_pending())).await;
+        assert!(pending);
+        assert_eq!(rb.capacity(), 0);
+        tokio::io::AsyncWriteExt::write_all(&mut a, b"hello")
+            .await
+            .unwrap();
+        let n = poll_fn(|cx| rb.poll_fill(&mut rd, cx, 0)).await.unwrap();
+        assert_eq!(n, 5);
+        assert_eq!(&rb.buf()[..], b"hello");
+        drop(a);
+        let n = poll_fn(|cx| rb.poll_fill(&mut rd, cx, 0)).await.unwrap();
+        assert_eq!(n, 0, "end of stream");
+        let mut rest = Vec::new();
+        rd.read_to_end(&mut rest).await.unwrap();
+    }
+}

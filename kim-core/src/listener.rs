@@ -1,0 +1,224 @@
+//! The three traits an IM app implements: [`Acceptor`] (login), [`MessageListener`] (each
+//! message from a client) and [`StateListener`] (a channel is gone).
+//!
+//! kim calls them; it never asks them to enforce deadlines or manage sockets. The acceptor runs
+//! under the server's login deadline, the listener is called once per message in each
+//! channel's order (channels are handled concurrently), and the state listener hears of every
+//! channel that logged in exactly once, after it has left the channel map.
+
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::channel::{Agent, ChannelId, Meta};
+use crate::conn::{FrameReader, FrameWriter, Handshake};
+use crate::error::{LoginError, ReadError};
+use crate::frame::{CloseReason, Frame, OpCode};
+
+/// Decides who a new connection is: reads login frames, checks credentials, and returns the
+/// channel id (or a rejection).
+pub trait Acceptor: Send + Sync + 'static {
+    /// Logs a connection in. The server enforces its login deadline around this call and
+    /// closes the connection with the rejection's reason on `Err`.
+    fn accept(
+        &self,
+        login: &mut LoginConn<'_>,
+    ) -> impl Future<Output = Result<Accepted, Reject>> + Send;
+}
+
+/// Handles each message a client sends after login.
+pub trait MessageListener: Send + Sync + 'static {
+    /// Called once per text or binary message, in the channel's order; the channel reads its
+    /// next message only when this returns. `agent` pushes replies to the sender; its
+    /// [`server`](crate::Channel::server) pushes to anyone.
+    fn receive(&self, agent: &Agent, message: Frame) -> impl Future<Output = ()> + Send;
+}
+
+/// Hears that a channel is gone.
+pub trait StateListener: Send + Sync + 'static {
+    /// Called exactly once for every channel that logged in, after it left the channel map.
+    fn disconnect(&self, id: &ChannelId, meta: &Meta) -> impl Future<Output = ()> + Send;
+}
+
+/// A state listener that ignores disconnects.
+impl StateListener for () {
+    async fn disconnect(&self, _: &ChannelId, _: &Meta) {}
+}
+
+/// A successful login: the channel's id, its metadata, and an optional first frame for the
+/// client (sent only once the channel is registered, so a login that turns out to be a
+/// duplicate is never told "ok").
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The channel id; must be unique among connected channels.
+    pub id: ChannelId,
+    /// Metadata kept with the channel.
+    pub meta: Meta,
+    /// A frame sent to the client once it is registered, before anything pushed to it.
+    pub reply: Option<Frame>,
+}
+
+impl Accepted {
+    /// A login as `id`, with no metadata and no reply.
+    pub fn new(id: impl Into<ChannelId>) -> Accepted {
+        Accepted {
+            id: id.into(),
+            meta: Meta::new(),
+            reply: None,
+        }
+    }
+
+    /// Attaches metadata.
+    pub fn with_meta(mut self, meta: Meta) -> Accepted {
+        self.meta = meta;
+        self
+    }
+
+    /// Sends `frame` to the client once the channel is registered.
+    pub fn with_reply(mut self, frame: Frame) -> Accepted {
+        self.reply = Some(frame);
+        self
+    }
+}
+
+/// A refused login: the connection is closed with this reason (websocket code 1008 unless
+/// another is set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// Sent to the client in the close frame.
+    pub reason: CloseReason,
+}
+
+impl Reject {
+    /// A rejection with a policy-violation close (1008).
+    pub fn new(reason: impl Into<std::borrow::Cow<'static, str>>) -> Reject {
+        Reject {
+            reason: CloseReason::policy(reason),
+        }
+    }
+}
+
+impl std::fmt::Display for Reject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.reason, f)
+    }
+}
+
+impl From<LoginError> for Reject {
+    fn from(e: LoginError) -> Reject {
+        match e {
+            LoginError::Read(ReadError::Protocol(reason)) => Reject { reason },
+            other => Reject::new(other.to_string()),
+        }
+    }
+}
+
+/// The connection as an [`Acceptor`] sees it during login: read the client's login frames,
+/// answer them, and look at what the transport's handshake carried.
+pub struct LoginConn<'a> {
+    reader: &'a mut dyn FrameReader,
+    writer: &'a mut dyn FrameWriter,
+    peer: SocketAddr,
+    transport: &'static str,
+    handshake: Option<&'a Handshake>,
+}
+
+impl<'a> LoginConn<'a> {
+    /// Wraps the halves of a connection for an acceptor.
+    pub fn new(
+        reader: &'a mut dyn FrameReader,
+        writer: &'a mut dyn FrameWriter,
+        peer: SocketAddr,
+        transport: &'static str,
+        handshake: Option<&'a Handshake>,
+    ) -> LoginConn<'a> {
+        LoginConn {
+            reader,
+            writer,
+            peer,
+            transport,
+            handshake,
+        }
+    }
+
+    /// Reads the next text or binary frame. Pings are answered, pongs skipped; a close or the
+    /// end of the stream is [`LoginError::Closed`].
+    pub async fn read_frame(&mut self) -> Result<Frame, LoginError> {
+        loop {
+            let frame = poll_fn(|cx| self.reader.poll_read_frame(cx)).await?;
+            match frame {
+                None => return Err(LoginError::Closed),
+                Some(f) => match f.op {
+                    OpCode::Text | OpCode::Binary => return Ok(f),
+                    OpCode::Ping => self.send(Frame::pong(f.payload)).await?,
+                    OpCode::Close => return Err(LoginError::Closed),
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// Writes a frame to the client now (for a multi-step login) and flushes it.
+    pub async fn send(&mut self, frame: Frame) -> std::io::Result<()> {
+        self.writer.start_frame(frame);
+        poll_fn(|cx| self.writer.poll_flush(cx)).await
+    }
+
+    /// The client's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The transport's name ("tcp", "ws").
+    pub fn transport(&self) -> &'static str {
+        self.transport
+    }
+
+    /// What the transport's handshake carried (websocket: path, query and headers).
+    pub fn handshake(&self) -> Option<&Handshake> {
+        self.handshake
+    }
+}
+
+/// The acceptor KIM uses when an app sets none: reads nothing and gives every connection a
+/// fresh unique id. Good for echo servers and load tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultAcceptor;
+
+impl Acceptor for DefaultAcceptor {
+    async fn accept(&self, _login: &mut LoginConn<'_>) -> Result<Accepted, Reject> {
+        Ok(Accepted::new(unique_id()))
+    }
+}
+
+/// A process-unique id: a per-process random prefix and a counter, as 24 hex digits.
+fn unique_id() -> String {
+    use std::hash::BuildHasher;
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix =
+        *PREFIX.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0u64));
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:08x}{:016x}", prefix as u32, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_ids_differ() {
+        let a = unique_id();
+        let b = unique_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 24);
+    }
+
+    #[test]
+    fn reject_keeps_protocol_reason() {
+        let r: Reject = LoginError::Read(ReadError::Protocol(CloseReason::too_big("big"))).into();
+        assert_eq!(r.reason.code, CloseReason::TOO_BIG);
+        let r: Reject = LoginError::Closed.into();
+        assert_eq!(r.reason.code, CloseReason::POLICY);
+    }
+}

@@ -1,0 +1,243 @@
+//! Server options, with KIM's defaults and a builder that refuses values that cannot work.
+
+use std::time::Duration;
+
+use crate::error::OptionsError;
+
+/// What to do when a client logs in with an id that is already connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DuplicatePolicy {
+    /// Refuse the new login with "channel id is repeated" (KIM's rule).
+    #[default]
+    Reject,
+    /// Close the old channel ("kicked by a new login") and let the new one take its place.
+    Kick,
+}
+
+/// Options of a [`DefaultServer`](crate::DefaultServer). Build with [`ServerOptions::builder`];
+/// [`ServerOptions::default`] gives the defaults listed on each setter of [`OptionsBuilder`].
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    login_wait: Duration,
+    read_wait: Duration,
+    write_wait: Duration,
+    close_wait: Duration,
+    max_message_size: usize,
+    outbound_queue: usize,
+    outbound_queue_bytes: usize,
+    read_buffer_size: usize,
+    max_connections: usize,
+    duplicate_policy: DuplicatePolicy,
+    backlog: u32,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            login_wait: Duration::from_secs(10),
+            read_wait: Duration::from_secs(180),
+            write_wait: Duration::from_secs(10),
+            close_wait: Duration::from_secs(1),
+            max_message_size: 4 << 20,
+            outbound_queue: 1024,
+            outbound_queue_bytes: 8 << 20,
+            read_buffer_size: 4096,
+            max_connections: 1_000_000,
+            duplicate_policy: DuplicatePolicy::Reject,
+            backlog: 1024,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// A builder starting from the defaults.
+    pub fn builder() -> OptionsBuilder {
+        OptionsBuilder {
+            opts: ServerOptions::default(),
+        }
+    }
+
+    /// Time allowed for the transport upgrade and the login together.
+    pub fn login_wait(&self) -> Duration {
+        self.login_wait
+    }
+    /// A channel from which nothing (not even a ping) is read for this long is closed.
+    pub fn read_wait(&self) -> Duration {
+        self.read_wait
+    }
+    /// A batch of writes that cannot complete within this time closes the channel.
+    pub fn write_wait(&self) -> Duration {
+        self.write_wait
+    }
+    /// After the server sends a close frame, how long it waits for the peer's close.
+    pub fn close_wait(&self) -> Duration {
+        self.close_wait
+    }
+    /// The largest frame or message accepted, and the largest payload that can be pushed.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+    /// Frames a channel's outbox holds before pushes fail.
+    pub fn outbound_queue(&self) -> usize {
+        self.outbound_queue
+    }
+    /// Payload bytes a channel's outbox holds before pushes fail.
+    pub fn outbound_queue_bytes(&self) -> usize {
+        self.outbound_queue_bytes
+    }
+    /// Size of each read from a socket (the buffer exists only while reading).
+    pub fn read_buffer_size(&self) -> usize {
+        self.read_buffer_size
+    }
+    /// Connections (logging in or logged in) served at once; more are closed on accept.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+    /// What a duplicate login does.
+    pub fn duplicate_policy(&self) -> DuplicatePolicy {
+        self.duplicate_policy
+    }
+    /// The listen backlog.
+    pub fn backlog(&self) -> u32 {
+        self.backlog
+    }
+}
+
+/// Builds [`ServerOptions`]; [`OptionsBuilder::build`] checks the values.
+#[derive(Debug, Clone)]
+pub struct OptionsBuilder {
+    opts: ServerOptions,
+}
+
+impl OptionsBuilder {
+    /// Upgrade and login deadline. Default 10 s.
+    pub fn login_wait(mut self, d: Duration) -> Self {
+        self.opts.login_wait = d;
+        self
+    }
+    /// Read deadline, reset by every frame read. Default 3 min.
+    pub fn read_wait(mut self, d: Duration) -> Self {
+        self.opts.read_wait = d;
+        self
+    }
+    /// Deadline for writing one batch. Default 10 s.
+    pub fn write_wait(mut self, d: Duration) -> Self {
+        self.opts.write_wait = d;
+        self
+    }
+    /// Wait for the peer's close after sending ours. Default 1 s.
+    pub fn close_wait(mut self, d: Duration) -> Self {
+        self.opts.close_wait = d;
+        self
+    }
+    /// Largest frame or message. Default 4 MiB; at most 4 GiB - 1.
+    pub fn max_message_size(mut self, n: usize) -> Self {
+        self.opts.max_message_size = n;
+        self
+    }
+    /// Outbox bound in frames. Default 1024.
+    pub fn outbound_queue(mut self, n: usize) -> Self {
+        self.opts.outbound_queue = n;
+        self
+    }
+    /// Outbox bound in payload bytes. Default 8 MiB. A push into an outbox holding less than
+    /// this is accepted whatever its size (up to the maximum message size).
+    pub fn outbound_queue_bytes(mut self, n: usize) -> Self {
+        self.opts.outbound_queue_bytes = n;
+        self
+    }
+    /// Bytes per socket read. Default 4 KiB.
+    pub fn read_buffer_size(mut self, n: usize) -> Self {
+        self.opts.read_buffer_size = n;
+        self
+    }
+    /// Connections served at once. Default 1,000,000 (the open-files limit binds first).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.opts.max_connections = n;
+        self
+    }
+    /// Duplicate login policy. Default [`DuplicatePolicy::Reject`].
+    pub fn duplicate_policy(mut self, p: DuplicatePolicy) -> Self {
+        self.opts.duplicate_policy = p;
+        self
+    }
+    /// Listen backlog. Default 1024.
+    pub fn backlog(mut self, n: u32) -> Self {
+        self.opts.backlog = n;
+        self
+    }
+
+    /// Checks the values and returns the options.
+    pub fn build(self) -> Result<ServerOptions, OptionsError> {
+        let o = &self.opts;
+        let err = |name, reason: &str| {
+            Err(OptionsError {
+                name,
+                reason: reason.to_string(),
+            })
+        };
+        for (name, d) in [
+            ("login_wait", o.login_wait),
+            ("read_wait", o.read_wait),
+            ("write_wait", o.write_wait),
+            ("close_wait", o.close_wait),
+        ] {
+            if d.is_zero() {
+                return err(name, "must be more than zero");
+            }
+        }
+        if o.max_message_size == 0 || o.max_message_size > u32::MAX as usize {
+            return err("max_message_size", "must be between 1 and 4294967295");
+        }
+        if o.outbound_queue == 0 {
+            return err("outbound_queue", "must be at least 1");
+        }
+        if o.outbound_queue_bytes == 0 {
+            return err("outbound_queue_bytes", "must be at least 1");
+        }
+        if o.read_buffer_size < 64 {
+            return err("read_buffer_size", "must be at least 64");
+        }
+        if o.max_connections == 0 {
+            return err("max_connections", "must be at least 1");
+        }
+        Ok(self.opts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_kims() {
+        let o = ServerOptions::default();
+        assert_eq!(o.login_wait(), Duration::from_secs(10));
+        assert_eq!(o.read_wait(), Duration::from_secs(180));
+        assert_eq!(o.write_wait(), Duration::from_secs(10));
+        assert_eq!(o.max_message_size(), 4 << 20);
+        assert_eq!(o.duplicate_policy(), DuplicatePolicy::Reject);
+    }
+
+    #[test]
+    fn builder_refuses_values_that_cannot_work() {
+        let e = ServerOptions::builder()
+            .read_wait(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(e.name, "read_wait");
+        let e = ServerOptions::builder()
+            .max_message_size(1 << 33)
+            .build()
+            .unwrap_err();
+        assert_eq!(e.name, "max_message_size");
+        assert!(e.to_string().contains("max_message_size"));
+        let o = ServerOptions::builder()
+            .outbound_queue(3)
+            .duplicate_policy(DuplicatePolicy::Kick)
+            .build()
+            .unwrap();
+        assert_eq!(o.outbound_queue(), 3);
+        assert_eq!(o.duplicate_policy(), DuplicatePolicy::Kick);
+    }
+}

@@ -1,0 +1,347 @@
+//! The task of one logged-in channel: its read loop, its write loop and its message handling,
+//! driven together by one future.
+//!
+//! One task per channel instead of a reader task and a writer task: an idle channel then costs
+//! one small task, and a reply pushed by the handler is written in the same poll that read the
+//! request, with no wake-up in between. Each poll:
+//!
+//! 1. runs the handler of the message being handled, if any (a channel's messages are handled
+//!    one at a time, in order; reading waits meanwhile, which is the backpressure);
+//! 2. the write loop: when the writer is idle, moves the whole outbox into it as one batch and
+//!    flushes it, under `write_wait`;
+//! 3. the read loop: reads frames, answers pings through the writer, starts the handler for a
+//!    message, and turns a close into the close handshake;
+//! 4. when nothing can progress, parks its waker in the outbox, where a push finds it.
+//!
+//! The read deadline is not a timer per channel: every frame stamps the channel with the
+//! server's coarse clock, and the server's sweeper closes channels whose stamp is too old.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::time::Sleep;
+
+use crate::channel::{Channel, CloseMode};
+use crate::conn::{FrameReader, FrameWriter};
+use crate::error::ReadError;
+use crate::frame::{CloseReason, Frame, OpCode};
+use crate::listener::{MessageListener, StateListener};
+
+/// Reading pauses while more than this many bytes wait in the writer, so a client that sends
+/// pings (or requests) without reading the answers cannot grow the write buffer.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Why a channel ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The peer sent a close (or the close handshake we started completed).
+    Closed,
+    /// The stream ended without a close frame.
+    Eof,
+    /// Reading or writing failed.
+    Io(String),
+    /// A write batch did not complete within write_wait.
+    WriteTimeout,
+    /// The channel was aborted (shutdown deadline).
+    Aborted,
+    /// We sent a close and the peer did not answer within close_wait.
+    CloseTimeout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading and writing.
+    Open,
+    /// A close frame has been queued; reading continues (data is discarded) until the peer's
+    /// close or the end of the stream, bounded by close_wait.
+    Closing,
+    /// The peer closed: our answer is flushed, then the channel ends.
+    Answered,
+}
+
+/// What the session needs from the server: the app's listeners.
+pub(crate) trait Handlers: Send + Sync + 'static {
+    type Listener: MessageListener;
+    type State: StateListener;
+    fn listener(&self) -> &Self::Listener;
+    fn state(&self) -> &Self::State;
+}
+
+pub(crate) struct Session<R, W, H: Handlers> {
+    chan: Channel,
+    reader: R,
+    writer: W,
+    handlers: Arc<H>,
+    phase: Phase,
+    /// The message being handled.
+    handler: Option<BoxFuture>,
+    /// Armed while a flush is blocked: write_wait.
+    write_timer: Option<Pin<Box<Sleep>>>,
+    /// Armed once we sent a close: close_wait.
+    close_timer: Option<Pin<Box<Sleep>>>,
+    /// Set when the session has ended and its channel left the map.
+    ended: Option<End>,
+    /// The disconnect callback, once started.
+    disconnect: Option<BoxFuture>,
+    finished: bool,
+}
+
+impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
+    pub(crate) fn new(chan: Channel, reader: R, writer: W, handlers: Arc<H>) -> Self {
+        Session {
+            chan,
+            reader,
+            writer,
+            handlers,
+            phase: Phase::Open,
+            handler: None,
+            write_timer: None,
+            close_timer: None,
+            ended: None,
+            disconnect: None,
+            finished: false,
+        }
+    }
+
+    /// Queues our close frame and starts waiting for the peer's.
+    fn begin_close(&mut self, reason: &CloseReason) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        tracing::debug!(id = %self.chan.id(), %reason, "closing channel");
+        self.chan.inner.outbox.lock().closing = true;
+        let frame = self.writer.close_frame(reason);
+        self.writer.start_frame(frame);
+        self.phase = Phase::Closing;
+        self.handler = None;
+        let wait = self.chan.inner.core.options.close_wait();
+        self.close_timer = Some(Box::pin(tokio::time::sleep(wait)));
+    }
+
+    /// Steps 1 to 3 until nothing progresses; `Ready` when the channel has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        loop {
+            let mut progressed = false;
+
+            // 1. The handler of the current message.
+            if let Some(h) = self.handler.as_mut() {
+                if h.as_mut().poll(cx).is_ready() {
+                    self.handler = None;
+                    progressed = true;
+                }
+            }
+
+            // 2. The write loop: the outbox moves into an idle writer as one batch.
+            if self.writer.pending() == 0 {
+                let (batch, close) = {
+                    let mut ob = self.chan.inner.outbox.lock();
+                    ob.bytes = 0;
+                    (std::mem::take(&mut ob.frames), ob.close.take())
+                };
+                if let Some((reason, mode)) = close {
+                    if mode == CloseMode::Abort {
+                        return Poll::Ready(End::Aborted);
+                    }
+                    for f in batch {
+                        self.writer.start_frame(f);
+                    }
+                    self.begin_close(&reason);
+                } else {
+                    for f in batch {
+                        self.writer.start_frame(f);
+                    }
+                }
+            } else if self.abort_requested() {
+                return Poll::Ready(End::Aborted);
+            }
+            if self.writer.pending() > 0 {
+                match self.writer.poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.write_timer = None;
+                        progressed = true;
+                        if self.phase == Phase::Answered {
+                            return Poll::Ready(End::Closed);
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(End::Io(e.to_string())),
+                    Poll::Pending => {
+                        let timer = self.write_timer.get_or_insert_with(|| {
+                            let wait = self.chan.inner.core.options.write_wait();
+                            Box::pin(tokio::time::sleep(wait))
+                        });
+                        if timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(End::WriteTimeout);
+                        }
+                    }
+                }
+            } else if self.phase == Phase::Answered {
+                return Poll::Ready(End::Closed);
+            }
+
+            // A close we sent waits for the peer's answer only so long.
+            if let Some(t) = self.close_timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(End::CloseTimeout);
+                }
+            }
+
+            // 3. The read loop: one frame at a time, none while a message is being handled.
+            let can_read = self.handler.is_none()
+                && self.phase != Phase::Answered
+                && self.writer.pending() <= WRITE_HIGH_WATER;
+            if can_read {
+                match self.reader.poll_read_frame(cx) {
+                    Poll::Pending => {}
+                    Poll::Ready(Ok(Some(frame))) => {
+                        progressed = true;
+                        self.chan.touch();
+                        self.on_frame(frame);
+                    }
+                    Poll::Ready(Ok(None)) => return Poll::Ready(End::Eof),
+                    Poll::Ready(Err(ReadError::Protocol(reason))) => {
+                        if self.phase != Phase::Open {
+                            return Poll::Ready(End::Closed);
+                        }
+                        tracing::debug!(id = %self.chan.id(), %reason, "protocol error");
+                        progressed = true;
+                        self.begin_close(&reason);
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(End::Io(e.to_string())),
+                }
+            }
+
+            if !progressed {
+                // 4. Park, unless a push or close slipped in since step 2.
+                let mut ob = self.chan.inner.outbox.lock();
+                let idle_writer = self.writer.pending() == 0;
+                let work = match &ob.close {
+                    Some((_, mode)) => idle_writer || *mode == CloseMode::Abort,
+                    None => idle_writer && !ob.frames.is_empty(),
+                };
+                if !work {
+                    match &ob.waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => ob.waker = Some(cx.waker().clone()),
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn abort_requested(&self) -> bool {
+        matches!(
+            self.chan.inner.outbox.lock().close,
+            Some((_, CloseMode::Abort))
+        )
+    }
+
+    fn on_frame(&mut self, frame: Frame) {
+        match frame.op {
+            OpCode::Text | OpCode::Binary => {
+                if self.phase == Phase::Open {
+                    let agent = self.chan.clone();
+                    let handlers = self.handlers.clone();
+                    self.handler = Some(Box::pin(async move {
+                        handlers.listener().receive(&agent, frame).await
+                    }));
+                }
+            }
+            OpCode::Ping => {
+                if self.phase == Phase::Open {
+                    self.writer.start_frame(Frame::pong(frame.payload));
+                }
+            }
+            OpCode::Close => {
+                if self.phase == Phase::Open {
+                    let reason = self.reader.close_reason(&frame.payload);
+                    tracing::debug!(id = %self.chan.id(), %reason, "peer closed");
+                    self.chan.inner.outbox.lock().closing = true;
+                    let answer = self.writer.close_frame(&reason);
+                    self.writer.start_frame(answer);
+                    self.handler = None;
+                }
+                self.phase = Phase::Answered;
+            }
+            OpCode::Pong | OpCode::Continuation => {}
+        }
+    }
+
+    /// Takes the channel out of the map and starts the disconnect callback.
+    fn end(&mut self, end: End) {
+        let chan = &self.chan;
+        {
+            let mut ob = chan.inner.outbox.lock();
+            ob.closing = true;
+            ob.ended = true;
+            ob.frames.clear();
+            ob.bytes = 0;
+            ob.waker = None;
+        }
+        chan.inner.core.channels.remove_channel(chan);
+        tracing::debug!(id = %chan.id(), cause = ?end, "channel ended");
+        self.handler = None;
+        self.write_timer = None;
+        self.close_timer = None;
+        self.ended = Some(end);
+        let handlers = self.handlers.clone();
+        let chan = chan.clone();
+        self.disconnect = Some(Box::pin(async move {
+            handlers.state().disconnect(chan.id(), chan.meta()).await
+        }));
+    }
+}
+
+impl<R: FrameReader, W: FrameWriter, H: Handlers> Future for Session<R, W, H> {
+    type Output = End;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {
+        let this = self.get_mut();
+        if this.ended.is_none() {
+            match this.drive(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(end) => this.end(end),
+            }
+        }
+        if let Some(d) = this.disconnect.as_mut() {
+            if d.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.disconnect = None;
+        }
+        this.finished = true;
+        Poll::Ready(this.ended.clone().unwrap_or(End::Aborted))
+    }
+}
+
+impl<R, W, H: Handlers> Drop for Session<R, W, H> {
+    fn drop(&mut self) {
+        // A session dropped before it ended (its runtime shut down, or its task was aborted)
+        // still leaves the map and still reports its disconnect, exactly once.
+        if self.finished {
+            return;
+        }
+        if self.ended.is_none() {
+            {
+                let mut ob = self.chan.inner.outbox.lock();
+                ob.closing = true;
+                ob.ended = true;
+            }
+            self.chan.inner.core.channels.remove_channel(&self.chan);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let handlers = self.handlers.clone();
+                let chan = self.chan.clone();
+                rt.spawn(async move { handlers.state().disconnect(chan.id(), chan.meta()).await });
+            }
+        } else if let Some(d) = self.disconnect.take() {
+            // The disconnect callback had started: let it finish.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(d);
+            }
+        }
+    }
+}

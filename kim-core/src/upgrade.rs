@@ -1,0 +1,48 @@
+//! Upgraders: how an accepted byte stream becomes a framed connection.
+//!
+//! An app chooses its transport by choosing an upgrader and nothing else: the raw TCP upgrader
+//! frames the stream at once, the websocket upgrader parses the HTTP/1.1 upgrade straight off
+//! the stream first. Both run under the server's login deadline.
+
+use std::future::Future;
+
+use crate::conn::{Conn, FrameReader, FrameWriter};
+use crate::error::UpgradeError;
+use crate::io::Io;
+
+/// Limits a transport applies to the connections it upgrades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnConfig {
+    /// The largest frame (and, for fragmented transports, message) accepted.
+    pub max_message_size: usize,
+    /// Bytes per socket read.
+    pub read_buffer_size: usize,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        ConnConfig {
+            max_message_size: 4 << 20,
+            read_buffer_size: 4096,
+        }
+    }
+}
+
+/// Turns an accepted stream of type `IO` into a framed [`Conn`].
+pub trait Upgrader<IO: Io>: Send + Sync + 'static {
+    /// The frame reader this transport produces.
+    type Reader: FrameReader;
+    /// The frame writer this transport produces.
+    type Writer: FrameWriter;
+
+    /// The transport's name, for logs ("tcp", "ws").
+    fn name(&self) -> &'static str;
+
+    /// Performs the transport's handshake, if it has one. On a refusal the upgrader answers
+    /// the client itself (an HTTP status for websocket) before returning the error.
+    fn upgrade(
+        &self,
+        io: IO,
+        config: ConnConfig,
+    ) -> impl Future<Output = Result<Conn<Self::Reader, Self::Writer>, UpgradeError>> + Send;
+}
