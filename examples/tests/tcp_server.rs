@@ -33,6 +33,7 @@ async fn login_then_echo_keeps_the_opcode() {
     assert_eq!(s.next_disconnect().await.as_str(), "alice");
     assert_eq!(s.handle.channel_count(), 0);
     assert_eq!(s.disconnects_of("alice"), 1);
+    assert_eq!(s.reported_while_in_map(), 0);
 }
 
 #[tokio::test]
@@ -388,6 +389,89 @@ async fn graceful_shutdown_closes_every_channel_and_reports_each_once() {
         assert_eq!(s.disconnects_of(&format!("user-{i}")), 1);
     }
     assert_eq!(s.handle.channel_count(), 0);
+    assert_eq!(s.reported_while_in_map(), 0);
     // The listener is gone.
     assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+}
+
+#[tokio::test]
+async fn shutdown_deadline_drops_a_peer_that_never_answers_the_close() {
+    let mut s = start(
+        options()
+            .close_wait(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    // A raw client that logs in and then never reads nor answers.
+    let _mute = raw(&s.addr, &raw_frame(1, b"mute")).await;
+    s.wait_channels(1).await;
+    let started = std::time::Instant::now();
+    let report = s.handle.shutdown(Duration::from_millis(300)).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(report.channels, 1);
+    assert_eq!(report.forced, 1);
+    assert_eq!(report.remaining, 0);
+    assert_eq!(s.next_disconnect().await.as_str(), "mute");
+    assert_eq!(s.disconnects_of("mute"), 1);
+    assert_eq!(s.reported_while_in_map(), 0);
+}
+
+#[tokio::test]
+async fn push_from_a_plain_thread() {
+    let s = start(options().build().unwrap()).await;
+    let mut c = login(&s.addr, "threaded").await;
+    let handle = s.handle.clone();
+    let pushed = std::thread::spawn(move || {
+        (0..100)
+            .map(|i| handle.push("threaded", format!("n{i}")))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .join()
+    .unwrap();
+    assert!(pushed.is_ok(), "{pushed:?}");
+    for i in 0..100 {
+        let f = read(&mut c).await.unwrap();
+        assert_eq!(f.payload, format!("n{i}").as_bytes(), "in order");
+    }
+}
+
+#[tokio::test]
+async fn connecting_to_a_closed_port_is_a_clear_error() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    match kim_tcp::connect(&addr, &no_heartbeat()).await {
+        Err(e @ ClientError::Connect { .. }) => {
+            assert!(e.to_string().contains(&addr), "{e}");
+        }
+        Err(other) => panic!("expected a connect error, got {other}"),
+        Ok(_) => panic!("expected a connect error, got a connection"),
+    }
+}
+
+#[tokio::test]
+async fn many_messages_keep_their_order_while_channels_run_concurrently() {
+    let s = start(options().build().unwrap()).await;
+    let mut tasks = Vec::new();
+    for c in 0..20 {
+        let addr = s.addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = login(&addr, &format!("order-{c}")).await;
+            let sender = client.sender();
+            let writer = tokio::spawn(async move {
+                for i in 0..500 {
+                    sender.send(Frame::text(format!("{c}:{i}"))).await.unwrap();
+                }
+            });
+            for i in 0..500 {
+                let f = read(&mut client).await.unwrap();
+                assert_eq!(f.payload, format!("{c}:{i}").as_bytes());
+            }
+            writer.await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
 }

@@ -101,7 +101,7 @@ impl Core {
 }
 
 /// Counts a connection as active for as long as it lives.
-struct ActiveGuard(Arc<Core>);
+pub(crate) struct ActiveGuard(Arc<Core>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
@@ -223,9 +223,19 @@ where
 
     /// Binds `addr` and starts serving in the background; returns a handle to the running
     /// server. Must be called within a tokio runtime.
-    pub async fn start(self, addr: impl ToSocketAddrs) -> Result<ServerHandle, ServerError> {
+    pub async fn start<T>(self, addr: T) -> Result<ServerHandle, ServerError>
+    where
+        T: ToSocketAddrs + std::fmt::Display,
+    {
+        let shown = addr.to_string();
+        let resolved = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: shown.clone(),
+                source,
+            })?;
         let mut last = None;
-        for a in tokio::net::lookup_host(addr).await? {
+        for a in resolved {
             match bind(a, self.options.backlog()) {
                 Ok(l) => return self.serve(l),
                 Err(e) => last = Some((a, e)),
@@ -233,7 +243,7 @@ where
         }
         let (addr, source) = last.map(|(a, e)| (a.to_string(), e)).unwrap_or_else(|| {
             (
-                "(no address)".to_string(),
+                shown,
                 io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing"),
             )
         });
@@ -348,27 +358,24 @@ async fn serve_connection<U, A, L, S>(
     shared: Arc<Shared<U, A, L, S>>,
     stream: TcpStream,
     peer: SocketAddr,
-    _guard: ActiveGuard,
+    guard: ActiveGuard,
 ) where
     U: Upgrader<TcpStream>,
     A: Acceptor,
     L: MessageListener,
     S: StateListener,
 {
-    let core = shared.core.clone();
-    // The login future is boxed so that its size does not count towards every idle channel's
-    // task, which lives on after login.
-    let login = Box::pin(login(&shared, stream, peer));
     let logged_in = tokio::select! {
         biased;
-        _ = core.shutdown.cancelled() => return,
-        r = login => r,
+        _ = shared.core.shutdown.cancelled() => return,
+        r = login(&shared, stream, peer) => r,
     };
     let Some((chan, conn)) = logged_in else {
         return;
     };
-    let session = Session::new(chan, conn.reader, conn.writer, shared);
-    session.await;
+    // The channel gets a task of its own, sized for the session alone: the login's state
+    // (handshake buffers, the acceptor's future) is freed with this task.
+    tokio::spawn(Session::new(chan, conn.reader, conn.writer, shared, guard));
 }
 
 /// At most this many refused connections are drained at once; past it they are dropped.

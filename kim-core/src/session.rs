@@ -28,6 +28,7 @@ use crate::conn::{FrameReader, FrameWriter};
 use crate::error::ReadError;
 use crate::frame::{CloseReason, Frame, OpCode};
 use crate::listener::{MessageListener, StateListener};
+use crate::server::ActiveGuard;
 
 /// Reading pauses while more than this many bytes wait in the writer, so a client that sends
 /// pings (or requests) without reading the answers cannot grow the write buffer.
@@ -36,14 +37,14 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Why a channel ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum End {
     /// The peer sent a close (or the close handshake we started completed).
     Closed,
     /// The stream ended without a close frame.
     Eof,
     /// Reading or writing failed.
-    Io(String),
+    Io(std::io::ErrorKind),
     /// A write batch did not complete within write_wait.
     WriteTimeout,
     /// The channel was aborted (shutdown deadline).
@@ -76,34 +77,42 @@ pub(crate) struct Session<R, W, H: Handlers> {
     reader: R,
     writer: W,
     handlers: Arc<H>,
+    /// Counts the connection as active until the session is dropped.
+    _guard: ActiveGuard,
     phase: Phase,
-    /// The message being handled.
-    handler: Option<BoxFuture>,
+    /// Set when the channel has ended and left the map.
+    ended: Option<End>,
+    /// Set once the disconnect callback has returned.
+    finished: bool,
+    /// While open: the handler of the message being handled. Once ended: the disconnect
+    /// callback. (One slot: the two never run at once.)
+    running: Option<BoxFuture>,
     /// Armed while a flush is blocked: write_wait.
     write_timer: Option<Pin<Box<Sleep>>>,
     /// Armed once we sent a close: close_wait.
     close_timer: Option<Pin<Box<Sleep>>>,
-    /// Set when the session has ended and its channel left the map.
-    ended: Option<End>,
-    /// The disconnect callback, once started.
-    disconnect: Option<BoxFuture>,
-    finished: bool,
 }
 
 impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
-    pub(crate) fn new(chan: Channel, reader: R, writer: W, handlers: Arc<H>) -> Self {
+    pub(crate) fn new(
+        chan: Channel,
+        reader: R,
+        writer: W,
+        handlers: Arc<H>,
+        guard: ActiveGuard,
+    ) -> Self {
         Session {
             chan,
             reader,
             writer,
             handlers,
+            _guard: guard,
             phase: Phase::Open,
-            handler: None,
+            ended: None,
+            finished: false,
+            running: None,
             write_timer: None,
             close_timer: None,
-            ended: None,
-            disconnect: None,
-            finished: false,
         }
     }
 
@@ -117,7 +126,7 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
         let frame = self.writer.close_frame(reason);
         self.writer.start_frame(frame);
         self.phase = Phase::Closing;
-        self.handler = None;
+        self.running = None;
         let wait = self.chan.inner.core.options.close_wait();
         self.close_timer = Some(Box::pin(tokio::time::sleep(wait)));
     }
@@ -128,9 +137,9 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
             let mut progressed = false;
 
             // 1. The handler of the current message.
-            if let Some(h) = self.handler.as_mut() {
+            if let Some(h) = self.running.as_mut() {
                 if h.as_mut().poll(cx).is_ready() {
-                    self.handler = None;
+                    self.running = None;
                     progressed = true;
                 }
             }
@@ -167,7 +176,7 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
                             return Poll::Ready(End::Closed);
                         }
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(End::Io(e.to_string())),
+                    Poll::Ready(Err(e)) => return Poll::Ready(End::Io(e.kind())),
                     Poll::Pending => {
                         let timer = self.write_timer.get_or_insert_with(|| {
                             let wait = self.chan.inner.core.options.write_wait();
@@ -190,7 +199,7 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
             }
 
             // 3. The read loop: one frame at a time, none while a message is being handled.
-            let can_read = self.handler.is_none()
+            let can_read = self.running.is_none()
                 && self.phase != Phase::Answered
                 && self.writer.pending() <= WRITE_HIGH_WATER;
             if can_read {
@@ -210,7 +219,8 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
                         progressed = true;
                         self.begin_close(&reason);
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(End::Io(e.to_string())),
+                    Poll::Ready(Err(ReadError::Io(e))) => return Poll::Ready(End::Io(e.kind())),
+                    Poll::Ready(Err(ReadError::UnexpectedEof)) => return Poll::Ready(End::Eof),
                 }
             }
 
@@ -246,7 +256,7 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
                 if self.phase == Phase::Open {
                     let agent = self.chan.clone();
                     let handlers = self.handlers.clone();
-                    self.handler = Some(Box::pin(async move {
+                    self.running = Some(Box::pin(async move {
                         handlers.listener().receive(&agent, frame).await
                     }));
                 }
@@ -263,7 +273,7 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
                     self.chan.inner.outbox.lock().closing = true;
                     let answer = self.writer.close_frame(&reason);
                     self.writer.start_frame(answer);
-                    self.handler = None;
+                    self.running = None;
                 }
                 self.phase = Phase::Answered;
             }
@@ -284,13 +294,12 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
         }
         chan.inner.core.channels.remove_channel(chan);
         tracing::debug!(id = %chan.id(), cause = ?end, "channel ended");
-        self.handler = None;
         self.write_timer = None;
         self.close_timer = None;
         self.ended = Some(end);
         let handlers = self.handlers.clone();
         let chan = chan.clone();
-        self.disconnect = Some(Box::pin(async move {
+        self.running = Some(Box::pin(async move {
             handlers.state().disconnect(chan.id(), chan.meta()).await
         }));
     }
@@ -307,14 +316,14 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Future for Session<R, W, H> {
                 Poll::Ready(end) => this.end(end),
             }
         }
-        if let Some(d) = this.disconnect.as_mut() {
+        if let Some(d) = this.running.as_mut() {
             if d.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            this.disconnect = None;
+            this.running = None;
         }
         this.finished = true;
-        Poll::Ready(this.ended.clone().unwrap_or(End::Aborted))
+        Poll::Ready(this.ended.unwrap_or(End::Aborted))
     }
 }
 
@@ -337,7 +346,7 @@ impl<R, W, H: Handlers> Drop for Session<R, W, H> {
                 let chan = self.chan.clone();
                 rt.spawn(async move { handlers.state().disconnect(chan.id(), chan.meta()).await });
             }
-        } else if let Some(d) = self.disconnect.take() {
+        } else if let Some(d) = self.running.take() {
             // The disconnect callback had started: let it finish.
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(d);

@@ -23,10 +23,20 @@ pub const EVENT: Duration = Duration::from_secs(10);
 pub struct Recorder {
     tx: mpsc::UnboundedSender<ChannelId>,
     counts: Arc<parking_lot::Mutex<HashMap<ChannelId, usize>>>,
+    /// Set once the server started: lets the recorder check the channel left the map.
+    handle: Arc<std::sync::OnceLock<ServerHandle>>,
+    /// Disconnects reported while a channel with that id was still in the map.
+    still_in_map: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl kim_core::StateListener for Recorder {
     async fn disconnect(&self, id: &ChannelId, _meta: &Meta) {
+        if let Some(h) = self.handle.get() {
+            if h.channel(id.as_str()).is_some() {
+                self.still_in_map
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         *self.counts.lock().entry(id.clone()).or_default() += 1;
         let _ = self.tx.send(id.clone());
     }
@@ -37,9 +47,16 @@ pub struct Server {
     pub addr: String,
     pub disconnects: mpsc::UnboundedReceiver<ChannelId>,
     pub counts: Arc<parking_lot::Mutex<HashMap<ChannelId, usize>>>,
+    pub still_in_map: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Server {
+    /// Disconnects reported while a channel with the same id was still in the map (0 unless a
+    /// newer login took the id, as under the kick policy).
+    pub fn reported_while_in_map(&self) -> usize {
+        self.still_in_map.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Waits for the next disconnect report.
     pub async fn next_disconnect(&mut self) -> ChannelId {
         tokio::time::timeout(EVENT, self.disconnects.recv())
@@ -74,9 +91,13 @@ impl Server {
 pub async fn start(options: ServerOptions) -> Server {
     let (tx, rx) = mpsc::unbounded_channel();
     let counts = Arc::new(parking_lot::Mutex::new(HashMap::new()));
+    let handle_slot = Arc::new(std::sync::OnceLock::new());
+    let still_in_map = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let recorder = Recorder {
         tx,
         counts: counts.clone(),
+        handle: handle_slot.clone(),
+        still_in_map: still_in_map.clone(),
     };
     let handle = DefaultServer::new(kim_tcp::TcpUpgrader, MockListener)
         .with_acceptor(MockAcceptor)
@@ -86,11 +107,13 @@ pub async fn start(options: ServerOptions) -> Server {
         .await
         .expect("server starts");
     let addr = handle.local_addr().to_string();
+    let _ = handle_slot.set(handle.clone());
     Server {
         handle,
         addr,
         disconnects: rx,
         counts,
+        still_in_map,
     }
 }
 
