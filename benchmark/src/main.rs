@@ -186,9 +186,18 @@ async fn parallel(args: ParallelArgs) -> anyhow::Result<()> {
         "logins per second    {:.0}",
         n as f64 / elapsed.as_secs_f64()
     );
-    println!("server rss before    {:.1} MiB", rss_before as f64 / 1048576.0);
-    println!("server rss with all  {:.1} MiB", rss_with as f64 / 1048576.0);
-    println!("server rss after     {:.1} MiB", rss_after as f64 / 1048576.0);
+    println!(
+        "server rss before    {:.1} MiB",
+        rss_before as f64 / 1048576.0
+    );
+    println!(
+        "server rss with all  {:.1} MiB",
+        rss_with as f64 / 1048576.0
+    );
+    println!(
+        "server rss after     {:.1} MiB",
+        rss_after as f64 / 1048576.0
+    );
     println!("bytes per connection {per_conn:.0}");
     if failures > 0 || echo_failures > 0 {
         bail!("{failures} logins and {echo_failures} echoes failed");

@@ -10,6 +10,11 @@
 //!   not connected the sender gets `offline <id>`.
 #![warn(missing_docs)]
 
+/// The README's code, compiled as a doctest so that it stays true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};

@@ -10,17 +10,17 @@ use std::time::Duration;
 
 use common::*;
 
-fn set_nofile(soft: u64, hard: u64) {
+fn set_nofile(soft: libc::rlim_t, hard: libc::rlim_t) {
     let lim = libc::rlimit {
-        rlim_cur: soft as libc::rlim_t,
-        rlim_max: hard as libc::rlim_t,
+        rlim_cur: soft,
+        rlim_max: hard,
     };
     // SAFETY: setrlimit only reads the struct we pass.
     let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
     assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
 }
 
-fn get_nofile() -> (u64, u64) {
+fn get_nofile() -> (libc::rlim_t, libc::rlim_t) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -28,7 +28,7 @@ fn get_nofile() -> (u64, u64) {
     // SAFETY: getrlimit writes into the struct we own.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
     assert_eq!(rc, 0);
-    (lim.rlim_cur as u64, lim.rlim_max as u64)
+    (lim.rlim_cur, lim.rlim_max)
 }
 
 #[tokio::test]
@@ -37,7 +37,7 @@ async fn accept_backs_off_on_emfile_and_recovers() {
     let (soft, hard) = get_nofile();
     let highest = std::fs::read_dir("/proc/self/fd")
         .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<libc::rlim_t>().ok())
         .max()
         .unwrap();
     set_nofile(highest + 32, hard);
@@ -76,7 +76,9 @@ async fn accept_backs_off_on_emfile_and_recovers() {
     // Free the descriptors: the waiting client is accepted and served.
     drop(hog);
     set_nofile(soft, hard);
-    let ok = read(&mut client).await.expect("login answered after recovery");
+    let ok = read(&mut client)
+        .await
+        .expect("login answered after recovery");
     assert_eq!(&ok.payload[..], b"ok");
     client.send_text("after").await.unwrap();
     assert_eq!(&read(&mut client).await.unwrap().payload[..], b"after");

@@ -23,18 +23,34 @@ fn mock_server_and_mock_client_talk() {
 
     let run = |id: &str, message: &str| {
         let o = Command::new(env!("CARGO_BIN_EXE_mock-client"))
-            .args(["--addr", &addr, "--id", id, "--count", "2", "--message", message])
+            .args([
+                "--addr",
+                &addr,
+                "--id",
+                id,
+                "--count",
+                "2",
+                "--message",
+                message,
+            ])
             .env("RUST_LOG", "warn")
             .output()
             .expect("mock-client runs");
-        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
     let (ok, stdout, stderr) = run("alice", "hello");
     assert!(ok, "{stderr}");
     assert_eq!(stdout, "login: ok\nreply 1: hello\nreply 2: hello\n");
     let (ok, stdout, _) = run("bob", "@nobody hi");
     assert!(ok);
-    assert_eq!(stdout, "login: ok\nreply 1: offline nobody\nreply 2: offline nobody\n");
+    assert_eq!(
+        stdout,
+        "login: ok\nreply 1: offline nobody\nreply 2: offline nobody\n"
+    );
     let (ok, _, stderr) = run(&"x".repeat(65), "hello");
     assert!(!ok, "a bad id fails the client");
     assert!(stderr.contains("invalid user id"), "{stderr}");
@@ -46,7 +62,10 @@ fn mock_server_and_mock_client_talk() {
     out.read_to_string(&mut rest).unwrap();
     let status = server.wait().unwrap();
     assert!(status.success(), "{status}");
-    assert!(rest.contains("shut down: 0 channels closed, 0 forced"), "{rest}");
+    assert!(
+        rest.contains("shut down: 0 channels closed, 0 forced"),
+        "{rest}"
+    );
 }
 
 #[test]

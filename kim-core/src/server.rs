@@ -58,7 +58,7 @@ struct Stats {
 }
 
 impl Core {
-    fn new(options: ServerOptions) -> Core {
+    pub(crate) fn new(options: ServerOptions) -> Core {
         Core {
             options,
             channels: ChannelMap::new(),
