@@ -158,7 +158,10 @@ mod tests {
 
     #[test]
     fn add_replace_and_remove_only_the_same_login() {
-        let core = Arc::new(Core::new(ServerOptions::default()));
+        let core = Arc::new(Core::new(
+            ServerOptions::default(),
+            "127.0.0.1:1".parse().unwrap(),
+        ));
         let map = ChannelMap::new();
         let a1 = chan(&core, "a", 1);
         assert!(matches!(map.add(a1.clone()), Insert::Added));

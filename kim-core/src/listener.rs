@@ -31,6 +31,9 @@ pub trait MessageListener: Send + Sync + 'static {
     /// Called once per text or binary message, in the channel's order; the channel reads its
     /// next message only when this returns. `agent` pushes replies to the sender; its
     /// [`server`](crate::Channel::server) pushes to anyone.
+    ///
+    /// If the connection ends while the returned future is pending (the peer is gone, a
+    /// deadline passed, or the shutdown deadline), the future is dropped at its next await.
     fn receive(&self, agent: &Agent, message: Frame) -> impl Future<Output = ()> + Send;
 }
 

@@ -44,7 +44,7 @@ pub(crate) struct Core {
     shutdown: CancellationToken,
     shutting_down: AtomicBool,
     accept_loop: parking_lot::Mutex<Option<JoinHandle<()>>>,
-    local_addr: parking_lot::Mutex<Option<SocketAddr>>,
+    local_addr: SocketAddr,
     stats: Stats,
 }
 
@@ -58,7 +58,7 @@ struct Stats {
 }
 
 impl Core {
-    pub(crate) fn new(options: ServerOptions) -> Core {
+    pub(crate) fn new(options: ServerOptions, local_addr: SocketAddr) -> Core {
         Core {
             options,
             channels: ChannelMap::new(),
@@ -71,7 +71,7 @@ impl Core {
             shutdown: CancellationToken::new(),
             shutting_down: AtomicBool::new(false),
             accept_loop: parking_lot::Mutex::new(None),
-            local_addr: parking_lot::Mutex::new(None),
+            local_addr,
             stats: Stats::default(),
         }
     }
@@ -253,8 +253,7 @@ where
     /// Serves connections from a listener the caller bound.
     pub fn serve(self, listener: TcpListener) -> Result<ServerHandle, ServerError> {
         let local = listener.local_addr()?;
-        let core = Arc::new(Core::new(self.options));
-        *core.local_addr.lock() = Some(local);
+        let core = Arc::new(Core::new(self.options, local));
         core.tick();
         let shared = Arc::new(Shared {
             core: core.clone(),
@@ -576,7 +575,8 @@ pub struct ShutdownReport {
 }
 
 /// A handle to a running server: push to any channel, count channels, shut down. Cheap to
-/// clone; usable from any task or thread.
+/// clone; usable from any task or thread. The server runs until [`ServerHandle::shutdown`]
+/// (or the end of its runtime); dropping handles does not stop it.
 #[derive(Clone)]
 pub struct ServerHandle {
     core: Arc<Core>,
@@ -589,10 +589,7 @@ impl ServerHandle {
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.core
-            .local_addr
-            .lock()
-            .expect("a started server has an address")
+        self.core.local_addr
     }
 
     /// The server's options.
@@ -693,7 +690,7 @@ impl ServerHandle {
 impl std::fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerHandle")
-            .field("local_addr", &*self.core.local_addr.lock())
+            .field("local_addr", &self.core.local_addr)
             .field("channels", &self.core.channels.len())
             .finish()
     }

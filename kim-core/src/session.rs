@@ -125,8 +125,8 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
         self.chan.inner.outbox.lock().closing = true;
         let frame = self.writer.close_frame(reason);
         self.writer.start_frame(frame);
+        // A handler in progress may finish (its pushes now fail); close_wait bounds it.
         self.phase = Phase::Closing;
-        self.running = None;
         let wait = self.chan.inner.core.options.close_wait();
         self.close_timer = Some(Box::pin(tokio::time::sleep(wait)));
     }
@@ -273,7 +273,6 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
                     self.chan.inner.outbox.lock().closing = true;
                     let answer = self.writer.close_frame(&reason);
                     self.writer.start_frame(answer);
-                    self.running = None;
                 }
                 self.phase = Phase::Answered;
             }
