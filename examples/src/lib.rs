@@ -131,6 +131,9 @@ pub struct ServerArgs {
     /// Connections served at once.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_connections: usize,
+    /// The largest message accepted, in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_message_size: usize,
     /// On a duplicate login, close the older channel instead of refusing the new one.
     #[arg(long)]
     pub kick: bool,
@@ -153,6 +156,7 @@ impl ServerArgs {
             .read_wait(secs("read-wait", self.read_wait)?)
             .write_wait(secs("write-wait", self.write_wait)?)
             .max_connections(self.max_connections)
+            .max_message_size(self.max_message_size)
             .duplicate_policy(if self.kick {
                 kim_core::DuplicatePolicy::Kick
             } else {
@@ -169,6 +173,79 @@ impl ServerArgs {
         }
         Ok(b.enable_all().build()?)
     }
+}
+
+/// Runs a server with the given listeners on the transport the flags name, until Ctrl-C or
+/// SIGTERM; then shuts it down gracefully. Prints `listening on ADDR` first (tools that start
+/// the server with port 0 read it).
+pub async fn serve<A, L, S>(
+    args: &ServerArgs,
+    acceptor: A,
+    listener: L,
+    state: S,
+) -> anyhow::Result<()>
+where
+    A: kim_core::Acceptor,
+    L: MessageListener,
+    S: StateListener,
+{
+    let options = args.options()?;
+    match args.transport {
+        Transport::Tcp => {
+            run(
+                args,
+                kim_tcp::TcpUpgrader,
+                acceptor,
+                listener,
+                state,
+                options,
+            )
+            .await
+        }
+        Transport::Ws => {
+            run(
+                args,
+                kim_ws::WsUpgrader::new(),
+                acceptor,
+                listener,
+                state,
+                options,
+            )
+            .await
+        }
+    }
+}
+
+async fn run<U, A, L, S>(
+    args: &ServerArgs,
+    upgrader: U,
+    acceptor: A,
+    listener: L,
+    state: S,
+    options: kim_core::ServerOptions,
+) -> anyhow::Result<()>
+where
+    U: kim_core::Upgrader<tokio::net::TcpStream>,
+    A: kim_core::Acceptor,
+    L: MessageListener,
+    S: StateListener,
+{
+    let handle = kim_core::DefaultServer::new(upgrader, listener)
+        .with_acceptor(acceptor)
+        .with_state_listener(state)
+        .with_options(options)
+        .start(args.listen.as_str())
+        .await?;
+    println!("listening on {}", handle.local_addr());
+    shutdown_signal().await;
+    let wait = Duration::try_from_secs_f64(args.shutdown_wait)
+        .map_err(|e| anyhow::anyhow!("--shutdown-wait {}: {e}", args.shutdown_wait))?;
+    let report = handle.shutdown(wait).await;
+    println!(
+        "shut down: {} channels closed, {} forced",
+        report.channels, report.forced
+    );
+    Ok(())
 }
 
 /// Installs a log subscriber filtered by `RUST_LOG` (default `info`), writing to stderr.

@@ -63,6 +63,8 @@ pub struct Handshake {
     pub path: String,
     /// Request headers, names in lower case, in the order received.
     pub headers: Vec<(String, String)>,
+    /// The subprotocol the server selected, if any.
+    pub protocol: Option<String>,
 }
 
 impl Handshake {
@@ -149,6 +151,7 @@ mod tests {
         let h = Handshake {
             path: "/im?uid=42&token=abc&flag".into(),
             headers: vec![("cookie".into(), "s=1".into())],
+            protocol: None,
         };
         assert_eq!(h.query("token"), Some("abc"));
         assert_eq!(h.query("flag"), Some(""));

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use clap::Parser;
-use kim_core::client::ClientOptions;
+use kim_core::client::{Client, ClientOptions};
+use kim_core::{FrameReader, FrameWriter};
 use kim_examples::{init_tracing, Transport};
 
 #[derive(Debug, Parser)]
@@ -14,7 +15,7 @@ struct Args {
     /// The transport to use.
     #[arg(long, value_enum, default_value = "tcp")]
     transport: Transport,
-    /// The gateway's address.
+    /// The gateway's address (`host:port`; for ws also `ws://host:port/path`).
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: String,
     /// The user id to log in as.
@@ -35,11 +36,18 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing();
-    if args.transport == Transport::Ws {
-        anyhow::bail!("the ws transport is not available in this build yet; use --transport tcp");
+    let opts = ClientOptions::default();
+    match args.transport {
+        Transport::Tcp => talk(kim_tcp::connect(&args.addr, &opts).await?, &args).await,
+        Transport::Ws => talk(kim_ws::connect(&args.addr, &opts).await?, &args).await,
     }
+}
+
+async fn talk<R: FrameReader, W: FrameWriter>(
+    mut client: Client<R, W>,
+    args: &Args,
+) -> anyhow::Result<()> {
     let wait = Duration::try_from_secs_f64(args.timeout)?;
-    let mut client = kim_tcp::connect(&args.addr, &ClientOptions::default()).await?;
     let ok = tokio::time::timeout(wait, client.login(args.id.clone())).await??;
     println!("login: {}", String::from_utf8_lossy(&ok.payload));
     for i in 0..args.count {

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kim_core::client::ClientOptions;
-use kim_core::{ChannelId, CloseReason, DefaultServer, Meta, ServerHandle, ServerOptions};
+use kim_core::client::{Client, ClientOptions};
+use kim_core::{
+    ChannelId, CloseReason, DefaultServer, FrameReader, FrameWriter, Meta, ServerHandle,
+    ServerOptions, Upgrader,
+};
 use kim_examples::{MockAcceptor, MockListener};
 use kim_tcp::TcpClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,8 +90,13 @@ impl Server {
     }
 }
 
-/// Starts a mock-protocol server on an ephemeral port.
+/// Starts a mock-protocol server over raw TCP on an ephemeral port.
 pub async fn start(options: ServerOptions) -> Server {
+    start_on(kim_tcp::TcpUpgrader, options).await
+}
+
+/// Starts a mock-protocol server over any transport on an ephemeral port.
+pub async fn start_on<U: Upgrader<TcpStream>>(upgrader: U, options: ServerOptions) -> Server {
     let (tx, rx) = mpsc::unbounded_channel();
     let counts = Arc::new(parking_lot::Mutex::new(HashMap::new()));
     let handle_slot = Arc::new(std::sync::OnceLock::new());
@@ -99,7 +107,7 @@ pub async fn start(options: ServerOptions) -> Server {
         handle: handle_slot.clone(),
         still_in_map: still_in_map.clone(),
     };
-    let handle = DefaultServer::new(kim_tcp::TcpUpgrader, MockListener)
+    let handle = DefaultServer::new(upgrader, MockListener)
         .with_acceptor(MockAcceptor)
         .with_state_listener(recorder)
         .with_options(options)
@@ -140,14 +148,19 @@ pub async fn login_with(addr: &str, id: &str, opts: &ClientOptions) -> TcpClient
 }
 
 /// Reads the next message with the event bound.
-pub async fn read(c: &mut TcpClient) -> Result<kim_core::Frame, kim_core::client::ClientError> {
+pub async fn read<R: FrameReader, W: FrameWriter>(
+    c: &mut Client<R, W>,
+) -> Result<kim_core::Frame, kim_core::client::ClientError> {
     tokio::time::timeout(EVENT, c.read())
         .await
         .expect("a frame within the event bound")
 }
 
 /// Expects the server to close the client with a reason containing `text`.
-pub async fn expect_close(c: &mut TcpClient, text: &str) -> CloseReason {
+pub async fn expect_close<R: FrameReader, W: FrameWriter>(
+    c: &mut Client<R, W>,
+    text: &str,
+) -> CloseReason {
     match read(c).await {
         Err(kim_core::client::ClientError::Closed(r)) => {
             assert!(r.reason.contains(text), "close reason {r:?} lacks {text:?}");
@@ -194,4 +207,17 @@ pub async fn raw(addr: &str, bytes: &[u8]) -> TcpStream {
 
 pub fn options() -> kim_core::OptionsBuilder {
     ServerOptions::builder()
+}
+
+/// Connects over websocket and logs in as `id`, asserting the `ok` reply.
+pub async fn login_ws(addr: &str, id: &str) -> kim_ws::WsClient {
+    let mut c = kim_ws::connect(addr, &no_heartbeat())
+        .await
+        .expect("connects");
+    let ok = tokio::time::timeout(EVENT, c.login(id.to_string()))
+        .await
+        .expect("login answered in time")
+        .expect("login accepted");
+    assert_eq!(&ok.payload[..], b"ok");
+    c
 }

@@ -1,0 +1,628 @@
+//! Websocket frames (RFC 6455 section 5), for both ends of a connection.
+//!
+//! The reader checks each header completely before it reserves room for the payload, unmasks
+//! the payload in place in the read buffer and splits it off as `Bytes`: a message that arrives
+//! in one frame reaches the listener without a copy. Fragmented messages are reassembled, with
+//! control frames allowed between fragments, and text is validated as UTF-8 fragment by
+//! fragment, so a bad byte fails the message as soon as its fragment arrives.
+//!
+//! The server's writer sends frames unmasked, header and payload through vectored writes. The
+//! client's writer must mask, which means writing a masked copy.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kim_core::io::{ReadBuffer, WriteBuffer};
+use kim_core::{CloseReason, Frame, FrameReader, FrameWriter, OpCode, ReadError};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Which end of the connection a codec serves: the server expects masked frames and sends
+/// unmasked ones; the client the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The accepting end.
+    Server,
+    /// The connecting end.
+    Client,
+}
+
+/// The largest payload of a control frame.
+pub const MAX_CONTROL_PAYLOAD: usize = 125;
+
+fn protocol(reason: impl Into<std::borrow::Cow<'static, str>>) -> ReadError {
+    ReadError::Protocol(CloseReason::protocol(reason))
+}
+
+fn invalid_utf8(what: &'static str) -> ReadError {
+    ReadError::Protocol(CloseReason::new(CloseReason::INVALID_PAYLOAD, what))
+}
+
+/// XORs `data` with the 4-byte `mask`, as if `data` started `offset` bytes into the masked
+/// payload. Works a machine word at a time.
+pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
+    let mut m = mask;
+    m.rotate_left(offset % 4);
+    let (head, mid, tail) = split_aligned(data);
+    // `head` (shorter than 8 bytes) shifts the mask's phase for the rest.
+    for (i, b) in head.iter_mut().enumerate() {
+        *b ^= m[i % 4];
+    }
+    m.rotate_left(head.len() % 4);
+    let word = u32::from_ne_bytes(m) as u64;
+    let wide = word | (word << 32);
+    for chunk in mid.chunks_exact_mut(8) {
+        let v = u64::from_ne_bytes(chunk.try_into().expect("chunks of 8")) ^ wide;
+        chunk.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in tail.iter_mut().enumerate() {
+        *b ^= m[i % 4];
+    }
+}
+
+/// Splits a slice into a head (to 8-byte alignment), a middle of whole 8-byte words, and a
+/// tail, without unsafe code.
+fn split_aligned(data: &mut [u8]) -> (&mut [u8], &mut [u8], &mut [u8]) {
+    let misalign = data.as_ptr() as usize % 8;
+    let head_len = if misalign == 0 {
+        0
+    } else {
+        (8 - misalign).min(data.len())
+    };
+    let (head, rest) = data.split_at_mut(head_len);
+    let mid_len = rest.len() - rest.len() % 8;
+    let (mid, tail) = rest.split_at_mut(mid_len);
+    (head, mid, tail)
+}
+
+/// A parsed frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    fin: bool,
+    op: OpCode,
+    mask: Option<[u8; 4]>,
+    len: usize,
+    header_len: usize,
+}
+
+/// Parses a header from the front of `buf`. `Ok(None)` when more bytes are needed. Every
+/// check that can fail on the header alone is made here, before the payload is read.
+fn parse_header(
+    buf: &[u8],
+    role: Role,
+    max: usize,
+    partial_len: Option<usize>,
+) -> Result<Option<Header>, ReadError> {
+    let Some(&b0) = buf.first() else {
+        return Ok(None);
+    };
+    if b0 & 0x70 != 0 {
+        return Err(protocol("reserved bits set without a negotiated extension"));
+    }
+    let op = match OpCode::from_u8(b0 & 0x0f) {
+        Some(op) => op,
+        None => return Err(protocol(format!("reserved opcode {}", b0 & 0x0f))),
+    };
+    let fin = b0 & 0x80 != 0;
+    if op.is_control() && !fin {
+        return Err(protocol("fragmented control frame"));
+    }
+    let Some(&b1) = buf.get(1) else {
+        return Ok(None);
+    };
+    let masked = b1 & 0x80 != 0;
+    match (role, masked) {
+        (Role::Server, false) => return Err(protocol("client frame is not masked")),
+        (Role::Client, true) => return Err(protocol("server frame is masked")),
+        _ => {}
+    }
+    let (len, mut at) = match b1 & 0x7f {
+        126 => {
+            let Some(b) = buf.get(2..4) else {
+                return Ok(None);
+            };
+            (u16::from_be_bytes([b[0], b[1]]) as u64, 4)
+        }
+        127 => {
+            let Some(b) = buf.get(2..10) else {
+                return Ok(None);
+            };
+            let len = u64::from_be_bytes(b.try_into().expect("8 bytes"));
+            if len >> 63 != 0 {
+                return Err(protocol("payload length has its most significant bit set"));
+            }
+            (len, 10)
+        }
+        n => (n as u64, 2),
+    };
+    if op.is_control() && len > MAX_CONTROL_PAYLOAD as u64 {
+        return Err(protocol("control frame payload over 125 bytes"));
+    }
+    if len > max as u64 {
+        return Err(ReadError::Protocol(CloseReason::too_big(format!(
+            "frame of {len} bytes exceeds the limit of {max}"
+        ))));
+    }
+    if let Some(so_far) = partial_len {
+        if !op.is_control() && so_far as u64 + len > max as u64 {
+            return Err(ReadError::Protocol(CloseReason::too_big(format!(
+                "message of more than {} bytes exceeds the limit of {max}",
+                so_far as u64 + len
+            ))));
+        }
+    }
+    let mask = if masked {
+        let Some(b) = buf.get(at..at + 4) else {
+            return Ok(None);
+        };
+        at += 4;
+        Some([b[0], b[1], b[2], b[3]])
+    } else {
+        None
+    };
+    Ok(Some(Header {
+        fin,
+        op,
+        mask,
+        len: len as usize,
+        header_len: at,
+    }))
+}
+
+/// Checks the UTF-8 of `data[from..]`, allowing an incomplete sequence at the end unless this
+/// is the last fragment. Returns how far the data is known to be valid.
+fn check_utf8(data: &[u8], from: usize, last: bool) -> Result<usize, ReadError> {
+    match std::str::from_utf8(&data[from..]) {
+        Ok(_) => Ok(data.len()),
+        Err(e) if e.error_len().is_none() && !last => Ok(from + e.valid_up_to()),
+        Err(_) => Err(invalid_utf8("text is not valid UTF-8")),
+    }
+}
+
+/// True for close codes an endpoint may send (RFC 6455 7.4 and the IANA registry).
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Checks a close frame's payload: empty, or a valid code and a UTF-8 reason.
+fn check_close(payload: &[u8]) -> Result<(), ReadError> {
+    match payload.len() {
+        0 => Ok(()),
+        1 => Err(protocol("close frame with a 1-byte payload")),
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            if !is_valid_close_code(code) {
+                return Err(protocol(format!("invalid close code {code}")));
+            }
+            std::str::from_utf8(&payload[2..])
+                .map(|_| ())
+                .map_err(|_| invalid_utf8("close reason is not valid UTF-8"))
+        }
+    }
+}
+
+/// Decodes a close payload already checked by the reader.
+pub fn decode_close(payload: &[u8]) -> CloseReason {
+    if payload.len() < 2 {
+        return CloseReason::new(CloseReason::NO_STATUS, "");
+    }
+    let code = u16::from_be_bytes([payload[0], payload[1]]);
+    CloseReason::new(code, String::from_utf8_lossy(&payload[2..]).into_owned())
+}
+
+/// A message being reassembled from fragments.
+#[derive(Debug)]
+struct Partial {
+    op: OpCode,
+    data: BytesMut,
+    /// For text: how much of `data` is known to be valid UTF-8.
+    valid: usize,
+}
+
+/// Reads websocket frames and reassembles messages.
+#[derive(Debug)]
+pub struct WsReader<R> {
+    io: R,
+    buf: ReadBuffer,
+    role: Role,
+    max: usize,
+    /// Boxed: idle connections carry a pointer, not the reassembly state.
+    partial: Option<Box<Partial>>,
+}
+
+impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
+    /// A reader for `role`, starting with bytes already read from the stream (those that
+    /// followed the handshake).
+    pub fn new(io: R, role: Role, max: usize, buf: ReadBuffer) -> WsReader<R> {
+        WsReader {
+            io,
+            buf,
+            role,
+            max,
+            partial: None,
+        }
+    }
+
+    /// Decodes the next frame from the buffer: `Ok(Err(n))` when `n` more bytes are needed.
+    fn decode(&mut self) -> Result<Result<Frame, usize>, ReadError> {
+        loop {
+            let buf = self.buf.buf();
+            let partial_len = self.partial.as_ref().map(|p| p.data.len());
+            let Some(h) = parse_header(buf, self.role, self.max, partial_len)? else {
+                return Ok(Err(1));
+            };
+            let total = h.header_len + h.len;
+            if buf.len() < total {
+                return Ok(Err(total - buf.len()));
+            }
+            buf.advance(h.header_len);
+            let mut payload = buf.split_to(h.len);
+            if let Some(mask) = h.mask {
+                apply_mask(&mut payload, mask, 0);
+            }
+            match h.op {
+                OpCode::Ping | OpCode::Pong => {
+                    return Ok(Ok(Frame::new(h.op, payload.freeze())));
+                }
+                OpCode::Close => {
+                    check_close(&payload)?;
+                    return Ok(Ok(Frame::new(h.op, payload.freeze())));
+                }
+                OpCode::Text | OpCode::Binary => {
+                    if self.partial.is_some() {
+                        return Err(protocol("new message before the fragmented one ended"));
+                    }
+                    if h.fin {
+                        if h.op == OpCode::Text {
+                            check_utf8(&payload, 0, true)?;
+                        }
+                        return Ok(Ok(Frame::new(h.op, payload.freeze())));
+                    }
+                    let valid = if h.op == OpCode::Text {
+                        check_utf8(&payload, 0, false)?
+                    } else {
+                        0
+                    };
+                    self.partial = Some(Box::new(Partial {
+                        op: h.op,
+                        data: payload,
+                        valid,
+                    }));
+                }
+                OpCode::Continuation => {
+                    let Some(p) = self.partial.as_mut() else {
+                        return Err(protocol("continuation frame without a message to continue"));
+                    };
+                    p.data.extend_from_slice(&payload);
+                    if p.op == OpCode::Text {
+                        p.valid = check_utf8(&p.data, p.valid, h.fin)?;
+                    }
+                    if h.fin {
+                        let p = self.partial.take().expect("checked above");
+                        return Ok(Ok(Frame::new(p.op, p.data.freeze())));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<R: AsyncRead + Send + Unpin + 'static> FrameReader for WsReader<R> {
+    fn poll_read_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, ReadError>> {
+        loop {
+            let need = match self.decode()? {
+                Ok(frame) => return Poll::Ready(Ok(Some(frame))),
+                Err(n) => n,
+            };
+            let n = ready!(self.buf.poll_fill(&mut self.io, cx, need))?;
+            if n == 0 {
+                return Poll::Ready(if self.buf.is_empty() && self.partial.is_none() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::UnexpectedEof)
+                });
+            }
+        }
+    }
+
+    fn close_reason(&self, payload: &Bytes) -> CloseReason {
+        decode_close(payload)
+    }
+
+    fn buffered_capacity(&self) -> usize {
+        self.buf.capacity() + self.partial.as_ref().map_or(0, |p| p.data.capacity())
+    }
+}
+
+/// Writes websocket frames; a batch goes out in as few writes as the socket takes.
+#[derive(Debug)]
+pub struct WsWriter<W> {
+    io: W,
+    buf: WriteBuffer,
+    role: Role,
+    /// Mask generator state (client only).
+    rng: u64,
+}
+
+impl<W: AsyncWrite + Send + Unpin + 'static> WsWriter<W> {
+    /// A writer for `role`.
+    pub fn new(io: W, role: Role) -> WsWriter<W> {
+        let seed = {
+            use std::hash::BuildHasher;
+            std::collections::hash_map::RandomState::new().hash_one(0x006b_696d_u64)
+        };
+        WsWriter {
+            io,
+            buf: WriteBuffer::new(),
+            role,
+            rng: seed | 1,
+        }
+    }
+
+    fn next_mask(&mut self) -> [u8; 4] {
+        // xorshift64*: fast, and unpredictable enough for masking, whose purpose is to stop
+        // intermediaries from interpreting client data, not secrecy.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        ((x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32).to_ne_bytes()
+    }
+}
+
+/// Encodes a header into `dst`; returns its length.
+fn put_header(dst: &mut BytesMut, op: OpCode, len: usize, mask: Option<[u8; 4]>) -> usize {
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    dst.put_u8(0x80 | op as u8);
+    let mut n = 2;
+    if len < 126 {
+        dst.put_u8(mask_bit | len as u8);
+    } else if len <= u16::MAX as usize {
+        dst.put_u8(mask_bit | 126);
+        dst.put_u16(len as u16);
+        n += 2;
+    } else {
+        dst.put_u8(mask_bit | 127);
+        dst.put_u64(len as u64);
+        n += 8;
+    }
+    if let Some(m) = mask {
+        dst.put_slice(&m);
+        n += 4;
+    }
+    n
+}
+
+impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for WsWriter<W> {
+    fn start_frame(&mut self, frame: Frame) {
+        let len = frame.payload.len();
+        match self.role {
+            Role::Server => {
+                let n = put_header(self.buf.staging(), frame.op, len, None);
+                self.buf.staged(n);
+                self.buf.push_payload(frame.payload);
+            }
+            Role::Client => {
+                let mask = self.next_mask();
+                let staging = self.buf.staging();
+                let n = put_header(staging, frame.op, len, Some(mask));
+                let start = staging.len();
+                staging.extend_from_slice(&frame.payload);
+                apply_mask(&mut staging[start..], mask, 0);
+                self.buf.staged(n + len);
+            }
+        }
+    }
+
+    fn close_frame(&self, reason: &CloseReason) -> Frame {
+        if reason.code == CloseReason::NO_STATUS || !is_valid_close_code(reason.code) {
+            return Frame::new(OpCode::Close, Bytes::new());
+        }
+        let mut text = reason.reason.as_ref();
+        if text.len() > MAX_CONTROL_PAYLOAD - 2 {
+            let mut end = MAX_CONTROL_PAYLOAD - 2;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text = &text[..end];
+        }
+        let mut p = BytesMut::with_capacity(2 + text.len());
+        p.put_u16(reason.code);
+        p.put_slice(text.as_bytes());
+        Frame::new(OpCode::Close, p.freeze())
+    }
+
+    fn pending(&self) -> usize {
+        self.buf.pending()
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.buf.poll_flush(&mut self.io, cx)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.buf.poll_flush(&mut self.io, cx))?;
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn buffered_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
+        for (i, b) in data.iter_mut().enumerate() {
+            *b ^= mask[(i + offset) % 4];
+        }
+    }
+
+    #[test]
+    fn word_masking_matches_byte_masking() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let backing: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for start in 0..9 {
+            for len in [0, 1, 3, 7, 8, 9, 15, 16, 17, 64, 131, 250] {
+                for offset in 0..4 {
+                    let mut a = backing.clone();
+                    let mut b = backing.clone();
+                    apply_mask(&mut a[start..start + len], mask, offset);
+                    naive_mask(&mut b[start..start + len], mask, offset);
+                    assert_eq!(a, b, "start {start} len {len} offset {offset}");
+                }
+            }
+        }
+    }
+
+    fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1, 2, 3, 4];
+        let mut v = vec![first];
+        let len = payload.len();
+        if len < 126 {
+            v.push(0x80 | len as u8);
+        } else if len < 65536 {
+            v.push(0x80 | 126);
+            v.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            v.push(0x80 | 127);
+            v.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        v.extend_from_slice(&mask);
+        let mut p = payload.to_vec();
+        naive_mask(&mut p, mask, 0);
+        v.extend_from_slice(&p);
+        v
+    }
+
+    fn code_of(e: ReadError) -> u16 {
+        match e {
+            ReadError::Protocol(r) => r.code,
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn header_checks_come_before_the_payload() {
+        let h = |bytes: &[u8]| parse_header(bytes, Role::Server, 1024, None);
+        assert_eq!(code_of(h(&[0x81 | 0x40, 0x80]).unwrap_err()), 1002, "rsv1");
+        assert_eq!(code_of(h(&[0x83, 0x80]).unwrap_err()), 1002, "opcode 3");
+        assert_eq!(
+            code_of(h(&[0x09, 0x80]).unwrap_err()),
+            1002,
+            "fragmented ping"
+        );
+        assert_eq!(code_of(h(&[0x81, 0x05]).unwrap_err()), 1002, "unmasked");
+        assert_eq!(
+            code_of(h(&[0x89, 0xfe, 0, 126]).unwrap_err()),
+            1002,
+            "ping of 126"
+        );
+        let huge = [0x82, 0xff, 0, 0, 0, 1, 0, 0, 0, 0];
+        assert_eq!(code_of(h(&huge).unwrap_err()), 1009);
+        let msb = [0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(code_of(h(&msb).unwrap_err()), 1002);
+        assert!(h(&[0x81]).unwrap().is_none());
+        assert!(h(&[0x81, 0xfe, 0]).unwrap().is_none());
+        let ok = h(&[0x81, 0x85, 1, 2, 3, 4]).unwrap().unwrap();
+        assert_eq!((ok.len, ok.header_len, ok.fin), (5, 6, true));
+        // A fragment that would take the message over the limit fails at its header.
+        let e = parse_header(&[0x00, 0xfe, 0x02, 0x00], Role::Server, 1024, Some(600));
+        assert_eq!(code_of(e.unwrap_err()), 1009);
+        // The client side refuses masked frames.
+        let e = parse_header(&[0x81, 0x85], Role::Client, 1024, None);
+        assert_eq!(code_of(e.unwrap_err()), 1002);
+    }
+
+    #[test]
+    fn utf8_is_checked_across_fragment_boundaries() {
+        let euro = "€".as_bytes(); // three bytes
+        assert_eq!(check_utf8(&euro[..2], 0, false).unwrap(), 0);
+        assert!(check_utf8(&euro[..2], 0, true).is_err());
+        assert_eq!(check_utf8(euro, 0, true).unwrap(), 3);
+        // An impossible byte fails at once, even mid-message.
+        assert!(check_utf8(&[b'a', 0xff], 0, false).is_err());
+        assert!(check_utf8(&[0xf4, 0x90], 0, false).is_err());
+    }
+
+    #[test]
+    fn close_payloads() {
+        assert!(check_close(&[]).is_ok());
+        assert_eq!(code_of(check_close(&[3]).unwrap_err()), 1002);
+        for bad in [999u16, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            let p = bad.to_be_bytes();
+            assert_eq!(code_of(check_close(&p).unwrap_err()), 1002, "{bad}");
+        }
+        for good in [1000u16, 1001, 1003, 1007, 1011, 1014, 3000, 4999] {
+            assert!(check_close(&good.to_be_bytes()).is_ok(), "{good}");
+        }
+        let mut p = 1000u16.to_be_bytes().to_vec();
+        p.extend_from_slice(&[
+            0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5, 0xed,
+        ]);
+        assert_eq!(code_of(check_close(&p).unwrap_err()), 1007);
+        assert_eq!(decode_close(&[]).code, CloseReason::NO_STATUS);
+        let r = decode_close(&[0x03, 0xe8, b'b', b'y', b'e']);
+        assert_eq!((r.code, r.reason.as_ref()), (1000, "bye"));
+    }
+
+    #[tokio::test]
+    async fn reassembles_fragments_around_a_ping_without_copying_single_frames() {
+        use kim_core::FrameReaderExt;
+        let mut bytes = masked_frame(0x01, b"Hel");
+        bytes.extend(masked_frame(0x89, b"ping!"));
+        bytes.extend(masked_frame(0x00, b"lo, "));
+        bytes.extend(masked_frame(0x80, "wörld".as_bytes()));
+        bytes.extend(masked_frame(0x82, &[9u8; 70_000]));
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        tokio::io::AsyncWriteExt::write_all(&mut a, &bytes)
+            .await
+            .unwrap();
+        drop(a);
+        let mut r = WsReader::new(b, Role::Server, 1 << 20, ReadBuffer::new(4096));
+        let f = r.read_frame().await.unwrap().unwrap();
+        assert_eq!((f.op, &f.payload[..]), (OpCode::Ping, &b"ping!"[..]));
+        let f = r.read_frame().await.unwrap().unwrap();
+        assert_eq!(
+            (f.op, &f.payload[..]),
+            (OpCode::Text, "Hello, wörld".as_bytes())
+        );
+        let f = r.read_frame().await.unwrap().unwrap();
+        assert_eq!((f.op, f.payload.len()), (OpCode::Binary, 70_000));
+        assert!(f.payload.iter().all(|&b| b == 9));
+        assert!(r.read_frame().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn client_and_server_codecs_agree() {
+        use kim_core::{FrameReaderExt, FrameWriterExt};
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let (ar, aw) = tokio::io::split(a);
+        let (br, bw) = tokio::io::split(b);
+        let mut client_w = WsWriter::new(aw, Role::Client);
+        let mut server_r = WsReader::new(br, Role::Server, 1 << 20, ReadBuffer::new(4096));
+        let mut server_w = WsWriter::new(bw, Role::Server);
+        let mut client_r = WsReader::new(ar, Role::Client, 1 << 20, ReadBuffer::new(4096));
+        for len in [0usize, 1, 125, 126, 65535, 65536, 300_000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            client_w.send(Frame::binary(payload.clone())).await.unwrap();
+            let f = server_r.read_frame().await.unwrap().unwrap();
+            assert_eq!(f.payload, payload, "client to server, {len} bytes");
+            server_w.send(f).await.unwrap();
+            let g = client_r.read_frame().await.unwrap().unwrap();
+            assert_eq!(g.payload, payload, "server to client, {len} bytes");
+        }
+        let close = server_w.close_frame(&CloseReason::new(1000, "x".repeat(300)));
+        assert_eq!(
+            close.payload.len(),
+            125,
+            "reasons are cut to fit a control frame"
+        );
+        let close = server_w.close_frame(&CloseReason::new(CloseReason::NO_STATUS, "x"));
+        assert!(close.payload.is_empty());
+    }
+}

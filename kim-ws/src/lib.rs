@@ -1,0 +1,301 @@
+//! kim-ws: the websocket transport for kim.
+//!
+//! [`WsUpgrader`] upgrades an accepted stream to websocket by parsing the HTTP/1.1 request
+//! itself, straight off the stream (no HTTP framework in the path), and serves RFC 6455 frames
+//! with a zero-copy reader and vectored writes. It plugs into the same
+//! [`DefaultServer`](kim_core::DefaultServer) as the raw TCP transport:
+//!
+//! ```no_run
+//! # use kim_core::{Agent, DefaultServer, Frame, MessageListener};
+//! # struct Echo;
+//! # impl MessageListener for Echo {
+//! #     async fn receive(&self, agent: &Agent, m: Frame) { let _ = agent.push_frame(m); }
+//! # }
+//! # async fn run() -> Result<(), kim_core::ServerError> {
+//! let upgrader = kim_ws::WsUpgrader::new()
+//!     .with_protocols(["chat.v1"])
+//!     .with_hook(|req: &kim_core::Handshake| match req.query("token") {
+//!         Some(_) => Ok(()),
+//!         None => Err(kim_ws::Refusal::new(401, "a token is required")),
+//!     });
+//! let handle = DefaultServer::new(upgrader, Echo).start("127.0.0.1:8080").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The acceptor sees the request's path, query and headers through
+//! [`LoginConn::handshake`](kim_core::LoginConn::handshake), which is how many IM clients
+//! log in: a token in the query string or a cookie.
+
+#![warn(missing_docs)]
+
+mod codec;
+mod handshake;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use kim_core::client::{Client, ClientError, ClientOptions};
+use kim_core::io::{Io, ReadBuffer};
+use kim_core::{Conn, ConnConfig, Handshake, UpgradeError, Upgrader};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+pub use codec::{apply_mask, decode_close, is_valid_close_code, Role, WsReader, WsWriter};
+pub use handshake::Refusal;
+
+use handshake::HeadError;
+
+/// The default limit on an upgrade request's head.
+pub const DEFAULT_MAX_HEADER: usize = 8 * 1024;
+
+type Hook = dyn Fn(&Handshake) -> Result<(), Refusal> + Send + Sync;
+
+/// The websocket transport.
+#[derive(Clone)]
+pub struct WsUpgrader {
+    max_header: usize,
+    protocols: Vec<String>,
+    hook: Option<Arc<Hook>>,
+}
+
+impl Default for WsUpgrader {
+    fn default() -> Self {
+        WsUpgrader::new()
+    }
+}
+
+impl std::fmt::Debug for WsUpgrader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsUpgrader")
+            .field("max_header", &self.max_header)
+            .field("protocols", &self.protocols)
+            .field("hook", &self.hook.is_some())
+            .finish()
+    }
+}
+
+impl WsUpgrader {
+    /// The transport with an 8 KiB header limit, no subprotocols and no hook.
+    pub fn new() -> WsUpgrader {
+        WsUpgrader {
+            max_header: DEFAULT_MAX_HEADER,
+            protocols: Vec::new(),
+            hook: None,
+        }
+    }
+
+    /// Limits the request head (request line and headers) to `bytes`; a larger one gets 431.
+    pub fn with_max_header(mut self, bytes: usize) -> WsUpgrader {
+        self.max_header = bytes.max(64);
+        self
+    }
+
+    /// The subprotocols this server speaks, in order of preference; the first one the client
+    /// also offers is selected. A client offering none of them is still accepted, with none.
+    pub fn with_protocols<I, S>(mut self, protocols: I) -> WsUpgrader
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.protocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// A check run on every valid upgrade request before it is accepted: it sees the path,
+    /// query and headers, and may refuse with a status.
+    pub fn with_hook<F>(mut self, hook: F) -> WsUpgrader
+    where
+        F: Fn(&Handshake) -> Result<(), Refusal> + Send + Sync + 'static,
+    {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    fn select_protocol(&self, offered: &[String]) -> Option<String> {
+        self.protocols
+            .iter()
+            .find(|p| offered.iter().any(|o| o == *p))
+            .cloned()
+    }
+}
+
+impl<IO: Io> Upgrader<IO> for WsUpgrader {
+    type Reader = WsReader<IO::ReadHalf>;
+    type Writer = WsWriter<IO::WriteHalf>;
+
+    fn name(&self) -> &'static str {
+        "ws"
+    }
+
+    async fn upgrade(
+        &self,
+        io: IO,
+        config: ConnConfig,
+    ) -> Result<Conn<Self::Reader, Self::Writer>, UpgradeError> {
+        let (mut rd, mut wr) = io.split_io();
+        let (mut buf, head_len) = match handshake::read_head(&mut rd, self.max_header).await {
+            Ok(x) => x,
+            Err(HeadError::Io(e)) => return Err(UpgradeError::Io(e)),
+            Err(HeadError::Eof) => {
+                return Err(UpgradeError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed during the upgrade",
+                )))
+            }
+            Err(HeadError::TooLarge) => {
+                let reason = format!("request head over {} bytes", self.max_header);
+                return Err(handshake::refuse(&mut wr, Refusal::new(431, reason)).await);
+            }
+        };
+        let request = match handshake::parse_request(&buf[..head_len]) {
+            Ok(r) => r,
+            Err(refusal) => return Err(handshake::refuse(&mut wr, refusal).await),
+        };
+        if let Some(hook) = &self.hook {
+            if let Err(refusal) = hook(&request.info) {
+                return Err(handshake::refuse(&mut wr, refusal).await);
+            }
+        }
+        let protocol = self.select_protocol(&request.protocols);
+        let response = handshake::accept_response(&request.key, protocol.as_deref());
+        wr.write_all(response.as_bytes()).await?;
+        wr.flush().await?;
+        // Whatever followed the head is the start of the first frame.
+        let rest = buf.split_off(head_len);
+        drop(buf);
+        let reader = WsReader::new(
+            rd,
+            Role::Server,
+            config.max_message_size,
+            ReadBuffer::with_bytes(config.read_buffer_size, rest),
+        );
+        let mut info = request.info;
+        info.protocol = protocol;
+        Ok(Conn {
+            reader,
+            writer: WsWriter::new(wr, Role::Server),
+            handshake: Some(Box::new(info)),
+        })
+    }
+}
+
+/// A websocket client.
+pub type WsClient =
+    Client<WsReader<tokio::net::tcp::OwnedReadHalf>, WsWriter<tokio::net::tcp::OwnedWriteHalf>>;
+
+/// Splits `ws://host:port/path` (or a bare `host:port`) into the address and the path.
+fn split_url(url: &str) -> (&str, &str) {
+    let rest = url.strip_prefix("ws://").unwrap_or(url);
+    match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    }
+}
+
+/// Connects to a websocket server at `ws://host:port/path` (or `host:port`), within the
+/// connect timeout (handshake included).
+pub async fn connect(url: &str, options: &ClientOptions) -> Result<WsClient, ClientError> {
+    connect_with(url, &[], options).await
+}
+
+/// Like [`connect`], sending extra request headers (a cookie, a subprotocol offer).
+pub async fn connect_with(
+    url: &str,
+    headers: &[(&str, &str)],
+    options: &ClientOptions,
+) -> Result<WsClient, ClientError> {
+    let (addr, path) = split_url(url);
+    let work = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        stream.set_nodelay(true)?;
+        let (mut rd, mut wr) = stream.into_split();
+        let key = {
+            use std::hash::BuildHasher;
+            let s = std::collections::hash_map::RandomState::new();
+            let mut raw = [0u8; 16];
+            raw[..8].copy_from_slice(&s.hash_one(1u8).to_ne_bytes());
+            raw[8..].copy_from_slice(&s.hash_one(2u8).to_ne_bytes());
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        };
+        let mut req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        wr.write_all(req.as_bytes()).await?;
+        let (mut buf, head_len) = handshake::read_head(&mut rd, DEFAULT_MAX_HEADER)
+            .await
+            .map_err(|e| match e {
+                HeadError::Io(e) => ClientError::Io(e),
+                HeadError::Eof => ClientError::Handshake("connection closed".into()),
+                HeadError::TooLarge => ClientError::Handshake("response head too large".into()),
+            })?;
+        let mut hdrs = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut hdrs);
+        resp.parse(&buf[..head_len])
+            .map_err(|e| ClientError::Handshake(format!("malformed response: {e}")))?;
+        if resp.code != Some(101) {
+            let body = String::from_utf8_lossy(&buf[head_len..]).into_owned();
+            return Err(ClientError::Handshake(format!(
+                "status {}: {}",
+                resp.code.unwrap_or(0),
+                body.trim()
+            )));
+        }
+        let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let accept = resp
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+            .map(|h| h.value);
+        if accept != Some(expected.as_bytes()) {
+            return Err(ClientError::Handshake("wrong Sec-WebSocket-Accept".into()));
+        }
+        let rest = buf.split_off(head_len);
+        let reader = WsReader::new(
+            rd,
+            Role::Client,
+            options.max_message_size,
+            ReadBuffer::with_bytes(options.read_buffer_size, rest),
+        );
+        Ok(Client::new(
+            reader,
+            WsWriter::new(wr, Role::Client),
+            options,
+        ))
+    };
+    tokio::time::timeout(options.connect_timeout, work)
+        .await
+        .map_err(|_| ClientError::ConnectTimeout(url.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            split_url("ws://127.0.0.1:80/im?x=1"),
+            ("127.0.0.1:80", "/im?x=1")
+        );
+        assert_eq!(split_url("127.0.0.1:80"), ("127.0.0.1:80", "/"));
+    }
+
+    #[test]
+    fn protocol_selection_follows_the_servers_preference() {
+        let u = WsUpgrader::new().with_protocols(["b", "a"]);
+        assert_eq!(
+            u.select_protocol(&["a".into(), "b".into()]),
+            Some("b".into())
+        );
+        assert_eq!(u.select_protocol(&["c".into()]), None);
+    }
+}
