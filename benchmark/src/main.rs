@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use kim_core::client::ClientOptions;
+use kim_core::client::{Client, ClientError, ClientOptions};
+use kim_core::{FrameReader, FrameWriter};
 use tokio::sync::Semaphore;
 
 #[derive(Debug, Parser)]
@@ -29,8 +30,26 @@ enum Cmd {
     Parallel(ParallelArgs),
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Transport {
+    Tcp,
+    Ws,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Ws => "ws",
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct ParallelArgs {
+    /// The transport to measure.
+    #[arg(long, value_enum, default_value = "ws")]
+    transport: Transport,
     /// Clients to log in.
     #[arg(long, default_value_t = 10_000)]
     clients: usize,
@@ -110,11 +129,34 @@ fn sibling_bin(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 async fn parallel(args: ParallelArgs) -> anyhow::Result<()> {
-    let bin = match args.server_bin {
-        Some(b) => b,
+    match args.transport {
+        Transport::Tcp => {
+            parallel_with(args, |addr, opts| async move {
+                kim_tcp::connect(&addr, &opts).await
+            })
+            .await
+        }
+        Transport::Ws => {
+            parallel_with(args, |addr, opts| async move {
+                kim_ws::connect(&addr, &opts).await
+            })
+            .await
+        }
+    }
+}
+
+async fn parallel_with<R, W, F, Fut>(args: ParallelArgs, connect: F) -> anyhow::Result<()>
+where
+    R: FrameReader,
+    W: FrameWriter,
+    F: Fn(String, ClientOptions) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = Result<Client<R, W>, ClientError>> + Send,
+{
+    let bin = match &args.server_bin {
+        Some(b) => b.clone(),
         None => sibling_bin("mock-server")?,
     };
-    let server = ServerProcess::start(&bin, "tcp", args.server_threads)?;
+    let server = ServerProcess::start(&bin, args.transport.name(), args.server_threads)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = server.rss()?;
     let opts = ClientOptions {
@@ -130,7 +172,7 @@ async fn parallel(args: ParallelArgs) -> anyhow::Result<()> {
         let opts = opts.clone();
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await.expect("semaphore open");
-            let mut c = kim_tcp::connect(&addr, &opts).await?;
+            let mut c = connect(addr, opts).await?;
             let ok = c.login(format!("user-{i}")).await?;
             drop(permit);
             anyhow::ensure!(&ok.payload[..] == b"ok", "unexpected login reply");
@@ -177,7 +219,7 @@ async fn parallel(args: ParallelArgs) -> anyhow::Result<()> {
     let rss_after = server.rss()?;
 
     let per_conn = rss_with.saturating_sub(rss_before) as f64 / n.max(1) as f64;
-    println!("transport            tcp");
+    println!("transport            {}", args.transport.name());
     println!("clients              {}", args.clients);
     println!("login failures       {failures}");
     println!("echo failures        {echo_failures}");

@@ -96,9 +96,15 @@ impl<W: FrameWriter> Clone for Sender<W> {
 impl<W: FrameWriter> Sender<W> {
     /// Sends one frame and flushes it.
     pub async fn send(&self, frame: Frame) -> Result<(), ClientError> {
-        self.writer.lock().await.send(frame).await?;
-        Ok(())
+        send_on(&self.writer, frame).await
     }
+}
+
+/// Sends through the shared writer. A free function, so that the futures of `&mut self`
+/// methods borrow the writer alone and stay `Send` whatever the reader is.
+async fn send_on<W: FrameWriter>(writer: &Mutex<W>, frame: Frame) -> Result<(), ClientError> {
+    writer.lock().await.send(frame).await?;
+    Ok(())
 }
 
 impl<R: FrameReader, W: FrameWriter> Client<R, W> {
@@ -128,14 +134,13 @@ impl<R: FrameReader, W: FrameWriter> Client<R, W> {
     /// Sends `credentials` as a text frame and returns the server's first message. A refused
     /// login comes back as [`ClientError::Closed`] with the server's reason.
     pub async fn login(&mut self, credentials: impl Into<Bytes>) -> Result<Frame, ClientError> {
-        self.send(Frame::text(credentials)).await?;
+        send_on(&self.writer, Frame::text(credentials)).await?;
         self.read().await
     }
 
     /// Sends one frame and flushes it.
     pub async fn send(&self, frame: Frame) -> Result<(), ClientError> {
-        self.writer.lock().await.send(frame).await?;
-        Ok(())
+        send_on(&self.writer, frame).await
     }
 
     /// Sends a text message.
@@ -172,7 +177,7 @@ impl<R: FrameReader, W: FrameWriter> Client<R, W> {
             let frame = self.reader.read_frame().await?.ok_or(ClientError::Eof)?;
             match frame.op {
                 OpCode::Text | OpCode::Binary => return Ok(frame),
-                OpCode::Ping => self.send(Frame::pong(frame.payload)).await?,
+                OpCode::Ping => send_on(&self.writer, Frame::pong(frame.payload)).await?,
                 OpCode::Pong => {
                     self.pongs.fetch_add(1, Ordering::Relaxed);
                 }
