@@ -229,6 +229,11 @@ pub struct WsReader<R> {
     max: usize,
     /// Boxed: idle connections carry a pointer, not the reassembly state.
     partial: Option<Box<Partial>>,
+    /// Of the text frame being received: payload bytes already unmasked in the buffer, and
+    /// how many of them are known to be valid UTF-8 (so a bad byte fails before the frame
+    /// is complete).
+    unmasked: usize,
+    valid: usize,
 }
 
 impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
@@ -241,6 +246,21 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
             role,
             max,
             partial: None,
+            unmasked: 0,
+            valid: 0,
+        }
+    }
+
+    /// True if the frame with this header carries text whose validity can be checked on its
+    /// own: a text frame, or a continuation of text that does not end mid-character.
+    fn checks_text_early(&self, h: &Header) -> bool {
+        match h.op {
+            OpCode::Text => true,
+            OpCode::Continuation => self
+                .partial
+                .as_ref()
+                .is_some_and(|p| p.op == OpCode::Text && p.valid == p.data.len()),
+            _ => false,
         }
     }
 
@@ -254,13 +274,29 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
             };
             let total = h.header_len + h.len;
             if buf.len() < total {
-                return Ok(Err(total - buf.len()));
+                let need = total - buf.len();
+                if let Some(mask) = h.mask {
+                    if buf.len() > h.header_len + self.unmasked && self.checks_text_early(&h) {
+                        let buf = self.buf.buf();
+                        let done = self.unmasked;
+                        let start = h.header_len + done;
+                        apply_mask(&mut buf[start..], mask, done);
+                        let so_far = &buf[h.header_len..];
+                        self.valid = check_utf8(so_far, self.valid, false)?;
+                        self.unmasked = so_far.len();
+                    }
+                }
+                return Ok(Err(need));
             }
+            let buf = self.buf.buf();
             buf.advance(h.header_len);
             let mut payload = buf.split_to(h.len);
             if let Some(mask) = h.mask {
-                apply_mask(&mut payload, mask, 0);
+                let done = self.unmasked;
+                apply_mask(&mut payload[done..], mask, done);
             }
+            let valid = std::mem::take(&mut self.valid);
+            self.unmasked = 0;
             match h.op {
                 OpCode::Ping | OpCode::Pong => {
                     return Ok(Ok(Frame::new(h.op, payload.freeze())));
@@ -275,12 +311,12 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
                     }
                     if h.fin {
                         if h.op == OpCode::Text {
-                            check_utf8(&payload, 0, true)?;
+                            check_utf8(&payload, valid, true)?;
                         }
                         return Ok(Ok(Frame::new(h.op, payload.freeze())));
                     }
                     let valid = if h.op == OpCode::Text {
-                        check_utf8(&payload, 0, false)?
+                        check_utf8(&payload, valid, false)?
                     } else {
                         0
                     };
@@ -595,6 +631,43 @@ mod tests {
         assert_eq!((f.op, f.payload.len()), (OpCode::Binary, 70_000));
         assert!(f.payload.iter().all(|&b| b == 9));
         assert!(r.read_frame().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn bad_utf8_fails_before_its_frame_is_complete() {
+        use kim_core::FrameReaderExt;
+        let mut text = "κόσμε".as_bytes().to_vec();
+        text.extend_from_slice(&[0xed, 0xa0, 0x80]); // a surrogate: never valid
+        text.extend_from_slice(&[b'x'; 1000]);
+        let frame = masked_frame(0x81, &text);
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        // Only the first 40 bytes are sent; the rest never comes.
+        tokio::io::AsyncWriteExt::write_all(&mut a, &frame[..40])
+            .await
+            .unwrap();
+        let mut r = WsReader::new(b, Role::Server, 1 << 20, ReadBuffer::new(4096));
+        let res = tokio::time::timeout(std::time::Duration::from_secs(5), r.read_frame()).await;
+        match res {
+            Ok(Err(e)) => assert_eq!(code_of(e), 1007),
+            other => panic!("expected a 1007 before the frame completed, got {other:?}"),
+        }
+
+        // Valid text delivered in small pieces is unmasked once and arrives intact.
+        let frame = masked_frame(0x81, "héllo wörld, κόσμε".repeat(50).as_bytes());
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        let mut r = WsReader::new(b, Role::Server, 1 << 20, ReadBuffer::new(4096));
+        let writer = tokio::spawn(async move {
+            for piece in frame.chunks(7) {
+                tokio::io::AsyncWriteExt::write_all(&mut a, piece)
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+            a
+        });
+        let f = r.read_frame().await.unwrap().unwrap();
+        assert_eq!(&f.payload[..], "héllo wörld, κόσμε".repeat(50).as_bytes());
+        drop(writer.await.unwrap());
     }
 
     #[tokio::test]
