@@ -283,6 +283,16 @@ impl WriteBuffer {
         Pin::new(&mut *io).poll_flush(cx)
     }
 
+    /// Writes everything queued, flushes, then shuts the write direction of `io` down.
+    pub fn poll_shutdown<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        ready!(self.poll_flush(io, cx))?;
+        Pin::new(io).poll_shutdown(cx)
+    }
+
     fn consume(&mut self, mut n: usize) {
         self.pending -= n;
         while n > 0 {

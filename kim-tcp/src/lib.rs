@@ -194,8 +194,7 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for TcpWriter<W> {
     }
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.buf.poll_flush(&mut self.io, cx))?;
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+        self.buf.poll_shutdown(&mut self.io, cx)
     }
 
     fn buffered_capacity(&self) -> usize {

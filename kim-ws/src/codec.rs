@@ -10,7 +10,6 @@
 //! client's writer must mask, which means writing a masked copy.
 
 use std::io;
-use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -479,8 +478,7 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for WsWriter<W> {
     }
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.buf.poll_flush(&mut self.io, cx))?;
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        self.buf.poll_shutdown(&mut self.io, cx)
     }
 
     fn buffered_capacity(&self) -> usize {
