@@ -1,261 +1,508 @@
-//! kim's benchmark tool. Every workload runs against a server in a separate process (the
-//! open-files limit is per process, and the server's memory must be measured on its own).
+//! kim's benchmark tool: every workload runs against kim and against a tokio-tungstenite
+//! baseline (in its default configuration and with the 4 KiB buffers its documentation advises
+//! for many connections), alternating, several runs each; the report gives medians and the
+//! kim / baseline ratios. Absolute numbers on a shared machine mean little; ratios from the
+//! same run do.
 //!
-//! `parallel`: KIM's parallel login test. Starts `mock-server`, logs in N clients with at most
-//! 50 logins in flight, and reports the login rate and the server's resident memory per idle
-//! logged-in connection.
+//! Servers run as separate processes (the open-files limit is per process, and a server's
+//! memory is measured on its own). By default the server is pinned to CPU 0 with one runtime
+//! thread and the load generator to CPU 1, so that each run measures the server's work, not
+//! the two fighting over both cores.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kim_core::client::{Client, ClientError, ClientOptions};
-use kim_core::{FrameReader, FrameWriter};
-use tokio::sync::Semaphore;
+
+use kim_benchmark::proc::{pin_current_process, sibling_bin, ServerProcess};
+use kim_benchmark::wire::Wire;
+use kim_benchmark::{parallel, workloads};
 
 #[derive(Debug, Parser)]
-#[command(about = "kim's benchmarks: each runs the server as a separate process")]
+#[command(about = "kim's benchmarks, each side by side with a tokio-tungstenite baseline")]
 struct Cli {
+    /// kim's transport(s) to measure; the baseline always speaks websocket.
+    #[arg(long, value_enum, default_value = "ws", global = true)]
+    transport: TransportArg,
+    /// Runs of each target, alternating targets; the report gives medians.
+    #[arg(long, default_value_t = 3, global = true)]
+    runs: usize,
+    /// Print the results as JSON on stdout instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Do not pin the server to CPU 0 and the load generator to CPU 1.
+    #[arg(long, global = true)]
+    no_pin: bool,
+    /// Runtime threads of each server (default: 1 when pinned, 2 otherwise).
+    #[arg(long, global = true)]
+    server_threads: Option<usize>,
+    /// Measure only kim, without the baselines.
+    #[arg(long, global = true)]
+    kim_only: bool,
+    /// Where the server binaries are (default: next to this one).
+    #[arg(long, global = true)]
+    bin_dir: Option<PathBuf>,
     #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Log in many clients at once and measure the server's memory per connection.
-    Parallel(ParallelArgs),
+    workload: Workload,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Transport {
-    Tcp,
+enum TransportArg {
     Ws,
+    Tcp,
+    All,
 }
 
-impl Transport {
-    fn name(self) -> &'static str {
+#[derive(Debug, Subcommand)]
+enum Workload {
+    /// Log in many clients (at most 50 logins in flight) and measure memory per connection.
+    Parallel {
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        #[arg(long, default_value_t = 50)]
+        in_flight: usize,
+        /// Seconds to hold the connections before checking they still echo.
+        #[arg(long, default_value_t = 30.0)]
+        hold: f64,
+    },
+    /// Messages one at a time on one connection: rate and latency percentiles.
+    Roundtrip {
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+        #[arg(long, default_value_t = 50)]
+        size: usize,
+    },
+    /// C connections each echoing S bytes back and forth: messages per second.
+    Echo {
+        /// `100x20`, `10x1024`, `200x16384` (connections x bytes), or `all` for the three.
+        #[arg(long, default_value = "all")]
+        preset: String,
+        /// Seconds measured (after the warm-up).
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Seconds of warm-up.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+    },
+    /// Large messages echoed on one connection: MB/s.
+    Large {
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        #[arg(long, default_value_t = 512 * 1024)]
+        size: usize,
+    },
+}
+
+/// A server under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Kim(Wire),
+    Tungstenite,
+    Tungstenite4k,
+}
+
+impl Target {
+    fn name(self) -> String {
         match self {
-            Transport::Tcp => "tcp",
-            Transport::Ws => "ws",
+            Target::Kim(w) => format!("kim-{}", w.name()),
+            Target::Tungstenite => "tungstenite".into(),
+            Target::Tungstenite4k => "tungstenite-4k".into(),
+        }
+    }
+
+    fn wire(self) -> Wire {
+        match self {
+            Target::Kim(w) => w,
+            _ => Wire::Ws,
         }
     }
 }
 
-#[derive(Debug, clap::Args)]
-struct ParallelArgs {
-    /// The transport to measure.
-    #[arg(long, value_enum, default_value = "ws")]
-    transport: Transport,
-    /// Clients to log in.
-    #[arg(long, default_value_t = 10_000)]
-    clients: usize,
-    /// Logins in flight at once.
-    #[arg(long, default_value_t = 50)]
-    in_flight: usize,
-    /// Seconds to hold the connections before checking they still echo.
-    #[arg(long, default_value_t = 5.0)]
-    hold: f64,
-    /// The mock-server binary (default: next to this one).
-    #[arg(long)]
-    server_bin: Option<PathBuf>,
-    /// Worker threads for the server.
-    #[arg(long, default_value_t = 2)]
-    server_threads: usize,
+/// One figure of one target over the runs.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Figure {
+    workload: String,
+    metric: String,
+    higher_is_better: bool,
+    target: String,
+    runs: Vec<f64>,
+    median: f64,
 }
 
-/// A server child process, killed when dropped.
-struct ServerProcess {
-    child: Child,
-    addr: String,
-}
-
-impl ServerProcess {
-    fn start(bin: &PathBuf, transport: &str, threads: usize) -> anyhow::Result<ServerProcess> {
-        let mut child = Command::new(bin)
-            .args(["--transport", transport, "--listen", "127.0.0.1:0"])
-            .args(["--threads", &threads.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .with_context(|| format!("unexpected first line from the server: {line:?}"))?
-            .to_string();
-        Ok(ServerProcess { child, addr })
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n == 0 {
+        return f64::NAN;
     }
-
-    /// Resident memory of the server process, in bytes (from /proc).
-    fn rss(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .context("no VmRSS line")?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()?;
-        Ok(kb * 1024)
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
     }
 }
 
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+struct Bench {
+    cli_bins: PathBuf,
+    pin: bool,
+    threads: usize,
+    targets: Vec<Target>,
+    runs: usize,
 }
 
-fn sibling_bin(name: &str) -> anyhow::Result<PathBuf> {
-    let me = std::env::current_exe()?;
-    let path = me.with_file_name(name);
-    if !path.exists() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p kim-examples`, or pass --server-bin",
+impl Bench {
+    fn start(&self, target: Target, mock: bool) -> anyhow::Result<ServerProcess> {
+        let threads = self.threads.to_string();
+        let listen = "127.0.0.1:0".to_string();
+        let (bin, args): (&str, Vec<String>) = match target {
+            Target::Kim(w) => (
+                if mock { "mock-server" } else { "echo-server" },
+                vec![
+                    "--transport".into(),
+                    w.name().into(),
+                    "--listen".into(),
+                    listen,
+                    "--threads".into(),
+                    threads,
+                ],
+            ),
+            Target::Tungstenite | Target::Tungstenite4k => (
+                "baseline-server",
+                vec![
+                    "--mode".into(),
+                    if mock { "mock" } else { "echo" }.into(),
+                    "--config".into(),
+                    if target == Target::Tungstenite {
+                        "default"
+                    } else {
+                        "small"
+                    }
+                    .into(),
+                    "--listen".into(),
+                    listen,
+                    "--threads".into(),
+                    threads,
+                ],
+            ),
+        };
+        let path = self.cli_bins.join(bin);
+        anyhow::ensure!(
+            path.exists(),
+            "{} not found: build with `cargo build --release -p kim-examples -p kim-benchmark`",
             path.display()
         );
+        ServerProcess::start(&path, &args, self.pin.then_some(0))
     }
-    Ok(path)
-}
 
-async fn parallel(args: ParallelArgs) -> anyhow::Result<()> {
-    match args.transport {
-        Transport::Tcp => {
-            parallel_with(args, |addr, opts| async move {
-                kim_tcp::connect(&addr, &opts).await
-            })
-            .await
-        }
-        Transport::Ws => {
-            parallel_with(args, |addr, opts| async move {
-                kim_ws::connect(&addr, &opts).await
-            })
-            .await
-        }
-    }
-}
-
-async fn parallel_with<R, W, F, Fut>(args: ParallelArgs, connect: F) -> anyhow::Result<()>
-where
-    R: FrameReader,
-    W: FrameWriter,
-    F: Fn(String, ClientOptions) -> Fut + Copy + Send + 'static,
-    Fut: std::future::Future<Output = Result<Client<R, W>, ClientError>> + Send,
-{
-    let bin = match &args.server_bin {
-        Some(b) => b.clone(),
-        None => sibling_bin("mock-server")?,
-    };
-    let server = ServerProcess::start(&bin, args.transport.name(), args.server_threads)?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss_before = server.rss()?;
-    let opts = ClientOptions {
-        heartbeat: None,
-        ..ClientOptions::default()
-    };
-    let gate = Arc::new(Semaphore::new(args.in_flight));
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(args.clients);
-    for i in 0..args.clients {
-        let gate = gate.clone();
-        let addr = server.addr.clone();
-        let opts = opts.clone();
-        tasks.push(tokio::spawn(async move {
-            let permit = gate.acquire_owned().await.expect("semaphore open");
-            let mut c = connect(addr, opts).await?;
-            let ok = c.login(format!("user-{i}")).await?;
-            drop(permit);
-            anyhow::ensure!(&ok.payload[..] == b"ok", "unexpected login reply");
-            Ok::<_, anyhow::Error>(c)
-        }));
-    }
-    let mut clients = Vec::with_capacity(args.clients);
-    let mut failures = 0;
-    for (i, t) in tasks.into_iter().enumerate() {
-        match t.await? {
-            Ok(c) => clients.push(c),
-            Err(e) => {
-                failures += 1;
-                if failures <= 5 {
-                    eprintln!("login {i} failed: {e:#}");
-                }
+    /// Runs `measure` against every target, `runs` times, alternating targets.
+    fn each<T>(
+        &self,
+        label: &str,
+        mock: bool,
+        mut measure: impl FnMut(&ServerProcess, Target) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Vec<(Target, Vec<T>)>> {
+        let mut out: Vec<(Target, Vec<T>)> = self.targets.iter().map(|&t| (t, vec![])).collect();
+        for run in 0..self.runs {
+            for (target, results) in out.iter_mut() {
+                eprintln!(
+                    "{label}: run {} of {}, {}",
+                    run + 1,
+                    self.runs,
+                    target.name()
+                );
+                let server = self.start(*target, mock)?;
+                let r = measure(&server, *target)
+                    .with_context(|| format!("{label} against {}", target.name()))?;
+                results.push(r);
             }
         }
-        if (i + 1) % 1000 == 0 {
-            eprintln!("  {} / {} logged in", i + 1, args.clients);
-        }
+        Ok(out)
     }
-    let elapsed = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_with = server.rss()?;
-    tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
+}
 
-    let mut echo_failures = 0;
-    for c in clients.iter_mut() {
-        let ok = async {
-            c.send_text("ping").await?;
-            let f = tokio::time::timeout(Duration::from_secs(10), c.read()).await??;
-            anyhow::ensure!(&f.payload[..] == b"ping", "wrong echo");
-            Ok::<_, anyhow::Error>(())
-        }
-        .await;
-        if ok.is_err() {
-            echo_failures += 1;
-        }
+fn figures<T>(
+    out: &mut Vec<Figure>,
+    workload: &str,
+    metric: &str,
+    higher_is_better: bool,
+    results: &[(Target, Vec<T>)],
+    get: impl Fn(&T) -> f64,
+) {
+    for (target, runs) in results {
+        let v: Vec<f64> = runs.iter().map(&get).collect();
+        out.push(Figure {
+            workload: workload.into(),
+            metric: metric.into(),
+            higher_is_better,
+            target: target.name(),
+            median: median(&v),
+            runs: v,
+        });
     }
-    let n = clients.len();
-    drop(clients);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = server.rss()?;
+}
 
-    let per_conn = rss_with.saturating_sub(rss_before) as f64 / n.max(1) as f64;
-    println!("transport            {}", args.transport.name());
-    println!("clients              {}", args.clients);
-    println!("login failures       {failures}");
-    println!("echo failures        {echo_failures}");
-    println!("login time           {:.2} s", elapsed.as_secs_f64());
-    println!(
-        "logins per second    {:.0}",
-        n as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "server rss before    {:.1} MiB",
-        rss_before as f64 / 1048576.0
-    );
-    println!(
-        "server rss with all  {:.1} MiB",
-        rss_with as f64 / 1048576.0
-    );
-    println!(
-        "server rss after     {:.1} MiB",
-        rss_after as f64 / 1048576.0
-    );
-    println!("bytes per connection {per_conn:.0}");
-    if failures > 0 || echo_failures > 0 {
-        bail!("{failures} logins and {echo_failures} echoes failed");
+fn print_table(figs: &[Figure]) {
+    let mut groups: Vec<(&str, &str)> = Vec::new();
+    for f in figs {
+        if !groups.contains(&(f.workload.as_str(), f.metric.as_str())) {
+            groups.push((&f.workload, &f.metric));
+        }
     }
-    Ok(())
+    for (workload, metric) in groups {
+        let rows: Vec<&Figure> = figs
+            .iter()
+            .filter(|f| f.workload == workload && f.metric == metric)
+            .collect();
+        let base = |name: &str| rows.iter().find(|f| f.target == name).map(|f| f.median);
+        println!("\n{workload}: {metric}");
+        println!(
+            "  {:<16} {:>14} {:>10} {:>10}   runs",
+            "target", "median", "/tung", "/tung-4k"
+        );
+        for f in &rows {
+            let ratio = |b: Option<f64>| match b {
+                Some(b) if b != 0.0 => format!("{:.2}x", f.median / b),
+                _ => "-".into(),
+            };
+            let runs: Vec<String> = f.runs.iter().map(|r| format!("{r:.1}")).collect();
+            println!(
+                "  {:<16} {:>14.1} {:>10} {:>10}   {}",
+                f.target,
+                f.median,
+                ratio(base("tungstenite")),
+                ratio(base("tungstenite-4k")),
+                runs.join(" ")
+            );
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        match cli.cmd {
-            Cmd::Parallel(a) => parallel(a).await,
+    anyhow::ensure!(cli.runs >= 1, "--runs must be at least 1");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = !cli.no_pin && cpus >= 2;
+    if pin {
+        pin_current_process(1)?;
+    }
+    let bins = match &cli.bin_dir {
+        Some(d) => d.clone(),
+        None => sibling_bin("kim-benchmark")?
+            .parent()
+            .context("binary directory")?
+            .to_path_buf(),
+    };
+    let mut targets = match cli.transport {
+        TransportArg::Ws => vec![Target::Kim(Wire::Ws)],
+        TransportArg::Tcp => vec![Target::Kim(Wire::Tcp)],
+        TransportArg::All => vec![Target::Kim(Wire::Ws), Target::Kim(Wire::Tcp)],
+    };
+    if !cli.kim_only {
+        targets.extend([Target::Tungstenite, Target::Tungstenite4k]);
+    }
+    let bench = Bench {
+        cli_bins: bins,
+        pin,
+        threads: cli.server_threads.unwrap_or(if pin { 1 } else { 2 }),
+        targets,
+        runs: cli.runs,
+    };
+    let mut figs = Vec::new();
+    let mut details = serde_json::Map::new();
+    match cli.workload {
+        Workload::Parallel {
+            clients,
+            in_flight,
+            hold,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            let hold = Duration::try_from_secs_f64(hold)?;
+            let res = bench.each("parallel", true, |server, target| {
+                rt.block_on(parallel::run(
+                    server,
+                    target.wire(),
+                    clients,
+                    in_flight,
+                    hold,
+                ))
+            })?;
+            figures(
+                &mut figs,
+                "parallel",
+                "server bytes per idle connection",
+                false,
+                &res,
+                |r| r.bytes_per_conn,
+            );
+            figures(
+                &mut figs,
+                "parallel",
+                "logins per second",
+                true,
+                &res,
+                |r| r.logins_per_sec,
+            );
+            figures(
+                &mut figs,
+                "parallel",
+                "server MiB after close",
+                false,
+                &res,
+                |r| r.rss_after as f64 / 1048576.0,
+            );
+            details.insert("parallel".into(), serde_json::to_value(detail(&res))?);
         }
-    })
+        Workload::Roundtrip { count, size } => {
+            let res = bench.each("roundtrip", true, |server, target| {
+                workloads::roundtrip(&server.addr, target.wire(), count, size)
+            })?;
+            figures(
+                &mut figs,
+                "roundtrip",
+                "messages per second",
+                true,
+                &res,
+                |r| r.msgs_per_sec,
+            );
+            figures(
+                &mut figs,
+                "roundtrip",
+                "p50 latency (us)",
+                false,
+                &res,
+                |r| r.p50_us,
+            );
+            figures(
+                &mut figs,
+                "roundtrip",
+                "p90 latency (us)",
+                false,
+                &res,
+                |r| r.p90_us,
+            );
+            figures(
+                &mut figs,
+                "roundtrip",
+                "p99 latency (us)",
+                false,
+                &res,
+                |r| r.p99_us,
+            );
+            figures(
+                &mut figs,
+                "roundtrip",
+                "max latency (us)",
+                false,
+                &res,
+                |r| r.max_us,
+            );
+        }
+        Workload::Echo {
+            preset,
+            duration,
+            warmup,
+        } => {
+            let presets: Vec<(usize, usize)> = match preset.as_str() {
+                "all" => vec![(100, 20), (10, 1024), (200, 16384)],
+                p => {
+                    let (c, s) = p
+                        .split_once('x')
+                        .context("--preset is CONNECTIONSxBYTES, e.g. 100x20")?;
+                    vec![(c.parse()?, s.parse()?)]
+                }
+            };
+            let duration = Duration::try_from_secs_f64(duration)?;
+            let warmup = Duration::try_from_secs_f64(warmup)?;
+            for (conns, size) in presets {
+                let label = format!("echo {conns} x {size} B");
+                let mut cpu = Vec::new();
+                let res = bench.each(&label, false, |server, target| {
+                    let before = server.cpu_seconds()?;
+                    let r = workloads::echo(
+                        &server.addr,
+                        target.wire(),
+                        conns,
+                        size,
+                        warmup,
+                        duration,
+                    )?;
+                    cpu.push((target, server.cpu_seconds()? - before));
+                    Ok(r)
+                })?;
+                figures(&mut figs, &label, "messages per second", true, &res, |r| {
+                    r.msgs_per_sec
+                });
+                // Server CPU per message, over warm-up and window together.
+                let per_msg: Vec<(Target, Vec<f64>)> = res
+                    .iter()
+                    .map(|(t, runs)| {
+                        let cpus: Vec<f64> = cpu
+                            .iter()
+                            .filter(|(c, _)| c == t)
+                            .map(|(_, s)| *s)
+                            .collect();
+                        let v = runs
+                            .iter()
+                            .zip(cpus)
+                            .map(|(r, s)| {
+                                s * 1e6 / (r.msgs_per_sec * (duration + warmup).as_secs_f64())
+                            })
+                            .collect();
+                        (*t, v)
+                    })
+                    .collect();
+                figures(
+                    &mut figs,
+                    &label,
+                    "server CPU us per message",
+                    false,
+                    &per_msg,
+                    |v| *v,
+                );
+            }
+        }
+        Workload::Large { count, size } => {
+            let res = bench.each("large", false, |server, target| {
+                workloads::large(&server.addr, target.wire(), count, size)
+            })?;
+            figures(&mut figs, "large", "MB/s echoed", true, &res, |r| {
+                r.mb_per_sec
+            });
+        }
+    }
+    if cli.json {
+        let doc = serde_json::json!({
+            "machine": { "cpus": cpus, "pinned": pin, "server_threads": bench.threads },
+            "runs": bench.runs,
+            "figures": figs,
+            "details": details,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!(
+            "machine: {cpus} cpus; server {} (runtime threads {}); {} runs per target, medians",
+            if pin {
+                "pinned to cpu 0, load generator to cpu 1"
+            } else {
+                "unpinned"
+            },
+            bench.threads,
+            bench.runs
+        );
+        print_table(&figs);
+    }
+    Ok(())
+}
+
+fn detail<T: serde::Serialize + Clone>(res: &[(Target, Vec<T>)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        res.iter()
+            .map(|(t, v)| (t.name(), serde_json::to_value(v).unwrap_or_default()))
+            .collect(),
+    )
 }

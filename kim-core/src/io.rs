@@ -164,19 +164,74 @@ impl ReadBuffer {
         cx: &mut Context<'_>,
         want: usize,
     ) -> Poll<io::Result<usize>> {
+        let size = want.max(self.chunk);
+        if self.buf.capacity() == 0 {
+            if let Some(b) = pool::take(size) {
+                self.buf = b;
+            }
+        }
         let spare = self.buf.capacity() - self.buf.len();
         if spare < want.max(1) || spare < 64 {
-            self.buf.reserve(want.max(self.chunk));
+            self.buf.reserve(size);
         }
         match tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf) {
             Poll::Pending => {
-                if self.buf.is_empty() {
-                    self.buf = BytesMut::new();
+                if self.buf.is_empty() && self.buf.capacity() > 0 {
+                    pool::give(std::mem::take(&mut self.buf));
                 }
                 Poll::Pending
             }
             ready => ready,
         }
+    }
+}
+
+/// A small per-thread cache of empty buffers. A busy connection releases its read buffer
+/// whenever a read would block and takes one again with the next message; the cache turns
+/// that into a pop and a push instead of a free and a malloc, while idle connections still
+/// hold nothing. Bounded: at most [`pool::MAX_POOLED`] buffers of at most
+/// [`pool::MAX_POOLED_SIZE`] bytes per thread.
+pub mod pool {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    /// Buffers kept per thread.
+    pub const MAX_POOLED: usize = 32;
+    /// The largest buffer kept.
+    pub const MAX_POOLED_SIZE: usize = 16 * 1024;
+
+    thread_local! {
+        static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty buffer with room for at least `min` bytes, if one is cached.
+    pub fn take(min: usize) -> Option<BytesMut> {
+        POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
+            match p.last() {
+                Some(b) if b.capacity() >= min => p.pop(),
+                _ => None,
+            }
+        })
+        .ok()
+        .flatten()
+    }
+
+    /// Returns a buffer to the cache if nothing else shares its memory and it is not too
+    /// large; otherwise frees it.
+    pub fn give(mut b: BytesMut) {
+        b.clear();
+        let cap = b.capacity();
+        if cap == 0 || cap > MAX_POOLED_SIZE || !b.try_reclaim(cap) {
+            return;
+        }
+        let _ = POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < MAX_POOLED {
+                p.push(b);
+            }
+        });
     }
 }
 
@@ -223,6 +278,11 @@ impl WriteBuffer {
 
     /// The staging buffer, for a codec to encode a header (or a small frame) into.
     pub fn staging(&mut self) -> &mut BytesMut {
+        if self.staging.capacity() == 0 {
+            if let Some(b) = pool::take(0) {
+                self.staging = b;
+            }
+        }
         &mut self.staging
     }
 
@@ -275,7 +335,7 @@ impl WriteBuffer {
             self.consume(n);
         }
         if self.staging.capacity() > 0 {
-            self.staging = BytesMut::new();
+            pool::give(std::mem::take(&mut self.staging));
         }
         if self.segments.capacity() > 0 {
             self.segments = VecDeque::new();

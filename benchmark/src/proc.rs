@@ -1,0 +1,112 @@
+//! Server processes under test: started as children, read for their address, measured through
+//! /proc (resident memory, CPU time), optionally pinned to one CPU, killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context};
+
+/// One server process.
+pub struct ServerProcess {
+    child: Child,
+    /// The address it printed on its first line.
+    pub addr: String,
+}
+
+/// Which CPU to pin a process (or this process) to, if any.
+pub fn pin_current_process(cpu: usize) -> anyhow::Result<()> {
+    set_affinity(0, cpu).context("pinning the load generator")
+}
+
+fn set_affinity(pid: libc::pid_t, cpu: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+impl ServerProcess {
+    /// Starts `bin` with `args`; waits for its `listening on ADDR` line.
+    pub fn start(bin: &Path, args: &[String], pin: Option<usize>) -> anyhow::Result<ServerProcess> {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(cpu) = pin {
+            use std::os::unix::process::CommandExt;
+            // In the child before exec, so that every thread it starts inherits the CPU.
+            // SAFETY: sched_setaffinity is async-signal-safe and touches no shared state.
+            unsafe {
+                cmd.pre_exec(move || set_affinity(0, cpu));
+            }
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            bail!("unexpected first line from {}: {line:?}", bin.display());
+        };
+        Ok(ServerProcess {
+            addr: addr.to_string(),
+            child,
+        })
+    }
+
+    /// Resident memory in bytes.
+    pub fn rss(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .context("no VmRSS line")?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()?;
+        Ok(kb * 1024)
+    }
+
+    /// CPU time used so far (user + system), in seconds.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let rest = &stat[stat.rfind(')').context("malformed stat")? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11).context("no utime")?.parse()?;
+        let stime: f64 = fields.get(12).context("no stime")?.parse()?;
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Ok((utime + stime) / ticks)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A binary built next to this one (`cargo build --release -p kim-examples -p kim-benchmark`).
+pub fn sibling_bin(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p kim-examples -p kim-benchmark`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
