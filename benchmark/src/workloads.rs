@@ -197,7 +197,16 @@ pub fn large(addr: &str, wire: Wire, count: usize, size: usize) -> anyhow::Resul
     let mut left = count * reply_len;
     let mut seen = 0usize;
     while left > 0 {
-        let n = r.read(&mut buf[..left.min(256 * 1024)])?;
+        let n = match r.read(&mut buf[..left.min(256 * 1024)]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                bail!(
+                    "no echo for 30 s with {} of {count} messages to go",
+                    left / reply_len
+                )
+            }
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 {
             bail!("the server closed the connection with {left} bytes to go");
         }

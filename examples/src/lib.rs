@@ -87,7 +87,9 @@ pub struct EchoListener;
 
 impl MessageListener for EchoListener {
     async fn receive(&self, agent: &Agent, message: Frame) {
-        let _ = agent.push_frame(message);
+        if let Err(e) = agent.push_frame(message) {
+            tracing::debug!(id = %agent.id(), error = %e, "echo not queued");
+        }
     }
 }
 

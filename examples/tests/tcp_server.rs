@@ -475,3 +475,31 @@ async fn many_messages_keep_their_order_while_channels_run_concurrently() {
         t.await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_sender_is_slowed_by_backpressure_not_answered_with_drops() {
+    // A small outbox: were reading not paused while replies wait, echoes would be refused.
+    let s = start(
+        options()
+            .outbound_queue_bytes(512 * 1024)
+            .max_message_size(1 << 20)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let mut c = login(&s.addr, "firehose").await;
+    let sender = c.sender();
+    const N: usize = 60;
+    let writer = tokio::spawn(async move {
+        for i in 0..N {
+            let payload = vec![i as u8; 256 * 1024];
+            sender.send(Frame::binary(payload)).await.unwrap();
+        }
+    });
+    for i in 0..N {
+        let f = read(&mut c).await.expect("every echo arrives");
+        assert_eq!(f.payload.len(), 256 * 1024);
+        assert!(f.payload.iter().all(|&b| b == i as u8), "echo {i} in order");
+    }
+    writer.await.unwrap();
+}

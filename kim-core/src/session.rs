@@ -30,8 +30,9 @@ use crate::frame::{CloseReason, Frame, OpCode};
 use crate::listener::{MessageListener, StateListener};
 use crate::server::ActiveGuard;
 
-/// Reading pauses while more than this many bytes wait in the writer, so a client that sends
-/// pings (or requests) without reading the answers cannot grow the write buffer.
+/// Reading pauses while more than this many bytes wait in the writer and the outbox, so a
+/// client that sends requests (or pings) faster than it reads the answers is slowed down by
+/// TCP backpressure instead of filling its own outbox until replies are refused.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -145,28 +146,29 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
             }
 
             // 2. The write loop: the outbox moves into an idle writer as one batch.
-            if self.writer.pending() == 0 {
+            let queued = if self.writer.pending() == 0 {
                 let (batch, close) = {
                     let mut ob = self.chan.inner.outbox.lock();
                     ob.bytes = 0;
                     (std::mem::take(&mut ob.frames), ob.close.take())
                 };
+                for f in batch {
+                    self.writer.start_frame(f);
+                }
                 if let Some((reason, mode)) = close {
                     if mode == CloseMode::Abort {
                         return Poll::Ready(End::Aborted);
                     }
-                    for f in batch {
-                        self.writer.start_frame(f);
-                    }
                     self.begin_close(&reason);
-                } else {
-                    for f in batch {
-                        self.writer.start_frame(f);
-                    }
                 }
-            } else if self.abort_requested() {
-                return Poll::Ready(End::Aborted);
-            }
+                0
+            } else {
+                let ob = self.chan.inner.outbox.lock();
+                if matches!(ob.close, Some((_, CloseMode::Abort))) {
+                    return Poll::Ready(End::Aborted);
+                }
+                ob.bytes
+            };
             if self.writer.pending() > 0 {
                 match self.writer.poll_flush(cx) {
                     Poll::Ready(Ok(())) => {
@@ -201,7 +203,7 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
             // 3. The read loop: one frame at a time, none while a message is being handled.
             let can_read = self.running.is_none()
                 && self.phase != Phase::Answered
-                && self.writer.pending() <= WRITE_HIGH_WATER;
+                && self.writer.pending() + queued <= WRITE_HIGH_WATER;
             if can_read {
                 match self.reader.poll_read_frame(cx) {
                     Poll::Pending => {}
@@ -241,13 +243,6 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
                 }
             }
         }
-    }
-
-    fn abort_requested(&self) -> bool {
-        matches!(
-            self.chan.inner.outbox.lock().close,
-            Some((_, CloseMode::Abort))
-        )
     }
 
     fn on_frame(&mut self, frame: Frame) {
