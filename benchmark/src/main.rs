@@ -350,6 +350,14 @@ fn main() -> anyhow::Result<()> {
             figures(
                 &mut figs,
                 "parallel",
+                "server CPU us per login",
+                false,
+                &res,
+                |r| r.server_cpu_us_per_login,
+            );
+            figures(
+                &mut figs,
+                "parallel",
                 "server MiB after close",
                 false,
                 &res,

@@ -20,6 +20,8 @@ pub struct ParallelResult {
     pub login_secs: f64,
     /// Logins per second.
     pub logins_per_sec: f64,
+    /// Server CPU time (user + system) per login, in microseconds.
+    pub server_cpu_us_per_login: f64,
     /// Server resident memory before the logins, in bytes.
     pub rss_before: u64,
     /// With every client connected and idle.
@@ -142,6 +144,7 @@ where
 {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = server.rss()?;
+    let cpu_before = server.cpu_seconds()?;
     let started = Instant::now();
     let mut all = login_all(
         &server.addr,
@@ -153,6 +156,7 @@ where
     )
     .await?;
     let login_secs = started.elapsed().as_secs_f64();
+    let login_cpu = server.cpu_seconds()? - cpu_before;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_with_all = server.rss()?;
     tokio::time::sleep(hold).await;
@@ -197,6 +201,7 @@ where
         clients,
         login_secs,
         logins_per_sec: clients as f64 / login_secs,
+        server_cpu_us_per_login: login_cpu * 1e6 / clients as f64,
         rss_before,
         rss_with_all,
         rss_after,

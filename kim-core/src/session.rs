@@ -33,7 +33,7 @@ use crate::server::ActiveGuard;
 /// Reading pauses while more than this many bytes wait in the writer and the outbox, so a
 /// client that sends requests (or pings) faster than it reads the answers is slowed down by
 /// TCP backpressure instead of filling its own outbox until replies are refused.
-const WRITE_HIGH_WATER: usize = 256 * 1024;
+const WRITE_HIGH_WATER: usize = 1024 * 1024;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
