@@ -30,9 +30,10 @@ use crate::frame::{CloseReason, Frame, OpCode};
 use crate::listener::{MessageListener, StateListener};
 use crate::server::ActiveGuard;
 
-/// Reading pauses while more than this many bytes wait in the writer and the outbox, so a
-/// client that sends requests (or pings) faster than it reads the answers is slowed down by
-/// TCP backpressure instead of filling its own outbox until replies are refused.
+/// Reading pauses while more than this many bytes wait in the writer and the outbox (or half
+/// the outbox bound, if smaller), so a client that sends requests (or pings) faster than it
+/// reads the answers is slowed down by TCP backpressure instead of filling its own outbox
+/// until replies are refused.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -92,6 +93,10 @@ pub(crate) struct Session<R, W, H: Handlers> {
     write_timer: Option<Pin<Box<Sleep>>>,
     /// Armed once we sent a close: close_wait.
     close_timer: Option<Pin<Box<Sleep>>>,
+    /// Reading pauses past this many bytes of replies waiting (writer and outbox)...
+    pause_bytes: usize,
+    /// ...or this many frames waiting in the outbox.
+    pause_frames: usize,
 }
 
 impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
@@ -114,7 +119,19 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
             running: None,
             write_timer: None,
             close_timer: None,
+            pause_bytes: 0,
+            pause_frames: 0,
         }
+        .with_pause_limits()
+    }
+
+    /// Reading pauses well before the outbox is full, so the replies to what was read always
+    /// fit: at half the outbox bounds, and at most [`WRITE_HIGH_WATER`] bytes.
+    fn with_pause_limits(mut self) -> Self {
+        let opts = &self.chan.inner.core.options;
+        self.pause_bytes = (opts.outbound_queue_bytes() / 2).clamp(1, WRITE_HIGH_WATER);
+        self.pause_frames = (opts.outbound_queue() / 2).max(1);
+        self
     }
 
     /// Queues our close frame and starts waiting for the peer's.
@@ -161,13 +178,13 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
                     }
                     self.begin_close(&reason);
                 }
-                0
+                (0, 0)
             } else {
                 let ob = self.chan.inner.outbox.lock();
                 if matches!(ob.close, Some((_, CloseMode::Abort))) {
                     return Poll::Ready(End::Aborted);
                 }
-                ob.bytes
+                (ob.bytes, ob.frames.len())
             };
             if self.writer.pending() > 0 {
                 match self.writer.poll_flush(cx) {
@@ -203,7 +220,8 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
             // 3. The read loop: one frame at a time, none while a message is being handled.
             let can_read = self.running.is_none()
                 && self.phase != Phase::Answered
-                && self.writer.pending() + queued <= WRITE_HIGH_WATER;
+                && self.writer.pending() + queued.0 <= self.pause_bytes
+                && queued.1 < self.pause_frames;
             if can_read {
                 match self.reader.poll_read_frame(cx) {
                     Poll::Pending => {}
