@@ -31,6 +31,9 @@ struct Cli {
     /// Print the results as JSON on stdout instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Print the results as Markdown tables (for README.md).
+    #[arg(long, global = true)]
+    markdown: bool,
     /// Do not pin the server to CPU 0 and the load generator to CPU 1.
     #[arg(long, global = true)]
     no_pin: bool,
@@ -85,6 +88,11 @@ enum Workload {
         #[arg(long, default_value_t = 2.0)]
         warmup: f64,
     },
+    /// Print Markdown tables from the JSON output (`--json`) of earlier runs.
+    Report {
+        /// JSON files written by `--json`.
+        files: Vec<PathBuf>,
+    },
     /// Large messages echoed on one connection: MB/s.
     Large {
         #[arg(long, default_value_t = 2000)]
@@ -120,7 +128,7 @@ impl Target {
 }
 
 /// One figure of one target over the runs.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Figure {
     workload: String,
     metric: String,
@@ -279,9 +287,98 @@ fn print_table(figs: &[Figure]) {
     }
 }
 
+/// One Markdown table per workload: a row per target, a column per metric (median), then the
+/// ratios to tokio-tungstenite in its two configurations.
+fn print_markdown(figs: &[Figure]) {
+    let mut workloads: Vec<&str> = Vec::new();
+    for f in figs {
+        if !workloads.contains(&f.workload.as_str()) {
+            workloads.push(&f.workload);
+        }
+    }
+    for w in workloads {
+        let of_w: Vec<&Figure> = figs.iter().filter(|f| f.workload == w).collect();
+        let mut metrics: Vec<&str> = Vec::new();
+        let mut targets: Vec<&str> = Vec::new();
+        for f in &of_w {
+            if !metrics.contains(&f.metric.as_str()) {
+                metrics.push(&f.metric);
+            }
+            if !targets.contains(&f.target.as_str()) {
+                targets.push(&f.target);
+            }
+        }
+        let get = |t: &str, m: &str| of_w.iter().find(|f| f.target == t && f.metric == m);
+        println!("\n**{w}** (medians)\n");
+        let mut header = String::from("| target |");
+        let mut rule = String::from("|---|");
+        for m in &metrics {
+            header.push_str(&format!(" {m} |"));
+            rule.push_str("---|");
+        }
+        println!("{header}\n{rule}");
+        for t in &targets {
+            let mut row = format!("| {t} |");
+            for m in &metrics {
+                let cell = match get(t, m) {
+                    Some(f) => {
+                        let base = |b: &str| get(b, m).map(|x| x.median).filter(|v| *v != 0.0);
+                        let mut c = format_value(f.median);
+                        if t.starts_with("kim") {
+                            let r: Vec<String> = [base("tungstenite"), base("tungstenite-4k")]
+                                .iter()
+                                .flatten()
+                                .map(|b| format!("{:.2}x", f.median / b))
+                                .collect();
+                            if !r.is_empty() {
+                                c.push_str(&format!(" ({})", r.join(" / ")));
+                            }
+                        }
+                        c
+                    }
+                    None => "-".into(),
+                };
+                row.push_str(&format!(" {cell} |"));
+            }
+            println!("{row}");
+        }
+    }
+}
+
+fn format_value(v: f64) -> String {
+    if v >= 100.0 {
+        let n = v.round() as u64;
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, ch) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(ch);
+        }
+        out
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     anyhow::ensure!(cli.runs >= 1, "--runs must be at least 1");
+    if let Workload::Report { files } = &cli.workload {
+        let mut figs: Vec<Figure> = Vec::new();
+        for f in files {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            let doc: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON from --json", f.display()))?;
+            let part: Vec<Figure> = serde_json::from_value(doc["figures"].clone())
+                .with_context(|| format!("{} has no figures", f.display()))?;
+            figs.extend(part);
+        }
+        print_markdown(&figs);
+        return Ok(());
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = !cli.no_pin && cpus >= 2;
     if pin {
@@ -474,6 +571,7 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Workload::Report { .. } => unreachable!("handled before any server starts"),
         Workload::Large { count, size } => {
             let res = bench.each("large", false, |server, target| {
                 workloads::large(&server.addr, target.wire(), count, size)
@@ -491,6 +589,8 @@ fn main() -> anyhow::Result<()> {
             "details": details,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else if cli.markdown {
+        print_markdown(&figs);
     } else {
         println!(
             "machine: {cpus} cpus; server {} (runtime threads {}); {} runs per target, medians",

@@ -111,8 +111,16 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for Generic<T> {
 #[derive(Debug)]
 pub struct ReadBuffer {
     buf: BytesMut,
+    /// The configured read size.
     chunk: usize,
+    /// The read size in use: doubles (up to [`MAX_READ_SIZE`]) while reads fill the buffer,
+    /// so a connection that receives large messages reads each in one go instead of growing
+    /// (and copying) its buffer message after message.
+    next: usize,
 }
+
+/// The largest read size [`ReadBuffer`] grows to on its own.
+pub const MAX_READ_SIZE: usize = 64 * 1024;
 
 impl ReadBuffer {
     /// A buffer that reads in chunks of `chunk` bytes (at least 64). Allocates nothing yet.
@@ -120,6 +128,7 @@ impl ReadBuffer {
         ReadBuffer {
             buf: BytesMut::new(),
             chunk: chunk.max(64),
+            next: chunk.max(64),
         }
     }
 
@@ -129,6 +138,7 @@ impl ReadBuffer {
         ReadBuffer {
             buf: bytes,
             chunk: chunk.max(64),
+            next: chunk.max(64),
         }
     }
 
@@ -164,7 +174,7 @@ impl ReadBuffer {
         cx: &mut Context<'_>,
         want: usize,
     ) -> Poll<io::Result<usize>> {
-        let size = want.max(self.chunk);
+        let size = want.max(self.next);
         if self.buf.capacity() == 0 {
             if let Some(b) = pool::take(size) {
                 self.buf = b;
@@ -174,6 +184,7 @@ impl ReadBuffer {
         if spare < want.max(1) || spare < 64 {
             self.buf.reserve(size);
         }
+        let room = self.buf.capacity() - self.buf.len();
         match tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf) {
             Poll::Pending => {
                 if self.buf.is_empty() && self.buf.capacity() > 0 {
@@ -181,7 +192,15 @@ impl ReadBuffer {
                 }
                 Poll::Pending
             }
-            ready => ready,
+            Poll::Ready(Ok(n)) => {
+                if n == room && self.next < MAX_READ_SIZE {
+                    self.next = (self.next * 2).min(MAX_READ_SIZE);
+                } else if n < self.next / 8 && self.next > self.chunk {
+                    self.next = (self.next / 2).max(self.chunk);
+                }
+                Poll::Ready(Ok(n))
+            }
+            err => err,
         }
     }
 }
@@ -197,9 +216,9 @@ pub mod pool {
     use bytes::BytesMut;
 
     /// Buffers kept per thread.
-    pub const MAX_POOLED: usize = 32;
+    pub const MAX_POOLED: usize = 16;
     /// The largest buffer kept.
-    pub const MAX_POOLED_SIZE: usize = 16 * 1024;
+    pub const MAX_POOLED_SIZE: usize = 64 * 1024;
 
     thread_local! {
         static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
