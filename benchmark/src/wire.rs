@@ -63,24 +63,7 @@ fn tcp_frame(op: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 fn ws_client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x5a, 0x13, 0xc7, 0x2e];
-    let len = payload.len();
-    let mut v = Vec::with_capacity(14 + len);
-    v.push(first);
-    if len < 126 {
-        v.push(0x80 | len as u8);
-    } else if len < 65536 {
-        v.push(0x80 | 126);
-        v.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        v.push(0x80 | 127);
-        v.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    v.extend_from_slice(&mask);
-    let start = v.len();
-    v.extend_from_slice(payload);
-    kim_ws::apply_mask(&mut v[start..], mask, 0);
-    v
+    kim_ws::encode_frame(first, payload, Some([0x5a, 0x13, 0xc7, 0x2e]))
 }
 
 /// Connects a blocking socket and performs the websocket handshake if `wire` needs one.

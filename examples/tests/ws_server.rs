@@ -29,21 +29,7 @@ fn upgrade_request(path: &str, extra: &str) -> String {
 
 /// A masked client frame, built by hand so that tests can send anything.
 fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x37, 0xfa, 0x21, 0x3d];
-    let mut v = vec![first];
-    let len = payload.len();
-    if len < 126 {
-        v.push(0x80 | len as u8);
-    } else if len < 65536 {
-        v.push(0x80 | 126);
-        v.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        v.push(0x80 | 127);
-        v.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    v.extend_from_slice(&mask);
-    v.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    v
+    kim_ws::encode_frame(first, payload, Some([0x37, 0xfa, 0x21, 0x3d]))
 }
 
 /// A raw websocket connection: the handshake done by hand, then a frame reader for what the

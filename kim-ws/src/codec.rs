@@ -409,8 +409,13 @@ impl<W: AsyncWrite + Send + Unpin + 'static> WsWriter<W> {
 
 /// Encodes a header into `dst`; returns its length.
 fn put_header(dst: &mut BytesMut, op: OpCode, len: usize, mask: Option<[u8; 4]>) -> usize {
+    put_raw_header(dst, 0x80 | op as u8, len, mask)
+}
+
+/// Encodes a header whose first byte (FIN, RSV bits, opcode) is given as it is.
+fn put_raw_header(dst: &mut BytesMut, first: u8, len: usize, mask: Option<[u8; 4]>) -> usize {
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    dst.put_u8(0x80 | op as u8);
+    dst.put_u8(first);
     let mut n = 2;
     if len < 126 {
         dst.put_u8(mask_bit | len as u8);
@@ -428,6 +433,20 @@ fn put_header(dst: &mut BytesMut, op: OpCode, len: usize, mask: Option<[u8; 4]>)
         n += 4;
     }
     n
+}
+
+/// Encodes one whole frame with `first` as its first byte (FIN, RSV bits and opcode, taken as
+/// they are, valid or not) and the payload masked with `mask` if one is given. For load
+/// generators that send the same bytes again and again, and for tests that must send frames a
+/// correct peer never would.
+pub fn encode_frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(14 + payload.len());
+    let n = put_raw_header(&mut out, first, payload.len(), mask);
+    out.extend_from_slice(payload);
+    if let Some(m) = mask {
+        apply_mask(&mut out[n..], m, 0);
+    }
+    out.to_vec()
 }
 
 impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for WsWriter<W> {
@@ -514,23 +533,7 @@ mod tests {
     }
 
     fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [1, 2, 3, 4];
-        let mut v = vec![first];
-        let len = payload.len();
-        if len < 126 {
-            v.push(0x80 | len as u8);
-        } else if len < 65536 {
-            v.push(0x80 | 126);
-            v.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            v.push(0x80 | 127);
-            v.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        v.extend_from_slice(&mask);
-        let mut p = payload.to_vec();
-        naive_mask(&mut p, mask, 0);
-        v.extend_from_slice(&p);
-        v
+        encode_frame(first, payload, Some([1, 2, 3, 4]))
     }
 
     fn code_of(e: ReadError) -> u16 {

@@ -40,7 +40,9 @@ use kim_core::{Conn, ConnConfig, Handshake, UpgradeError, Upgrader};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-pub use codec::{apply_mask, decode_close, is_valid_close_code, Role, WsReader, WsWriter};
+pub use codec::{
+    apply_mask, decode_close, encode_frame, is_valid_close_code, Role, WsReader, WsWriter,
+};
 pub use handshake::Refusal;
 
 use handshake::HeadError;
