@@ -8,6 +8,11 @@ use kim_core::client::{Client, ClientError, ClientOptions};
 use kim_core::{FrameReader, FrameWriter};
 use tokio::sync::Semaphore;
 
+use std::io::{ErrorKind, Read, Write};
+
+use mio::net::TcpStream as MioStream;
+use mio::{Events, Interest, Poll, Token};
+
 use crate::proc::ServerProcess;
 use crate::wire::Wire;
 
@@ -44,15 +49,25 @@ pub async fn run(
 ) -> anyhow::Result<ParallelResult> {
     match wire {
         Wire::Ws => {
-            run_with(server, clients, in_flight, hold, |addr, opts| async move {
-                kim_ws::connect(&addr, &opts).await
-            })
+            run_with(
+                server,
+                wire,
+                clients,
+                in_flight,
+                hold,
+                |addr, opts| async move { kim_ws::connect(&addr, &opts).await },
+            )
             .await
         }
         Wire::Tcp => {
-            run_with(server, clients, in_flight, hold, |addr, opts| async move {
-                kim_tcp::connect(&addr, &opts).await
-            })
+            run_with(
+                server,
+                wire,
+                clients,
+                in_flight,
+                hold,
+                |addr, opts| async move { kim_tcp::connect(&addr, &opts).await },
+            )
             .await
         }
     }
@@ -131,6 +146,7 @@ where
 
 async fn run_with<R, W, F, Fut>(
     server: &ServerProcess,
+    wire: Wire,
     clients: usize,
     in_flight: usize,
     hold: Duration,
@@ -146,43 +162,36 @@ where
     let rss_before = server.rss()?;
     let cpu_before = server.cpu_seconds()?;
     let started = Instant::now();
-    let mut all = login_all(
-        &server.addr,
-        clients,
-        in_flight,
-        connect,
-        "logging in",
-        Duration::ZERO,
-    )
-    .await?;
+    let addr = server.addr.clone();
+    let all =
+        tokio::task::spawn_blocking(move || lean_logins(&addr, wire, clients, in_flight)).await??;
     let login_secs = started.elapsed().as_secs_f64();
     let login_cpu = server.cpu_seconds()? - cpu_before;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_with_all = server.rss()?;
     tokio::time::sleep(hold).await;
 
-    let mut echo_failures = 0;
-    for c in all.iter_mut() {
-        let ok = async {
-            c.send_text("still there?").await?;
-            let f = tokio::time::timeout(Duration::from_secs(10), c.read()).await??;
-            anyhow::ensure!(&f.payload[..] == b"still there?", "wrong echo");
-            Ok::<_, anyhow::Error>(())
+    let echo_failures = tokio::task::spawn_blocking(move || {
+        let request = wire.text_request(b"still there?");
+        let mut reply = vec![0u8; wire.reply_len(12)];
+        let mut failures = 0;
+        for mut s in all {
+            let ok = s.set_nonblocking(false).is_ok()
+                && s.set_read_timeout(Some(Duration::from_secs(10))).is_ok()
+                && s.write_all(&request).is_ok()
+                && s.read_exact(&mut reply).is_ok()
+                && reply.ends_with(b"still there?");
+            if !ok {
+                failures += 1;
+            }
+            // A close frame, then the socket goes.
+            let _ = s.write_all(&wire.close_request());
         }
-        .await;
-        if ok.is_err() {
-            echo_failures += 1;
-        }
-    }
+        failures
+    })
+    .await?;
     if echo_failures > 0 {
         bail!("{echo_failures} of {clients} held connections no longer echo");
-    }
-    let closing: Vec<_> = all
-        .into_iter()
-        .map(|c| tokio::spawn(async move { c.close().await }))
-        .collect();
-    for t in closing {
-        t.await??;
     }
     // Every id logs in again: a channel the server kept would refuse it as a duplicate.
     let again = login_all(
@@ -207,4 +216,138 @@ where
         rss_after,
         bytes_per_conn: rss_with_all.saturating_sub(rss_before) as f64 / clients as f64,
     })
+}
+
+/// Where a lean login stands.
+enum Stage {
+    /// Connecting; the request goes out once the socket is writable.
+    Connecting,
+    /// The upgrade request is out; reading the response head.
+    Upgrading,
+    /// The login frame is out; reading the `ok`.
+    LoggingIn,
+}
+
+struct Pending {
+    stream: MioStream,
+    stage: Stage,
+    id: usize,
+    got: Vec<u8>,
+}
+
+/// Logs `clients` clients in with at most `in_flight` at once, driving every socket from one
+/// epoll thread, so that the login rate measures the server rather than the client. Returns
+/// the logged-in sockets (non-blocking).
+pub fn lean_logins(
+    addr: &str,
+    wire: Wire,
+    clients: usize,
+    in_flight: usize,
+) -> anyhow::Result<Vec<std::net::TcpStream>> {
+    let target: std::net::SocketAddr = addr.parse()?;
+    let upgrade = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    let ok_len = wire.reply_len(2);
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let mut slots: Vec<Option<Pending>> = (0..in_flight.max(1)).map(|_| None).collect();
+    let mut next = 0usize;
+    let mut done = Vec::with_capacity(clients);
+    let pb = indicatif::ProgressBar::new(clients as u64);
+    pb.set_message("logging in");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        // Fill free slots with new connections.
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if slot.is_none() && next < clients {
+                let mut stream = MioStream::connect(target)?;
+                stream.set_nodelay(true)?;
+                poll.registry().register(
+                    &mut stream,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                *slot = Some(Pending {
+                    stream,
+                    stage: Stage::Connecting,
+                    id: next,
+                    got: Vec::new(),
+                });
+                next += 1;
+            }
+        }
+        if done.len() == clients {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("logins stalled: {} of {clients} done", done.len());
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(100)))?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let Some(p) = slots[i].as_mut() else { continue };
+            if matches!(p.stage, Stage::Connecting) && ev.is_writable() {
+                if let Some(e) = p.stream.take_error()? {
+                    return Err(e.into());
+                }
+                if p.stream.peer_addr().is_err() {
+                    continue; // not connected yet
+                }
+                let login = wire.text_request(format!("user-{}", p.id).as_bytes());
+                // Small writes on a fresh socket go out whole.
+                if wire == Wire::Ws {
+                    p.stream.write_all(upgrade.as_bytes())?;
+                    p.stage = Stage::Upgrading;
+                } else {
+                    p.stream.write_all(&login)?;
+                    p.stage = Stage::LoggingIn;
+                }
+            }
+            if !ev.is_readable() {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                match p.stream.read(&mut buf) {
+                    Ok(0) => bail!("the server closed login {}", p.id),
+                    Ok(n) => p.got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if matches!(p.stage, Stage::Upgrading) {
+                if let Some(end) = p.got.windows(4).position(|w| w == b"\r\n\r\n") {
+                    anyhow::ensure!(
+                        p.got.starts_with(b"HTTP/1.1 101"),
+                        "upgrade refused: {}",
+                        String::from_utf8_lossy(&p.got)
+                    );
+                    p.got.drain(..end + 4);
+                    let login = wire.text_request(format!("user-{}", p.id).as_bytes());
+                    p.stream.write_all(&login)?;
+                    p.stage = Stage::LoggingIn;
+                }
+            }
+            if matches!(p.stage, Stage::LoggingIn) && p.got.len() >= ok_len {
+                anyhow::ensure!(
+                    p.got.len() == ok_len && p.got.ends_with(b"ok"),
+                    "login {} not answered with ok: {:?}",
+                    p.id,
+                    String::from_utf8_lossy(&p.got)
+                );
+                let mut p = slots[i].take().expect("present above");
+                poll.registry().deregister(&mut p.stream)?;
+                // SAFETY: the descriptor moves from the mio stream to the std one, once.
+                let std = unsafe {
+                    use std::os::fd::{FromRawFd, IntoRawFd};
+                    std::net::TcpStream::from_raw_fd(p.stream.into_raw_fd())
+                };
+                done.push(std);
+                pb.inc(1);
+            }
+        }
+    }
+    pb.finish_and_clear();
+    Ok(done)
 }

@@ -43,6 +43,14 @@ impl Wire {
         }
     }
 
+    /// A normal close frame (1000) from the client.
+    pub fn close_request(self) -> Vec<u8> {
+        match self {
+            Wire::Tcp => tcp_frame(8, b""),
+            Wire::Ws => ws_client_frame(0x88, &1000u16.to_be_bytes()),
+        }
+    }
+
     /// The length of the server's frame carrying `payload_len` bytes.
     pub fn reply_len(self, payload_len: usize) -> usize {
         match self {
