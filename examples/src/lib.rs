@@ -145,6 +145,39 @@ pub struct ServerArgs {
     /// Seconds to wait for channels to close on shutdown (Ctrl-C or SIGTERM).
     #[arg(long, default_value_t = 5.0)]
     pub shutdown_wait: f64,
+    /// Where the message and state listeners run: in this process, or in worker processes
+    /// fed over Unix datagrams (process mode).
+    #[arg(long, value_enum, default_value = "inproc")]
+    pub backend: BackendArg,
+    /// Worker processes (with `--backend dgram`).
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Largest IPC datagram payload in bytes (with `--backend dgram`).
+    #[arg(long, default_value_t = kim_core::Backend::DEFAULT_IPC_MAX_SIZE)]
+    pub ipc_max_size: usize,
+    /// Which worker handles a message (with `--backend dgram`).
+    #[arg(long, value_enum, default_value = "fixed")]
+    pub dispatch: DispatchArg,
+}
+
+/// Where the listeners run (`--backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    /// On the server's runtime.
+    Inproc,
+    /// In worker processes over Unix datagrams.
+    Dgram,
+}
+
+/// How messages are spread over workers (`--dispatch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DispatchArg {
+    /// A channel's messages all go to one worker, in order.
+    Fixed,
+    /// Each message to the next worker.
+    RoundRobin,
+    /// Each message to the worker with the fewest unhandled messages.
+    LeastBusy,
 }
 
 impl ServerArgs {
@@ -163,6 +196,18 @@ impl ServerArgs {
                 kim_core::DuplicatePolicy::Kick
             } else {
                 kim_core::DuplicatePolicy::Reject
+            })
+            .backend(match self.backend {
+                BackendArg::Inproc => kim_core::Backend::InProcess,
+                BackendArg::Dgram => kim_core::Backend::UnixDatagram {
+                    workers: self.workers,
+                    ipc_max_size: self.ipc_max_size,
+                    dispatch: match self.dispatch {
+                        DispatchArg::Fixed => kim_core::Dispatch::Fixed,
+                        DispatchArg::RoundRobin => kim_core::Dispatch::RoundRobin,
+                        DispatchArg::LeastBusy => kim_core::Dispatch::LeastBusy,
+                    },
+                },
             })
             .build()?)
     }
@@ -247,6 +292,20 @@ where
         "shut down: {} channels closed, {} forced",
         report.channels, report.forced
     );
+    if let Some(ipc) = handle.ipc_stats() {
+        println!(
+            "workers: {} respawns, {} reloads, {} dispatched, {} handled, {} pushes ({} refused), \
+             orphan chunks {}, expired partials {}",
+            ipc.respawns,
+            ipc.reloads,
+            ipc.dispatched,
+            ipc.handled,
+            ipc.pushes,
+            ipc.push_failed,
+            ipc.worker_recv.orphan_chunks + ipc.master_recv.orphan_chunks,
+            ipc.worker_recv.expired + ipc.master_recv.expired,
+        );
+    }
     Ok(())
 }
 

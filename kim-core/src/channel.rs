@@ -242,6 +242,10 @@ impl Channel {
                 max: opts.max_message_size(),
             });
         }
+        if let Some(remote) = &self.inner.core.remote {
+            // In a worker: the master writes it.
+            return remote.push(self, frame);
+        }
         let waker = {
             let mut ob = self.inner.outbox.lock();
             if ob.closing {
@@ -263,6 +267,10 @@ impl Channel {
     /// Closes the channel: what is queued is written, then a close frame with `reason`. The
     /// [`StateListener`](crate::StateListener) hears of it once the connection is gone.
     pub fn close(&self, reason: CloseReason) {
+        if let Some(remote) = &self.inner.core.remote {
+            remote.close(self, &reason);
+            return;
+        }
         self.request_close(reason, CloseMode::Graceful);
     }
 

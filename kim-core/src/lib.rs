@@ -22,6 +22,7 @@ mod conn;
 mod error;
 mod frame;
 pub mod io;
+pub mod ipc;
 mod listener;
 mod options;
 mod server;
@@ -36,6 +37,8 @@ pub use frame::{CloseReason, Frame, OpCode};
 pub use listener::{
     Accepted, Acceptor, DefaultAcceptor, LoginConn, MessageListener, Reject, StateListener,
 };
-pub use options::{DuplicatePolicy, OptionsBuilder, ServerOptions};
+pub use options::{
+    Backend, Dispatch, DuplicatePolicy, OptionsBuilder, ServerOptions, WorkerCommand,
+};
 pub use server::{DefaultServer, ServerHandle, ServerStats, ShutdownReport};
 pub use upgrade::{ConnConfig, Upgrader};

@@ -14,6 +14,79 @@ pub enum DuplicatePolicy {
     Kick,
 }
 
+/// Where the app's [`MessageListener`](crate::MessageListener) and
+/// [`StateListener`](crate::StateListener) run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// On the server's own runtime (the default).
+    #[default]
+    InProcess,
+    /// In worker processes fed over `AF_UNIX SOCK_DGRAM` socketpairs (process mode): this
+    /// process keeps every client socket, the transports and the login; `workers` copies of
+    /// the program, started by re-executing it, run the listeners. A worker that dies is
+    /// respawned and a reload replaces them one at a time, and no client connection is closed
+    /// by either. See [`crate::ipc`].
+    UnixDatagram {
+        /// Worker processes, 1 to 1024.
+        workers: usize,
+        /// The largest datagram payload (chunk) on the IPC sockets, 1 KiB to 4 MiB. Messages
+        /// larger than this are cut into chunks and reassembled in place.
+        ipc_max_size: usize,
+        /// Which worker handles a message.
+        dispatch: Dispatch,
+    },
+}
+
+impl Backend {
+    /// The IPC chunk size by default: 64 KiB.
+    pub const DEFAULT_IPC_MAX_SIZE: usize = 64 * 1024;
+
+    /// `workers` worker processes with 64 KiB chunks and [`Dispatch::Fixed`].
+    pub fn unix_datagram(workers: usize) -> Backend {
+        Backend::UnixDatagram {
+            workers,
+            ipc_max_size: Backend::DEFAULT_IPC_MAX_SIZE,
+            dispatch: Dispatch::Fixed,
+        }
+    }
+}
+
+/// How messages are spread over worker processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dispatch {
+    /// Each channel belongs to one worker, which handles all its messages in order (the
+    /// default).
+    #[default]
+    Fixed,
+    /// Each message goes to the next worker in turn; a channel's messages may be handled out
+    /// of order.
+    RoundRobin,
+    /// Each message goes to the worker with the fewest messages dispatched and not yet handled;
+    /// a channel's messages may be handled out of order.
+    LeastBusy,
+}
+
+/// The program a master starts as a worker: by default its own executable with its own
+/// arguments (the same `main` finds out it is a worker). Tests and special deployments point it
+/// elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerCommand {
+    /// The executable.
+    pub program: std::path::PathBuf,
+    /// Its arguments.
+    pub args: Vec<std::ffi::OsString>,
+}
+
+impl WorkerCommand {
+    /// This process's executable and arguments.
+    pub fn current() -> std::io::Result<WorkerCommand> {
+        Ok(WorkerCommand {
+            program: std::env::current_exe()?,
+            args: std::env::args_os().skip(1).collect(),
+        })
+    }
+}
+
 /// Options of a [`DefaultServer`](crate::DefaultServer). Build with [`ServerOptions::builder`];
 /// [`ServerOptions::default`] gives the defaults listed on each setter of [`OptionsBuilder`].
 #[derive(Debug, Clone)]
@@ -29,6 +102,9 @@ pub struct ServerOptions {
     max_connections: usize,
     duplicate_policy: DuplicatePolicy,
     backlog: u32,
+    backend: Backend,
+    worker_command: Option<WorkerCommand>,
+    ipc_queue_bytes: usize,
 }
 
 impl Default for ServerOptions {
@@ -45,6 +121,9 @@ impl Default for ServerOptions {
             max_connections: 1_000_000,
             duplicate_policy: DuplicatePolicy::Reject,
             backlog: 1024,
+            backend: Backend::InProcess,
+            worker_command: None,
+            ipc_queue_bytes: 16 << 20,
         }
     }
 }
@@ -100,6 +179,19 @@ impl ServerOptions {
     /// The listen backlog.
     pub fn backlog(&self) -> u32 {
         self.backlog
+    }
+    /// Where the listeners run.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+    /// The program started as a worker (`None`: this program, see [`WorkerCommand::current`]).
+    pub fn worker_command(&self) -> Option<&WorkerCommand> {
+        self.worker_command.as_ref()
+    }
+    /// Payload bytes queued towards one worker (or from a worker to the master) before the
+    /// channels routed to it pause reading (or its pushes fail).
+    pub fn ipc_queue_bytes(&self) -> usize {
+        self.ipc_queue_bytes
     }
 }
 
@@ -167,6 +259,22 @@ impl OptionsBuilder {
         self
     }
 
+    /// Where the listeners run. Default [`Backend::InProcess`].
+    pub fn backend(mut self, b: Backend) -> Self {
+        self.opts.backend = b;
+        self
+    }
+    /// The program started as a worker. Default: this program with its arguments.
+    pub fn worker_command(mut self, c: WorkerCommand) -> Self {
+        self.opts.worker_command = Some(c);
+        self
+    }
+    /// Bound of each IPC queue in payload bytes. Default 16 MiB.
+    pub fn ipc_queue_bytes(mut self, n: usize) -> Self {
+        self.opts.ipc_queue_bytes = n;
+        self
+    }
+
     /// Checks the values and returns the options.
     pub fn build(self) -> Result<ServerOptions, OptionsError> {
         let o = &self.opts;
@@ -200,6 +308,22 @@ impl OptionsBuilder {
         }
         if o.max_connections == 0 {
             return err("max_connections", "must be at least 1");
+        }
+        if let Backend::UnixDatagram {
+            workers,
+            ipc_max_size,
+            ..
+        } = o.backend
+        {
+            if !(1..=1024).contains(&workers) {
+                return err("workers", "must be between 1 and 1024");
+            }
+            if !(1024..=4 << 20).contains(&ipc_max_size) {
+                return err("ipc_max_size", "must be between 1024 and 4194304");
+            }
+        }
+        if o.ipc_queue_bytes == 0 {
+            return err("ipc_queue_bytes", "must be at least 1");
         }
         Ok(self.opts)
     }
@@ -238,6 +362,20 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(o.outbound_queue(), 3);
+        let e = ServerOptions::builder()
+            .backend(Backend::unix_datagram(0))
+            .build()
+            .unwrap_err();
+        assert_eq!(e.name, "workers");
+        let e = ServerOptions::builder()
+            .backend(Backend::UnixDatagram {
+                workers: 2,
+                ipc_max_size: 100,
+                dispatch: Dispatch::Fixed,
+            })
+            .build()
+            .unwrap_err();
+        assert_eq!(e.name, "ipc_max_size");
         assert_eq!(o.duplicate_policy(), DuplicatePolicy::Kick);
     }
 }

@@ -6,7 +6,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +21,8 @@ use crate::channels::{ChannelMap, Insert};
 use crate::conn::{Conn, FrameWriter};
 use crate::error::{PushError, ServerError};
 use crate::frame::{CloseReason, Frame};
+use crate::ipc::worker::Remote;
+use crate::ipc::{IpcStats, Master, WorkerEnv};
 use crate::listener::{
     Accepted, Acceptor, DefaultAcceptor, LoginConn, MessageListener, StateListener,
 };
@@ -44,8 +46,12 @@ pub(crate) struct Core {
     shutdown: CancellationToken,
     shutting_down: AtomicBool,
     accept_loop: parking_lot::Mutex<Option<JoinHandle<()>>>,
-    local_addr: SocketAddr,
+    pub(crate) local_addr: SocketAddr,
     stats: Stats,
+    /// In a worker process: the way to the master.
+    pub(crate) remote: Option<Arc<Remote>>,
+    /// In a master in process mode: its workers.
+    pub(crate) master: OnceLock<Arc<Master>>,
 }
 
 #[derive(Default)]
@@ -73,7 +79,21 @@ impl Core {
             accept_loop: parking_lot::Mutex::new(None),
             local_addr,
             stats: Stats::default(),
+            remote: None,
+            master: OnceLock::new(),
         }
+    }
+
+    /// The core of a worker process: a mirror of the master's channel directory whose
+    /// channels push over `remote`.
+    pub(crate) fn new_worker(
+        options: ServerOptions,
+        master_addr: SocketAddr,
+        remote: Arc<Remote>,
+    ) -> Core {
+        let mut core = Core::new(options, master_addr);
+        core.remote = Some(remote);
+        core
     }
 
     /// The coarse clock, in milliseconds since the server started.
@@ -134,6 +154,9 @@ where
     }
     fn state(&self) -> &S {
         &self.state
+    }
+    fn backend(&self) -> Option<&Master> {
+        self.core.master.get().map(|m| &**m)
     }
 }
 
@@ -223,10 +246,32 @@ where
 
     /// Binds `addr` and starts serving in the background; returns a handle to the running
     /// server. Must be called within a tokio runtime.
+    ///
+    /// In process mode ([`Backend::UnixDatagram`](crate::Backend)) this also starts the worker
+    /// processes, by running this program again. In such a worker, `start` never returns: it
+    /// runs the message and state listeners for the master until the master stops it (or is
+    /// gone), then exits the process. Code before `start` runs in the master and in every
+    /// worker; code after it, only in the master ([`crate::ipc::is_worker`] tells them apart).
     pub async fn start<T>(self, addr: T) -> Result<ServerHandle, ServerError>
     where
         T: ToSocketAddrs + std::fmt::Display,
     {
+        if let Some(env) = WorkerEnv::from_env() {
+            let result = match env {
+                Ok(env) => {
+                    crate::ipc::run_worker(self.listener, self.state, self.options, env).await
+                }
+                Err(e) => Err(e),
+            };
+            let code = match result {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "worker failed");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
         let shown = addr.to_string();
         let resolved = tokio::net::lookup_host(addr)
             .await
@@ -250,11 +295,23 @@ where
         Err(ServerError::Bind { addr, source })
     }
 
-    /// Serves connections from a listener the caller bound.
+    /// Serves connections from a listener the caller bound. In a worker process (see
+    /// [`DefaultServer::start`]) this fails: workers are run by `start`.
     pub fn serve(self, listener: TcpListener) -> Result<ServerHandle, ServerError> {
+        if crate::ipc::is_worker() {
+            return Err(ServerError::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this process is a kim worker; start it with DefaultServer::start",
+            )));
+        }
         let local = listener.local_addr()?;
         let core = Arc::new(Core::new(self.options, local));
         core.tick();
+        if matches!(core.options.backend(), crate::Backend::UnixDatagram { .. }) {
+            let master = Master::start(&core)?;
+            reload_on_signal(&master);
+            let _ = core.master.set(master);
+        }
         let shared = Arc::new(Shared {
             core: core.clone(),
             upgrader: self.upgrader,
@@ -267,6 +324,27 @@ where
         *core.accept_loop.lock() = Some(task);
         info!(addr = %local, "kim server listening");
         Ok(ServerHandle { core })
+    }
+}
+
+/// In process mode, SIGUSR1 to the master reloads the workers.
+fn reload_on_signal(master: &Arc<Master>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut sig) = signal(SignalKind::user_defined1()) else {
+            warn!("cannot listen for SIGUSR1; reload with ServerHandle::reload_workers");
+            return;
+        };
+        let weak = Arc::downgrade(master);
+        tokio::spawn(async move {
+            while sig.recv().await.is_some() {
+                let Some(m) = weak.upgrade() else { break };
+                info!("SIGUSR1: reloading workers");
+                let n = m.reload().await;
+                info!(workers = n, "workers reloaded");
+            }
+        });
     }
 }
 
@@ -494,6 +572,10 @@ where
             old.close(CloseReason::policy("kicked by a new login"));
         }
     }
+    if let Some(m) = core.master.get() {
+        // The workers learn of the channel before its first message.
+        m.opened(&chan);
+    }
     core.stats.logins.fetch_add(1, Ordering::Relaxed);
     info!(%peer, transport, %id, "logged in");
     // A shutdown that began while this login ran may have missed the channel: close it here.
@@ -643,6 +725,30 @@ impl ServerHandle {
         }
     }
 
+    /// In process mode, replaces the worker processes one at a time (each first handles what
+    /// it was sent; no client connection is closed) and returns how many were replaced. The
+    /// same happens on SIGUSR1 to the master. 0 in-process or in a worker.
+    pub async fn reload_workers(&self) -> usize {
+        match self.core.master.get() {
+            Some(m) => m.reload().await,
+            None => 0,
+        }
+    }
+
+    /// In process mode (in the master), what the IPC backend has done; `None` otherwise.
+    pub fn ipc_stats(&self) -> Option<IpcStats> {
+        self.core.master.get().map(|m| m.stats())
+    }
+
+    /// In process mode (in the master), the worker processes' ids (0 for one being started).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.core
+            .master
+            .get()
+            .map(|m| m.worker_pids())
+            .unwrap_or_default()
+    }
+
     /// True once a shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.core.shutting_down.load(Ordering::SeqCst)
@@ -651,8 +757,21 @@ impl ServerHandle {
     /// Shuts the server down: stops accepting, sends every channel a close (1001, after what is
     /// already queued), and waits for the connections to end, at most `deadline`; channels
     /// still open then are dropped. Every channel's disconnect is reported, once.
+    ///
+    /// In process mode the workers are stopped last, each after handling everything sent to
+    /// it (disconnects included). Called in a worker, it asks the master to shut down and
+    /// returns at once with an empty report.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let core = &self.core;
+        if let Some(remote) = &core.remote {
+            remote.shutdown(deadline);
+            return ShutdownReport {
+                channels: 0,
+                forced: 0,
+                remaining: 0,
+            };
+        }
+        let started = tokio::time::Instant::now();
         core.shutting_down.store(true, Ordering::SeqCst);
         core.shutdown.cancel();
         let accept = core.accept_loop.lock().take();
@@ -678,6 +797,10 @@ impl ServerHandle {
             let _ = tokio::time::timeout(Duration::from_secs(1), core.wait_idle()).await;
         }
         let remaining = core.active.load(Ordering::SeqCst);
+        if let Some(m) = core.master.get() {
+            let left = deadline.saturating_sub(started.elapsed());
+            m.stop(left.max(Duration::from_secs(2))).await;
+        }
         info!(channels, forced, remaining, "shutdown complete");
         ShutdownReport {
             channels,

@@ -27,6 +27,7 @@ use crate::channel::{Channel, CloseMode};
 use crate::conn::{FrameReader, FrameWriter};
 use crate::error::ReadError;
 use crate::frame::{CloseReason, Frame, OpCode};
+use crate::ipc::Master;
 use crate::listener::{MessageListener, StateListener};
 use crate::server::ActiveGuard;
 
@@ -72,6 +73,10 @@ pub(crate) trait Handlers: Send + Sync + 'static {
     type State: StateListener;
     fn listener(&self) -> &Self::Listener;
     fn state(&self) -> &Self::State;
+    /// In process mode, the master that sends messages and channel events to the workers.
+    fn backend(&self) -> Option<&Master> {
+        None
+    }
 }
 
 pub(crate) struct Session<R, W, H: Handlers> {
@@ -221,7 +226,11 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
             let can_read = self.running.is_none()
                 && self.phase != Phase::Answered
                 && self.writer.pending() + queued.0 <= self.pause_bytes
-                && queued.1 < self.pause_frames;
+                && queued.1 < self.pause_frames
+                && !matches!(
+                    self.handlers.backend(),
+                    Some(m) if m.poll_room(&self.chan, cx).is_pending()
+                );
             if can_read {
                 match self.reader.poll_read_frame(cx) {
                     Poll::Pending => {}
@@ -267,6 +276,10 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
         match frame.op {
             OpCode::Text | OpCode::Binary => {
                 if self.phase == Phase::Open {
+                    if let Some(m) = self.handlers.backend() {
+                        m.dispatch(&self.chan, frame);
+                        return;
+                    }
                     let agent = self.chan.clone();
                     let handlers = self.handlers.clone();
                     self.running = Some(Box::pin(async move {
@@ -309,6 +322,12 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
         self.write_timer = None;
         self.close_timer = None;
         self.ended = Some(end);
+        if let Some(m) = self.handlers.backend() {
+            // The owning worker runs the disconnect callback.
+            m.ended(chan);
+            self.running = None;
+            return;
+        }
         let handlers = self.handlers.clone();
         let chan = chan.clone();
         self.running = Some(Box::pin(async move {
@@ -353,7 +372,9 @@ impl<R, W, H: Handlers> Drop for Session<R, W, H> {
                 ob.ended = true;
             }
             self.chan.inner.core.channels.remove_channel(&self.chan);
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            if let Some(m) = self.handlers.backend() {
+                m.ended(&self.chan);
+            } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let handlers = self.handlers.clone();
                 let chan = self.chan.clone();
                 rt.spawn(async move { handlers.state().disconnect(chan.id(), chan.meta()).await });

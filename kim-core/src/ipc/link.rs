@@ -1,0 +1,199 @@
+//! One end of an IPC socketpair: a bounded queue of outgoing messages drained by a writer
+//! task, and the reading side driven by its owner.
+//!
+//! The writer never spins: when the socket is full (`EAGAIN`) it waits for writability. The
+//! queue is bounded in payload bytes: callers that must never lose a message (channel events,
+//! control) enqueue regardless of the bound, callers that can be slowed down (a channel's
+//! messages) first wait for room with [`Link::poll_room`], and callers that can fail (pushes
+//! from a worker) use [`Link::try_enqueue`].
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use parking_lot::Mutex;
+use tokio::io::Interest;
+use tokio::net::UnixDatagram;
+use tokio::sync::Notify;
+
+use super::wire::{ChunkSender, Outgoing, Reassembler, Received, SendStats};
+
+struct Queue {
+    msgs: VecDeque<Outgoing>,
+    bytes: usize,
+    /// Tasks waiting for room.
+    waiters: Vec<Waker>,
+    /// Set when the link is shut: the writer stops once the queue is empty.
+    closing: bool,
+}
+
+/// One end of a socketpair with its outgoing queue.
+pub(crate) struct Link {
+    sock: UnixDatagram,
+    queue: Mutex<Queue>,
+    wake_writer: Notify,
+    /// Notified when the writer has drained the queue (or stopped).
+    drained: Notify,
+    limit: usize,
+    chunk: usize,
+}
+
+impl Link {
+    pub(crate) fn new(sock: UnixDatagram, limit: usize, chunk: usize) -> Arc<Link> {
+        super::wire::raise_buffers(sock.as_raw_fd(), super::SOCKET_BUFFER);
+        Arc::new(Link {
+            sock,
+            queue: Mutex::new(Queue {
+                msgs: VecDeque::new(),
+                bytes: 0,
+                waiters: Vec::new(),
+                closing: false,
+            }),
+            wake_writer: Notify::new(),
+            drained: Notify::new(),
+            limit: limit.max(1),
+            chunk,
+        })
+    }
+
+    /// Queues a message whatever the bound (events and control messages, bounded elsewhere).
+    pub(crate) fn enqueue(&self, msg: Outgoing) {
+        {
+            let mut q = self.queue.lock();
+            q.bytes += msg.payload.len();
+            q.msgs.push_back(msg);
+        }
+        self.wake_writer.notify_one();
+    }
+
+    /// Queues a message if the queue is under its bound.
+    pub(crate) fn try_enqueue(&self, msg: Outgoing) -> Result<(), Outgoing> {
+        {
+            let mut q = self.queue.lock();
+            if q.bytes >= self.limit || q.closing {
+                return Err(msg);
+            }
+            q.bytes += msg.payload.len();
+            q.msgs.push_back(msg);
+        }
+        self.wake_writer.notify_one();
+        Ok(())
+    }
+
+    /// Ready while the queue is under its bound; otherwise the task is woken once the writer
+    /// has brought it under half the bound.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut q = self.queue.lock();
+        if q.bytes < self.limit {
+            return Poll::Ready(());
+        }
+        if !q.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            q.waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// True while the queue is under its bound.
+    pub(crate) fn has_room(&self) -> bool {
+        self.queue.lock().bytes < self.limit
+    }
+
+    /// Payload bytes queued and not yet sent.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queue.lock().bytes
+    }
+
+    /// Lets the writer stop once everything queued is sent.
+    pub(crate) fn close(&self) {
+        self.queue.lock().closing = true;
+        self.wake_writer.notify_one();
+    }
+
+    /// Sends queued messages until the link is closed and drained, or the socket fails.
+    /// Keeps `stats` up to date with the sender's counters.
+    pub(crate) async fn write_loop(self: Arc<Self>, stats: &Mutex<SendStats>) -> io::Result<()> {
+        let mut sender = ChunkSender::new(self.chunk);
+        let fd = self.sock.as_raw_fd();
+        let mut batch: VecDeque<Outgoing> = VecDeque::new();
+        let result = loop {
+            let idle = {
+                let mut q = self.queue.lock();
+                if q.msgs.is_empty() && batch.is_empty() {
+                    Some(q.closing)
+                } else {
+                    std::mem::swap(&mut batch, &mut q.msgs);
+                    None
+                }
+            };
+            if let Some(closing) = idle {
+                self.drained.notify_waiters();
+                if closing {
+                    break Ok(());
+                }
+                self.wake_writer.notified().await;
+                continue;
+            }
+            let mut sent_bytes = 0;
+            let mut failed = None;
+            while let Some(msg) = batch.front_mut() {
+                let r = loop {
+                    match self
+                        .sock
+                        .try_io(Interest::WRITABLE, || sender.send(fd, msg))
+                    {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if let Err(e) = self.sock.writable().await {
+                                break Err(e);
+                            }
+                        }
+                        r => break r,
+                    }
+                };
+                if let Err(e) = r {
+                    failed = Some(e);
+                    break;
+                }
+                sent_bytes += msg.payload.len();
+                batch.pop_front();
+            }
+            *stats.lock() = sender.stats();
+            let waiters = {
+                let mut q = self.queue.lock();
+                q.bytes -= sent_bytes;
+                if failed.is_some() {
+                    // Nothing more can be sent: release everyone.
+                    q.closing = true;
+                    q.bytes = 0;
+                    q.msgs.clear();
+                    std::mem::take(&mut q.waiters)
+                } else if q.bytes < self.limit / 2 || q.bytes == 0 {
+                    std::mem::take(&mut q.waiters)
+                } else {
+                    Vec::new()
+                }
+            };
+            for w in waiters {
+                w.wake();
+            }
+            if let Some(e) = failed {
+                batch.clear();
+                break Err(e);
+            }
+        };
+        self.drained.notify_waiters();
+        result
+    }
+
+    /// Receives the next whole message, waiting for readability as needed.
+    pub(crate) async fn recv(&self, rx: &mut Reassembler) -> io::Result<Received> {
+        let fd = self.sock.as_raw_fd();
+        loop {
+            match self.sock.try_io(Interest::READABLE, || rx.recv(fd)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.sock.readable().await?,
+                r => return r,
+            }
+        }
+    }
+}

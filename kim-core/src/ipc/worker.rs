@@ -1,0 +1,456 @@
+//! The worker's side of process mode: the loop that receives channel events and messages from
+//! the master and runs the app's listeners on them, each channel's messages in order.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, RawFd};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use parking_lot::Mutex;
+use tokio::net::UnixDatagram;
+use tokio::sync::Notify;
+use tracing::{debug, error, info, warn};
+
+use super::link::Link;
+use super::master::control_msg;
+use super::wire::{Kind, Outgoing, Reassembler, Received, SendStats};
+use super::{control, WorkerCounters};
+use crate::channel::Channel;
+use crate::error::PushError;
+use crate::frame::{CloseReason, Frame, OpCode};
+use crate::listener::{MessageListener, StateListener};
+use crate::options::{Backend, ServerOptions};
+use crate::server::Core;
+
+/// A worker stops reading from the master while this many messages wait or run.
+const MAX_IN_FLIGHT: usize = 4096;
+/// Partial messages older than this are dropped.
+const PARTIAL_TTL: Duration = Duration::from_secs(30);
+/// How often a worker reports its counters (when they changed).
+const REPORT_EVERY: Duration = Duration::from_millis(50);
+
+/// What a worker learns from its environment.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerEnv {
+    fd: RawFd,
+    index: usize,
+    lifeline: RawFd,
+    addr: SocketAddr,
+}
+
+impl WorkerEnv {
+    /// `None` in a process that is not a worker; an error when the variables are broken.
+    pub(crate) fn from_env() -> Option<io::Result<WorkerEnv>> {
+        let fd = std::env::var(super::ENV_FD).ok()?;
+        let parse = || -> Option<WorkerEnv> {
+            Some(WorkerEnv {
+                fd: fd.parse().ok()?,
+                index: std::env::var(super::ENV_INDEX).ok()?.parse().ok()?,
+                lifeline: std::env::var(super::ENV_LIFELINE).ok()?.parse().ok()?,
+                addr: std::env::var(super::ENV_ADDR).ok()?.parse().ok()?,
+            })
+        };
+        let env = parse();
+        // Programs this worker starts are not workers.
+        for v in [
+            super::ENV_FD,
+            super::ENV_INDEX,
+            super::ENV_LIFELINE,
+            super::ENV_ADDR,
+        ] {
+            std::env::remove_var(v);
+        }
+        Some(env.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "KIM_WORKER_* environment variables are malformed",
+            )
+        }))
+    }
+}
+
+/// What a channel handle in a worker uses to reach the master.
+pub(crate) struct Remote {
+    link: Arc<Link>,
+    push_failed: AtomicU64,
+}
+
+impl Remote {
+    pub(crate) fn push(&self, chan: &Channel, frame: Frame) -> Result<(), PushError> {
+        if chan.inner.outbox.lock().closing {
+            return Err(PushError::Closed);
+        }
+        let msg = Outgoing::new(Kind::Push, chan.inner.serial, frame.op as u8, frame.payload);
+        self.link.try_enqueue(msg).map_err(|_| {
+            self.push_failed.fetch_add(1, Ordering::Relaxed);
+            PushError::Full
+        })
+    }
+
+    pub(crate) fn close(&self, chan: &Channel, reason: &CloseReason) {
+        let msg = Outgoing::new(
+            Kind::Close,
+            chan.inner.serial,
+            0,
+            super::encode_close(reason),
+        );
+        self.link.enqueue(msg);
+    }
+
+    pub(crate) fn shutdown(&self, deadline: Duration) {
+        let ms = deadline.as_millis().min(u64::MAX as u128) as u64;
+        self.link.enqueue(control_msg(
+            control::SHUTDOWN,
+            Bytes::copy_from_slice(&ms.to_le_bytes()),
+        ));
+    }
+}
+
+enum Work {
+    Message(Frame),
+    Disconnect,
+}
+
+struct WorkerChan {
+    chan: Channel,
+    queue: Mutex<(VecDeque<Work>, bool)>,
+}
+
+struct Worker<L, S> {
+    core: Arc<Core>,
+    listener: L,
+    state: S,
+    chans: Mutex<HashMap<u64, Arc<WorkerChan>>>,
+    in_flight: AtomicUsize,
+    /// Notified when in_flight drops (room to read, or idle for a stop).
+    room: Notify,
+    handled: AtomicU64,
+    unknown: AtomicU64,
+    disconnects: AtomicU64,
+}
+
+impl<L: MessageListener, S: StateListener> Worker<L, S> {
+    fn submit(self: &Arc<Self>, wc: &Arc<WorkerChan>, work: Work) {
+        let start = {
+            let mut q = wc.queue.lock();
+            q.0.push_back(work);
+            !std::mem::replace(&mut q.1, true)
+        };
+        if start {
+            tokio::spawn(self.clone().run_channel(wc.clone()));
+        }
+    }
+
+    /// Runs a channel's queued work in order, then ends.
+    async fn run_channel(self: Arc<Self>, wc: Arc<WorkerChan>) {
+        loop {
+            let work = {
+                let mut q = wc.queue.lock();
+                match q.0.pop_front() {
+                    Some(w) => w,
+                    None => {
+                        q.1 = false;
+                        return;
+                    }
+                }
+            };
+            match work {
+                Work::Message(frame) => {
+                    let r = AssertUnwindSafe(self.listener.receive(&wc.chan, frame))
+                        .catch_unwind()
+                        .await;
+                    if r.is_err() {
+                        error!(id = %wc.chan.id(), "message listener panicked");
+                    }
+                    self.handled.fetch_add(1, Ordering::Relaxed);
+                    self.done(1);
+                }
+                Work::Disconnect => {
+                    let c = &wc.chan;
+                    let r = AssertUnwindSafe(self.state.disconnect(c.id(), c.meta()))
+                        .catch_unwind()
+                        .await;
+                    if r.is_err() {
+                        error!(id = %c.id(), "state listener panicked");
+                    }
+                    self.disconnects.fetch_add(1, Ordering::Relaxed);
+                    self.done(1);
+                }
+            }
+        }
+    }
+
+    fn done(&self, n: usize) {
+        self.in_flight.fetch_sub(n, Ordering::AcqRel);
+        self.room.notify_waiters();
+    }
+
+    async fn wait_in_flight_below(&self, n: usize) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight.load(Ordering::Acquire) < n {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn open(&self, serial: u64, payload: &[u8]) {
+        let Some((id, meta)) = super::decode_channel(payload) else {
+            warn!(serial, "ipc: malformed channel event");
+            return;
+        };
+        let chan = Channel::new(id, meta, serial, self.core.clone());
+        self.core.channels.replace(chan.clone());
+        let wc = Arc::new(WorkerChan {
+            chan,
+            queue: Mutex::new((VecDeque::new(), false)),
+        });
+        self.chans.lock().insert(serial, wc);
+    }
+
+    fn disconnect(self: &Arc<Self>, serial: u64, owner: bool, payload: &[u8]) {
+        let wc = self.chans.lock().remove(&serial);
+        match wc {
+            Some(wc) => {
+                wc.chan.inner.outbox.lock().closing = true;
+                self.core.channels.remove_channel(&wc.chan);
+                if owner {
+                    self.in_flight.fetch_add(1, Ordering::AcqRel);
+                    self.submit(&wc, Work::Disconnect);
+                }
+            }
+            None if owner => {
+                // Never seen here (the worker was restarted after its login): the event
+                // carries the id and metadata, so the callback still runs.
+                if let Some((id, meta)) = super::decode_channel(payload) {
+                    let w = self.clone();
+                    w.in_flight.fetch_add(1, Ordering::AcqRel);
+                    tokio::spawn(async move {
+                        w.state.disconnect(&id, &meta).await;
+                        w.disconnects.fetch_add(1, Ordering::Relaxed);
+                        w.done(1);
+                    });
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// A client's message: queued on its channel. `false` when the channel is unknown.
+    fn message(self: &Arc<Self>, m: &Received) -> bool {
+        let wc = self.chans.lock().get(&m.key).cloned();
+        let Some(wc) = wc else {
+            return false;
+        };
+        let op = OpCode::from_u8(m.aux)
+            .filter(|op| op.is_data())
+            .unwrap_or(OpCode::Binary);
+        self.submit(&wc, Work::Message(Frame::new(op, m.payload.clone())));
+        true
+    }
+}
+
+/// Runs this process as worker `env.index`: until the master says stop (exit 0) or is gone.
+pub(crate) async fn run_worker<L, S>(
+    listener: L,
+    state: S,
+    options: ServerOptions,
+    env: WorkerEnv,
+) -> io::Result<()>
+where
+    L: MessageListener,
+    S: StateListener,
+{
+    let Backend::UnixDatagram { ipc_max_size, .. } = *options.backend() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "started as a worker but the options do not select Backend::UnixDatagram",
+        ));
+    };
+    let index = env.index;
+    watch_lifeline(env.lifeline)?;
+    ignore_stop_signals();
+    // SAFETY: the master passed this fd to us for this purpose; nothing else owns it.
+    let std_sock = unsafe { std::os::unix::net::UnixDatagram::from_raw_fd(env.fd) };
+    std_sock.set_nonblocking(true)?;
+    // Keep the inherited socket out of anything this worker starts.
+    // SAFETY: fcntl on an fd we own.
+    unsafe { libc::fcntl(env.fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let link = Link::new(
+        UnixDatagram::from_std(std_sock)?,
+        options.ipc_queue_bytes(),
+        ipc_max_size,
+    );
+    let max_message = options.max_message_size();
+    let remote = Arc::new(Remote {
+        link: link.clone(),
+        push_failed: AtomicU64::new(0),
+    });
+    let core = Arc::new(Core::new_worker(options, env.addr, remote.clone()));
+    let worker = Arc::new(Worker {
+        core,
+        listener,
+        state,
+        chans: Mutex::new(HashMap::new()),
+        in_flight: AtomicUsize::new(0),
+        room: Notify::new(),
+        handled: AtomicU64::new(0),
+        unknown: AtomicU64::new(0),
+        disconnects: AtomicU64::new(0),
+    });
+    let send_stats = Arc::new(Mutex::new(SendStats::default()));
+    let writer = {
+        let link = link.clone();
+        let stats = send_stats.clone();
+        tokio::spawn(async move { link.write_loop(&stats).await })
+    };
+    let recv_stats = Arc::new(Mutex::new(super::wire::RecvStats::default()));
+    let counters = {
+        let worker = worker.clone();
+        let remote = remote.clone();
+        let recv_stats = recv_stats.clone();
+        move || WorkerCounters {
+            handled: worker.handled.load(Ordering::Relaxed),
+            recv: *recv_stats.lock(),
+            push_failed: remote.push_failed.load(Ordering::Relaxed),
+            unknown_channel: worker.unknown.load(Ordering::Relaxed),
+            disconnects: worker.disconnects.load(Ordering::Relaxed),
+        }
+    };
+    let reporter = {
+        let counters = counters.clone();
+        let link = link.clone();
+        tokio::spawn(async move {
+            let mut last = WorkerCounters::default();
+            let mut tick = tokio::time::interval(REPORT_EVERY);
+            loop {
+                tick.tick().await;
+                let now = counters();
+                if now != last {
+                    link.enqueue(control_msg(control::STATS, now.encode()));
+                    last = now;
+                }
+            }
+        })
+    };
+    info!(worker = index, pid = std::process::id(), "worker running");
+    link.enqueue(control_msg(control::READY, Bytes::new()));
+
+    let mut rx = Reassembler::new(max_message, ipc_max_size, PARTIAL_TTL);
+    let mut synced = false;
+    let mut held: Vec<Received> = Vec::new();
+    loop {
+        worker.wait_in_flight_below(MAX_IN_FLIGHT).await;
+        let m = link.recv(&mut rx).await;
+        *recv_stats.lock() = rx.stats();
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                error!(worker = index, error = %e, "ipc: reading from the master failed");
+                break;
+            }
+        };
+        match m.kind {
+            Kind::Message => {
+                worker.in_flight.fetch_add(1, Ordering::AcqRel);
+                if !worker.message(&m) {
+                    if synced {
+                        worker.unknown.fetch_add(1, Ordering::Relaxed);
+                        debug!(serial = m.key, "message for an unknown channel dropped");
+                        worker.done(1);
+                    } else {
+                        // Queued for this worker before it started: its channel arrives
+                        // with the directory.
+                        held.push(m);
+                    }
+                }
+            }
+            Kind::Open => worker.open(m.key, &m.payload),
+            Kind::Disconnect => worker.disconnect(m.key, m.aux == 1, &m.payload),
+            Kind::Control if m.aux == control::SYNCED => {
+                synced = true;
+                for m in held.drain(..) {
+                    if !worker.message(&m) {
+                        worker.unknown.fetch_add(1, Ordering::Relaxed);
+                        worker.done(1);
+                    }
+                }
+            }
+            Kind::Control if m.aux == control::STOP => {
+                info!(worker = index, "stopping");
+                break;
+            }
+            other => debug!(kind = ?other, aux = m.aux, "ipc: unexpected message from master"),
+        }
+    }
+    // Finish what was received, report, send what is queued, exit.
+    let drained = tokio::time::timeout(Duration::from_secs(30), async {
+        worker.wait_in_flight_below(1).await;
+        loop {
+            let busy = worker.chans.lock().values().any(|wc| wc.queue.lock().1);
+            if !busy {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!(worker = index, "handlers still running at exit");
+    }
+    reporter.abort();
+    link.enqueue(control_msg(control::STATS, counters().encode()));
+    link.close();
+    let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    debug!(worker = index, "worker done");
+    Ok(())
+}
+
+/// Ctrl-C at a terminal and `kill` by process name reach the workers too; they leave stopping
+/// to the master, which stops them after their last disconnect callbacks (and they exit by
+/// themselves once the master is gone). SIGKILL still works.
+fn ignore_stop_signals() {
+    use tokio::signal::unix::{signal, SignalKind};
+    for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
+        if let Ok(mut s) = signal(kind) {
+            tokio::spawn(async move {
+                while s.recv().await.is_some() {
+                    debug!("worker: stop signal ignored; the master stops its workers");
+                }
+            });
+        }
+    }
+}
+
+/// Exits this process as soon as the master is gone: the lifeline pipe's write end lives only
+/// in the master, so a read returns EOF when it exits, however it exits.
+fn watch_lifeline(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an fd passed to us.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    std::thread::Builder::new()
+        .name("kim-lifeline".into())
+        .spawn(move || {
+            let mut b = [0u8; 1];
+            loop {
+                // SAFETY: reading into a live 1-byte buffer.
+                let n = unsafe { libc::read(fd, b.as_mut_ptr() as *mut libc::c_void, 1) };
+                if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if n <= 0 {
+                    // The master is gone: nobody is left to serve.
+                    std::process::exit(0);
+                }
+            }
+        })?;
+    Ok(())
+}
