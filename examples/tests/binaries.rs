@@ -85,3 +85,105 @@ fn bad_flags_get_a_clear_error() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--read-wait"));
 }
+
+/// Process ids of `parent`'s children, from /proc.
+fn children(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command's closing parenthesis: state, ppid, ...
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let mut f = rest.split_whitespace();
+        let state = f.next().unwrap_or("");
+        let ppid: u32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent && state != "Z" {
+            out.push(pid);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn process_mode_re_executes_the_binary_reloads_on_sigusr1_and_leaves_no_orphans() {
+    let mut server = Command::new(env!("CARGO_BIN_EXE_mock-server"))
+        .args(["--transport", "ws", "--listen", "127.0.0.1:0"])
+        .args(["--backend", "dgram", "--workers", "2"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mock-server starts");
+    let master = server.id();
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    // The workers are this same binary, and only the master printed its address.
+    let mut workers = Vec::new();
+    wait_for("two workers", || {
+        workers = children(master);
+        workers.len() == 2
+    });
+    for w in &workers {
+        let exe = std::fs::read_link(format!("/proc/{w}/exe")).unwrap();
+        assert_eq!(
+            exe,
+            std::fs::canonicalize(env!("CARGO_BIN_EXE_mock-server")).unwrap()
+        );
+    }
+
+    let talk = |id: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_mock-client"))
+            .args(["--transport", "ws", "--addr", &addr, "--id", id])
+            .args(["--count", "3", "--message", "hi"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("mock-client runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(
+        talk("alice"),
+        "login: ok\nreply 1: hi\nreply 2: hi\nreply 3: hi\n"
+    );
+
+    // SIGUSR1: both workers replaced, the server goes on.
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(master as i32, libc::SIGUSR1) }, 0);
+    wait_for("both workers replaced", || {
+        let now = children(master);
+        now.len() == 2 && now.iter().all(|p| !workers.contains(p))
+    });
+    assert_eq!(
+        talk("bob"),
+        "login: ok\nreply 1: hi\nreply 2: hi\nreply 3: hi\n"
+    );
+
+    // A master killed outright takes its workers with it.
+    let workers = children(master);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(master as i32, libc::SIGKILL) }, 0);
+    server.wait().unwrap();
+    wait_for("workers gone after the master was killed", || {
+        workers
+            .iter()
+            .all(|w| !std::path::Path::new(&format!("/proc/{w}")).exists())
+    });
+}

@@ -186,6 +186,11 @@ impl Link {
         result
     }
 
+    /// Receives the next whole message if one is already there (`WouldBlock` if not).
+    pub(crate) fn recv_now(&self, rx: &mut Reassembler) -> io::Result<Received> {
+        rx.recv(self.sock.as_raw_fd())
+    }
+
     /// Receives the next whole message, waiting for readability as needed.
     pub(crate) async fn recv(&self, rx: &mut Reassembler) -> io::Result<Received> {
         let fd = self.sock.as_raw_fd();

@@ -57,6 +57,8 @@ pub(crate) struct Master {
     dispatch: Dispatch,
     rr: AtomicUsize,
     stopping: AtomicBool,
+    /// Cancelled once the workers are stopped: ends the read loops.
+    stopped: tokio_util::sync::CancellationToken,
     respawns: AtomicU64,
     reloads: AtomicU64,
     pushes: AtomicU64,
@@ -129,6 +131,7 @@ impl Master {
             dispatch,
             rr: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            stopped: tokio_util::sync::CancellationToken::new(),
             respawns: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             pushes: AtomicU64::new(0),
@@ -257,7 +260,17 @@ impl Master {
         let mut rx = Reassembler::new(self.max_message, self.chunk, PARTIAL_TTL);
         let link = self.slots[i].link.clone();
         loop {
-            let m = link.recv(&mut rx).await;
+            let m = tokio::select! {
+                m = link.recv(&mut rx) => m,
+                _ = self.stopped.cancelled() => {
+                    // The workers have exited: take what they sent last, then end.
+                    while let Ok(m) = link.recv_now(&mut rx) {
+                        self.on_message(i, m);
+                    }
+                    *self.slots[i].master_recv.lock() = rx.stats();
+                    return;
+                }
+            };
             *self.slots[i].master_recv.lock() = rx.stats();
             match m {
                 Ok(m) => self.on_message(i, m),
@@ -482,6 +495,7 @@ impl Master {
         for s in &self.slots {
             s.link.close();
         }
+        self.stopped.cancel();
         info!("worker processes stopped");
     }
 
