@@ -8,6 +8,10 @@
 //! memory is measured on its own). By default the server is pinned to CPU 0 with one runtime
 //! thread and the load generator to CPU 1, so that each run measures the server's work, not
 //! the two fighting over both cores.
+//!
+//! `ipc` is the exception: it measures the IPC wire of kim's worker-process backend alone, in
+//! this process (a sender thread on CPU 1, a receiver thread on CPU 0), against a bare
+//! ceiling and a naive receiver instead of a server baseline.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use kim_benchmark::ipc::{IpcRun, Variant};
 use kim_benchmark::proc::{pin_current_process, sibling_bin, ServerProcess};
 use kim_benchmark::wire::Wire;
 use kim_benchmark::{parallel, workloads};
@@ -105,6 +110,19 @@ enum Workload {
         /// Bytes per message.
         #[arg(long, default_value_t = 512 * 1024)]
         size: usize,
+    },
+    /// The IPC wire of the worker-process backend alone (two threads, one process): kim's
+    /// `ChunkSender` and `Reassembler` against a bare ceiling and a naive receiver, MB/s.
+    Ipc {
+        /// Messages to send per run.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Bytes per message.
+        #[arg(long, default_value_t = 512 * 1024)]
+        size: usize,
+        /// Payload bytes per datagram.
+        #[arg(long, default_value_t = 65536)]
+        chunk: usize,
     },
 }
 
@@ -387,6 +405,10 @@ fn main() -> anyhow::Result<()> {
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = !cli.no_pin && cpus >= 2;
+    if let Workload::Ipc { count, size, chunk } = cli.workload {
+        // No servers: the threads pin themselves.
+        return ipc(&cli, cpus, pin, count, size, chunk);
+    }
     if pin {
         pin_current_process(1)?;
     }
@@ -577,8 +599,8 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        // Printed above, before any server starts.
-        Workload::Report { .. } => return Ok(()),
+        // Handled above, before any server starts.
+        Workload::Report { .. } | Workload::Ipc { .. } => return Ok(()),
         Workload::Large { count, size } => {
             let res = bench.each("large", false, |server, target| {
                 workloads::large(&server.addr, target.wire(), count, size)
@@ -620,4 +642,164 @@ fn detail<T: serde::Serialize + Clone>(res: &[(Target, Vec<T>)]) -> serde_json::
             .map(|(t, v)| (t.name(), serde_json::to_value(v).unwrap_or_default()))
             .collect(),
     )
+}
+
+/// kim / ceiling must reach this (MB/s medians).
+const IPC_CEILING_TARGET: f64 = 0.85;
+/// kim / naive must reach this (MB/s medians).
+const IPC_NAIVE_TARGET: f64 = 1.5;
+
+/// The `ipc` workload: the three variants alternated run by run, then medians, ratios and the
+/// targets.
+fn ipc(
+    cli: &Cli,
+    cpus: usize,
+    pin: bool,
+    count: usize,
+    size: usize,
+    chunk: usize,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(count >= 1, "--count must be at least 1");
+    let label = format!("ipc {count} x {size} B, {chunk} B chunks");
+    let mut res: Vec<(Variant, Vec<IpcRun>)> = Variant::ALL.iter().map(|&v| (v, vec![])).collect();
+    // An untimed warm-up of each variant first, so that the first timed run (kim's) does not
+    // pay alone for cold caches and fresh pages.
+    let warmup = count.min(200);
+    eprintln!("ipc: warm-up, {warmup} messages per variant");
+    for variant in Variant::ALL {
+        variant
+            .run(warmup, size, chunk, pin)
+            .with_context(|| format!("ipc warm-up, {}", variant.name()))?;
+    }
+    for run in 0..cli.runs {
+        for (variant, results) in res.iter_mut() {
+            let r = variant
+                .run(count, size, chunk, pin)
+                .with_context(|| format!("ipc, {}", variant.name()))?;
+            eprintln!(
+                "ipc: run {} of {}, {:<7} {:>8.0} MB/s  {:>7.1} ms  receiver CPU {:>6.1} us/msg  \
+                 waits rx {} tx {}",
+                run + 1,
+                cli.runs,
+                variant.name(),
+                r.mb_per_sec,
+                r.elapsed_secs * 1e3,
+                r.receiver_cpu_us_per_msg(),
+                r.receiver_waits,
+                r.sender_waits,
+            );
+            results.push(r);
+        }
+    }
+    let mut figs = Vec::new();
+    let mut add = |metric: &str, higher_is_better: bool, get: fn(&IpcRun) -> f64| {
+        for (variant, runs) in &res {
+            let v: Vec<f64> = runs.iter().map(get).collect();
+            figs.push(Figure {
+                workload: label.clone(),
+                metric: metric.into(),
+                higher_is_better,
+                target: variant.name().into(),
+                median: median(&v),
+                runs: v,
+            });
+        }
+    };
+    add("MB/s", true, |r| r.mb_per_sec);
+    add("receiver CPU us per message", false, |r| {
+        r.receiver_cpu_us_per_msg()
+    });
+    add("sender CPU us per message", false, |r| {
+        r.sender_cpu_us_per_msg()
+    });
+    let mb = |name: &str| {
+        figs.iter()
+            .find(|f| f.metric == "MB/s" && f.target == name)
+            .map_or(f64::NAN, |f| f.median)
+    };
+    let vs_ceiling = mb("kim") / mb("ceiling");
+    let vs_naive = mb("kim") / mb("naive");
+    let targets = [
+        ("kim / ceiling", vs_ceiling, IPC_CEILING_TARGET),
+        ("kim / naive", vs_naive, IPC_NAIVE_TARGET),
+    ];
+    let buffers = res[0].1.first().map(|r| r.socket_buffers);
+    if cli.json {
+        let doc = serde_json::json!({
+            "machine": { "cpus": cpus, "pinned": pin, "socket_buffers": buffers },
+            "runs": cli.runs,
+            "ipc": { "count": count, "size": size, "chunk": chunk },
+            "figures": figs,
+            "targets": targets.iter().map(|(name, ratio, min)| serde_json::json!({
+                "name": name, "ratio": ratio, "min": min, "met": ratio >= min,
+            })).collect::<Vec<_>>(),
+            "details": {
+                "ipc": res
+                    .iter()
+                    .map(|(v, runs)| (v.name().to_string(), serde_json::to_value(runs).unwrap_or_default()))
+                    .collect::<serde_json::Map<_, _>>(),
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    let target_line = |name: &str, ratio: f64, min: f64| {
+        format!(
+            "{name} = {ratio:.2}x (target >= {min:.2}x): {}",
+            if ratio >= min { "met" } else { "MISSED" }
+        )
+    };
+    if cli.markdown {
+        print_markdown(&figs);
+        println!();
+        for (name, ratio, min) in targets {
+            println!("- {}", target_line(name, ratio, min));
+        }
+        return Ok(());
+    }
+    println!(
+        "machine: {cpus} cpus; {}; socket buffers (snd, rcv) {}; {} runs per variant, medians",
+        if pin {
+            "receiver pinned to cpu 0, sender to cpu 1"
+        } else {
+            "unpinned"
+        },
+        buffers.map_or("-".into(), |(s, r)| format!("{s}, {r}")),
+        cli.runs
+    );
+    let mut metrics: Vec<&str> = Vec::new();
+    for f in &figs {
+        if !metrics.contains(&f.metric.as_str()) {
+            metrics.push(&f.metric);
+        }
+    }
+    for metric in metrics {
+        let rows: Vec<&Figure> = figs.iter().filter(|f| f.metric == metric).collect();
+        let base = |name: &str| rows.iter().find(|f| f.target == name).map(|f| f.median);
+        println!("\n{label}: {metric}");
+        println!(
+            "  {:<10} {:>12} {:>10} {:>10}   runs",
+            "variant", "median", "/ceiling", "/naive"
+        );
+        for f in &rows {
+            let ratio = |b: Option<f64>| match b {
+                Some(b) if b != 0.0 => format!("{:.2}x", f.median / b),
+                _ => "-".into(),
+            };
+            let runs: Vec<String> = f.runs.iter().map(|r| format!("{r:.1}")).collect();
+            println!(
+                "  {:<10} {:>12.1} {:>10} {:>10}   {}",
+                f.target,
+                f.median,
+                ratio(base("ceiling")),
+                ratio(base("naive")),
+                runs.join(" ")
+            );
+        }
+    }
+    println!("\ntargets (MB/s medians):");
+    for (name, ratio, min) in targets {
+        println!("  {}", target_line(name, ratio, min));
+    }
+    Ok(())
 }

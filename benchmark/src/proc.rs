@@ -19,6 +19,12 @@ pub fn pin_current_process(cpu: usize) -> anyhow::Result<()> {
     set_affinity(0, cpu).context("pinning the load generator")
 }
 
+/// Pins the calling thread to `cpu`.
+pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    // With pid 0, sched_setaffinity applies to the calling thread only.
+    set_affinity(0, cpu)
+}
+
 fn set_affinity(pid: libc::pid_t, cpu: usize) -> std::io::Result<()> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
     unsafe {
