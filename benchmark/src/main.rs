@@ -45,6 +45,13 @@ struct Cli {
     /// Runtime threads of each server (default: 1 when pinned, 2 otherwise).
     #[arg(long, global = true)]
     server_threads: Option<usize>,
+    /// Where kim's listeners run: in-process, in worker processes over Unix datagrams, or
+    /// both side by side (targets named `kim-ws-dgram` and so on).
+    #[arg(long, value_enum, default_value = "inproc", global = true)]
+    backend: BackendArg,
+    /// Worker processes of the `dgram` backend (they share the server's CPU when pinned).
+    #[arg(long, default_value_t = 1, global = true)]
+    workers: usize,
     /// Measure only kim, without the baselines.
     #[arg(long, global = true)]
     kim_only: bool,
@@ -53,6 +60,13 @@ struct Cli {
     bin_dir: Option<PathBuf>,
     #[command(subcommand)]
     workload: Workload,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BackendArg {
+    Inproc,
+    Dgram,
+    Both,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -130,6 +144,8 @@ enum Workload {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Kim(Wire),
+    /// kim with its listeners in worker processes.
+    KimDgram(Wire),
     Tungstenite,
     Tungstenite4k,
 }
@@ -138,6 +154,7 @@ impl Target {
     fn name(self) -> String {
         match self {
             Target::Kim(w) => format!("kim-{}", w.name()),
+            Target::KimDgram(w) => format!("kim-{}-dgram", w.name()),
             Target::Tungstenite => "tungstenite".into(),
             Target::Tungstenite4k => "tungstenite-4k".into(),
         }
@@ -145,7 +162,7 @@ impl Target {
 
     fn wire(self) -> Wire {
         match self {
-            Target::Kim(w) => w,
+            Target::Kim(w) | Target::KimDgram(w) => w,
             _ => Wire::Ws,
         }
     }
@@ -182,6 +199,7 @@ struct Bench {
     threads: usize,
     targets: Vec<Target>,
     runs: usize,
+    workers: usize,
 }
 
 impl Bench {
@@ -189,17 +207,25 @@ impl Bench {
         let threads = self.threads.to_string();
         let listen = "127.0.0.1:0".to_string();
         let (bin, args): (&str, Vec<String>) = match target {
-            Target::Kim(w) => (
-                if mock { "mock-server" } else { "echo-server" },
-                vec![
+            Target::Kim(w) | Target::KimDgram(w) => {
+                let mut args = vec![
                     "--transport".into(),
                     w.name().into(),
                     "--listen".into(),
                     listen,
                     "--threads".into(),
-                    threads,
-                ],
-            ),
+                    threads.clone(),
+                ];
+                if matches!(target, Target::KimDgram(_)) {
+                    args.extend([
+                        "--backend".into(),
+                        "dgram".into(),
+                        "--workers".into(),
+                        self.workers.to_string(),
+                    ]);
+                }
+                (if mock { "mock-server" } else { "echo-server" }, args)
+            }
             Target::Tungstenite | Target::Tungstenite4k => (
                 "baseline-server",
                 vec![
@@ -290,8 +316,8 @@ fn print_table(figs: &[Figure]) {
         let base = |name: &str| rows.iter().find(|f| f.target == name).map(|f| f.median);
         println!("\n{workload}: {metric}");
         println!(
-            "  {:<16} {:>14} {:>10} {:>10}   runs",
-            "target", "median", "/tung", "/tung-4k"
+            "  {:<16} {:>14} {:>10} {:>10} {:>8}   runs",
+            "target", "median", "/tung", "/tung-4k", "/inproc"
         );
         for f in &rows {
             let ratio = |b: Option<f64>| match b {
@@ -299,12 +325,17 @@ fn print_table(figs: &[Figure]) {
                 _ => "-".into(),
             };
             let runs: Vec<String> = f.runs.iter().map(|r| format!("{r:.1}")).collect();
+            let inproc = match f.target.strip_suffix("-dgram") {
+                Some(kim) => ratio(base(kim)),
+                None => "-".into(),
+            };
             println!(
-                "  {:<16} {:>14.1} {:>10} {:>10}   {}",
+                "  {:<16} {:>14.1} {:>10} {:>10} {:>8}   {}",
                 f.target,
                 f.median,
                 ratio(base("tungstenite")),
                 ratio(base("tungstenite-4k")),
+                inproc,
                 runs.join(" ")
             );
         }
@@ -419,11 +450,20 @@ fn main() -> anyhow::Result<()> {
             .context("binary directory")?
             .to_path_buf(),
     };
-    let mut targets = match cli.transport {
-        TransportArg::Ws => vec![Target::Kim(Wire::Ws)],
-        TransportArg::Tcp => vec![Target::Kim(Wire::Tcp)],
-        TransportArg::All => vec![Target::Kim(Wire::Ws), Target::Kim(Wire::Tcp)],
+    let wires = match cli.transport {
+        TransportArg::Ws => vec![Wire::Ws],
+        TransportArg::Tcp => vec![Wire::Tcp],
+        TransportArg::All => vec![Wire::Ws, Wire::Tcp],
     };
+    let mut targets = Vec::new();
+    for w in wires {
+        if cli.backend != BackendArg::Dgram {
+            targets.push(Target::Kim(w));
+        }
+        if cli.backend != BackendArg::Inproc {
+            targets.push(Target::KimDgram(w));
+        }
+    }
     if !cli.kim_only {
         targets.extend([Target::Tungstenite, Target::Tungstenite4k]);
     }
@@ -433,6 +473,7 @@ fn main() -> anyhow::Result<()> {
         threads: cli.server_threads.unwrap_or(if pin { 1 } else { 2 }),
         targets,
         runs: cli.runs,
+        workers: cli.workers,
     };
     let mut figs = Vec::new();
     let mut details = serde_json::Map::new();

@@ -69,32 +69,76 @@ impl ServerProcess {
         })
     }
 
-    /// Resident memory in bytes.
-    pub fn rss(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .context("no VmRSS line")?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()?;
-        Ok(kb * 1024)
+    /// The server's process and its children (the workers in process mode).
+    fn family(&self) -> Vec<u32> {
+        let me = self.child.id();
+        let mut pids = vec![me];
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                if stat_fields(pid).and_then(|f| f.get(1).and_then(|p| p.parse::<u32>().ok()))
+                    == Some(me)
+                {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
     }
 
-    /// CPU time used so far (user + system), in seconds.
+    /// Resident memory in bytes, of the server and its worker processes.
+    pub fn rss(&self) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for (i, pid) in self.family().into_iter().enumerate() {
+            match rss_of(pid) {
+                Ok(b) => total += b,
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => {} // a worker that just exited
+            }
+        }
+        Ok(total)
+    }
+
+    /// CPU time used so far (user + system), in seconds, by the server and its worker
+    /// processes.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the command name, which is in parentheses and may contain spaces.
-        let rest = &stat[stat.rfind(')').context("malformed stat")? + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = fields.get(11).context("no utime")?.parse()?;
-        let stime: f64 = fields.get(12).context("no stime")?.parse()?;
         // SAFETY: sysconf has no preconditions.
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        Ok((utime + stime) / ticks)
+        let mut total = 0.0;
+        for (i, pid) in self.family().into_iter().enumerate() {
+            let Some(fields) = stat_fields(pid) else {
+                anyhow::ensure!(i != 0, "cannot read /proc/{pid}/stat");
+                continue;
+            };
+            let utime: f64 = fields.get(11).context("no utime")?.parse()?;
+            let stime: f64 = fields.get(12).context("no stime")?.parse()?;
+            total += (utime + stime) / ticks;
+        }
+        Ok(total)
     }
+}
+
+/// The fields of /proc/PID/stat after the command name (which is in parentheses and may
+/// contain spaces): state, ppid, ...
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+fn rss_of(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("no VmRSS line")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kb * 1024)
 }
 
 impl Drop for ServerProcess {

@@ -137,7 +137,36 @@ impl Link {
             }
             let mut sent_bytes = 0;
             let mut failed = None;
-            while let Some(msg) = batch.front_mut() {
+            while !batch.is_empty() {
+                // Small messages go out many per syscall.
+                let r = loop {
+                    let slice = batch.make_contiguous();
+                    match self
+                        .sock
+                        .try_io(Interest::WRITABLE, || sender.send_batch(fd, slice))
+                    {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if let Err(e) = self.sock.writable().await {
+                                break Err(e);
+                            }
+                        }
+                        r => break r,
+                    }
+                };
+                match r {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        for m in batch.drain(..n) {
+                            sent_bytes += m.payload.len();
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                let msg = batch.front_mut().expect("not empty");
                 let r = loop {
                     match self
                         .sock

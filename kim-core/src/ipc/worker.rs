@@ -270,6 +270,24 @@ where
     L: MessageListener,
     S: StateListener,
 {
+    // Run as a task of the runtime, not in the caller's `block_on` thread: the receive loop
+    // and the handlers it spawns then share the runtime's threads, and a message does not
+    // cross threads on its way to its handler.
+    tokio::spawn(worker_main(listener, state, options, env))
+        .await
+        .map_err(|e| io::Error::other(format!("worker task failed: {e}")))?
+}
+
+async fn worker_main<L, S>(
+    listener: L,
+    state: S,
+    options: ServerOptions,
+    env: WorkerEnv,
+) -> io::Result<()>
+where
+    L: MessageListener,
+    S: StateListener,
+{
     let Backend::UnixDatagram { ipc_max_size, .. } = *options.backend() else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
