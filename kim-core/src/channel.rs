@@ -10,7 +10,7 @@ use std::borrow::Borrow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
 
@@ -173,6 +173,10 @@ pub(crate) struct ChannelInner {
     /// The server clock (ms) at the last frame read; checked against read_wait by the sweeper.
     pub(crate) last_read: AtomicU64,
     pub(crate) outbox: Mutex<Outbox>,
+    /// Process mode: bytes of this channel's messages sent to workers and not yet handled
+    /// there. Reading pauses while it is high, as it does while replies wait in the outbox,
+    /// so the replies still in transit always fit the outbox.
+    pub(crate) ipc_pending: AtomicUsize,
 }
 
 /// A handle to a logged-in connection: its id and metadata, and a way to push to it.
@@ -200,6 +204,7 @@ impl Channel {
                 core,
                 last_read: AtomicU64::new(now),
                 outbox: Mutex::new(Outbox::default()),
+                ipc_pending: AtomicUsize::new(0),
             }),
         }
     }
@@ -295,6 +300,21 @@ impl Channel {
             ob.closing = true;
             ob.waker.take()
         };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Process mode: a worker handled `n` bytes of this channel's messages (or they were
+    /// lost with a worker); wakes the channel's task in case it paused reading.
+    pub(crate) fn ipc_done(&self, n: usize) {
+        let _ = self
+            .inner
+            .ipc_pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(n))
+            });
+        let waker = self.inner.outbox.lock().waker.take();
         if let Some(w) = waker {
             w.wake();
         }

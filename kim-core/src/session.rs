@@ -18,6 +18,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -225,7 +226,10 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
             // 3. The read loop: one frame at a time, none while a message is being handled.
             let can_read = self.running.is_none()
                 && self.phase != Phase::Answered
-                && self.writer.pending() + queued.0 <= self.pause_bytes
+                && self.writer.pending()
+                    + queued.0
+                    + self.chan.inner.ipc_pending.load(Ordering::Acquire)
+                    <= self.pause_bytes
                 && queued.1 < self.pause_frames
                 && !matches!(
                     self.handlers.backend(),

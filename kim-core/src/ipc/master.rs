@@ -247,6 +247,9 @@ impl Master {
         };
         let s = &self.slots[i];
         s.dispatched.fetch_add(1, Ordering::Relaxed);
+        chan.inner
+            .ipc_pending
+            .fetch_add(super::ipc_cost(frame.payload.len()), Ordering::AcqRel);
         s.link.enqueue(Outgoing::new(
             Kind::Message,
             serial,
@@ -309,6 +312,12 @@ impl Master {
                 }
             }
             Kind::Control => match m.aux {
+                control::HANDLED => {
+                    if let (Some(chan), Some(b)) = (self.channel(m.key), m.payload.get(..8)) {
+                        let cost = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+                        chan.ipc_done(cost as usize);
+                    }
+                }
                 control::READY => self.send_directory(i),
                 control::STATS => {
                     if let Some(c) = WorkerCounters::decode(&m.payload) {
@@ -405,6 +414,7 @@ impl Master {
                         return;
                     }
                     self.respawns.fetch_add(1, Ordering::Relaxed);
+                    self.forget_in_flight(i);
                     if started.elapsed() > Duration::from_secs(10) {
                         backoff = Duration::from_millis(100);
                     }
@@ -431,6 +441,19 @@ impl Master {
                         self.stop_child(i, &mut child, STOP_WAIT).await;
                         return;
                     }
+                }
+            }
+        }
+    }
+
+    /// Worker `i` died: the messages it held will never be acknowledged, so the channels that
+    /// sent to it stop counting them (messages still queued in its socket are acknowledged
+    /// later by its successor; the count saturates at zero).
+    fn forget_in_flight(&self, i: usize) {
+        for shard in self.serials.iter() {
+            for (serial, chan) in shard.lock().iter() {
+                if self.dispatch != Dispatch::Fixed || self.owner(*serial) == i {
+                    chan.ipc_done(usize::MAX);
                 }
             }
         }

@@ -63,6 +63,8 @@ mod control {
     pub const STATS: u8 = 4;
     /// Worker to master: shut the server down (payload: deadline in ms, u64).
     pub const SHUTDOWN: u8 = 5;
+    /// Worker to master: a message of channel `key` was handled (payload: its cost, u64).
+    pub const HANDLED: u8 = 6;
 }
 
 /// Counters a worker reports to its master.
@@ -150,6 +152,12 @@ pub struct IpcStats {
     pub unknown_channel: u64,
     /// Disconnect callbacks the workers ran.
     pub disconnects: u64,
+}
+
+/// What a message counts against its channel's `ipc_pending` while a worker has it: its
+/// bytes plus a fixed share, so that empty messages count too.
+fn ipc_cost(len: usize) -> usize {
+    len + 64
 }
 
 /// A channel's id and metadata, as carried by `Open` and `Disconnect`.

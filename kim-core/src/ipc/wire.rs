@@ -349,6 +349,10 @@ impl ChunkSender {
                 break r as usize;
             }
             let e = io::Error::last_os_error();
+            if is_too_big(&e) {
+                // Let `send` shrink the chunks and retry.
+                return Ok(0);
+            }
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }

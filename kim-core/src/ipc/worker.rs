@@ -124,6 +124,7 @@ struct WorkerChan {
 
 struct Worker<L, S> {
     core: Arc<Core>,
+    remote: Arc<Remote>,
     listener: L,
     state: S,
     chans: Mutex<HashMap<u64, Arc<WorkerChan>>>,
@@ -162,12 +163,20 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
             };
             match work {
                 Work::Message(frame) => {
+                    let cost = super::ipc_cost(frame.payload.len()) as u64;
                     let r = AssertUnwindSafe(self.listener.receive(&wc.chan, frame))
                         .catch_unwind()
                         .await;
                     if r.is_err() {
                         error!(id = %wc.chan.id(), "message listener panicked");
                     }
+                    // After the handler's pushes, so the master sees them first.
+                    self.remote.link.enqueue(Outgoing::new(
+                        Kind::Control,
+                        wc.chan.inner.serial,
+                        control::HANDLED,
+                        Bytes::copy_from_slice(&cost.to_le_bytes()),
+                    ));
                     self.handled.fetch_add(1, Ordering::Relaxed);
                     self.done(1);
                 }
@@ -316,6 +325,7 @@ where
     let core = Arc::new(Core::new_worker(options, env.addr, remote.clone()));
     let worker = Arc::new(Worker {
         core,
+        remote: remote.clone(),
         listener,
         state,
         chans: Mutex::new(HashMap::new()),
