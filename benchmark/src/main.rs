@@ -9,11 +9,14 @@
 //! thread and the load generator to CPU 1, so that each run measures the server's work, not
 //! the two fighting over both cores.
 //!
+//! `overhead` compares kim with itself: as deployed (metrics on, tracing at info, the debug
+//! listener up) against metrics and tracing off, on the same echo workload.
+//!
 //! `ipc` is the exception: it measures the IPC wire of kim's worker-process backend alone, in
 //! this process (a sender thread on CPU 1, a receiver thread on CPU 0), against a bare
 //! ceiling and a naive receiver instead of a server baseline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,7 +25,7 @@ use clap::{Parser, Subcommand};
 use kim_benchmark::ipc::{IpcRun, Variant};
 use kim_benchmark::proc::{pin_current_process, sibling_bin, ServerProcess};
 use kim_benchmark::wire::Wire;
-use kim_benchmark::{parallel, workloads};
+use kim_benchmark::{parallel, prometheus, workloads};
 
 #[derive(Debug, Parser)]
 #[command(about = "kim's benchmarks, each side by side with a tokio-tungstenite baseline")]
@@ -30,9 +33,10 @@ struct Cli {
     /// kim's transport(s) to measure; the baseline always speaks websocket.
     #[arg(long, value_enum, default_value = "ws", global = true)]
     transport: TransportArg,
-    /// Runs of each target, alternating targets; the report gives medians.
-    #[arg(long, default_value_t = 3, global = true)]
-    runs: usize,
+    /// Runs of each target, alternating targets; the report gives medians [default: 3; 5 for
+    /// `overhead`].
+    #[arg(long, global = true)]
+    runs: Option<usize>,
     /// Print the results as JSON on stdout instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -60,6 +64,16 @@ struct Cli {
     bin_dir: Option<PathBuf>,
     #[command(subcommand)]
     workload: Workload,
+}
+
+impl Cli {
+    /// `--runs`, or the workload's default.
+    fn runs(&self) -> usize {
+        self.runs.unwrap_or(match self.workload {
+            Workload::Overhead { .. } => OVERHEAD_MIN_RUNS,
+            _ => 3,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -111,6 +125,22 @@ enum Workload {
         #[arg(long, default_value_t = 2.0)]
         warmup: f64,
     },
+    /// The cost of kim's observability on the echo workload: kim with metrics on, tracing at
+    /// info (to a log file) and the debug listener up (`kim-ws`), against the same server with
+    /// metrics and tracing off (`kim-ws-bare`), alternating, in-process backend only. After
+    /// each instrumented run its `GET /metrics` counters are checked against the clients'
+    /// counts.
+    Overhead {
+        /// `CONNECTIONSxBYTES`.
+        #[arg(long, default_value = "100x20")]
+        preset: String,
+        /// Seconds measured (after the warm-up).
+        #[arg(long, default_value_t = 4.0)]
+        duration: f64,
+        /// Seconds of warm-up.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+    },
     /// Print Markdown tables from the JSON output (`--json`) of earlier runs.
     Report {
         /// JSON files written by `--json`.
@@ -146,6 +176,11 @@ enum Target {
     Kim(Wire),
     /// kim with its listeners in worker processes.
     KimDgram(Wire),
+    /// kim in-process as deployed: metrics on, tracing at info (to a log file), the debug
+    /// listener up. Named like `Kim`; the `overhead` workload runs it instead.
+    KimObserved(Wire),
+    /// kim in-process with metrics and tracing off.
+    KimBare(Wire),
     Tungstenite,
     Tungstenite4k,
 }
@@ -153,8 +188,9 @@ enum Target {
 impl Target {
     fn name(self) -> String {
         match self {
-            Target::Kim(w) => format!("kim-{}", w.name()),
+            Target::Kim(w) | Target::KimObserved(w) => format!("kim-{}", w.name()),
             Target::KimDgram(w) => format!("kim-{}-dgram", w.name()),
+            Target::KimBare(w) => format!("kim-{}-bare", w.name()),
             Target::Tungstenite => "tungstenite".into(),
             Target::Tungstenite4k => "tungstenite-4k".into(),
         }
@@ -162,8 +198,8 @@ impl Target {
 
     fn wire(self) -> Wire {
         match self {
-            Target::Kim(w) | Target::KimDgram(w) => w,
-            _ => Wire::Ws,
+            Target::Kim(w) | Target::KimDgram(w) | Target::KimObserved(w) | Target::KimBare(w) => w,
+            Target::Tungstenite | Target::Tungstenite4k => Wire::Ws,
         }
     }
 }
@@ -200,14 +236,21 @@ struct Bench {
     targets: Vec<Target>,
     runs: usize,
     workers: usize,
+    /// Run the targets in reverse order on every other run (A B, B A, A B, ...), so that a
+    /// drift of the machine over a pair of runs does not always favour the same target.
+    reverse_odd_runs: bool,
+    /// Where `KimObserved` servers write their log (truncated at each start).
+    server_log: PathBuf,
 }
 
 impl Bench {
     fn start(&self, target: Target, mock: bool) -> anyhow::Result<ServerProcess> {
         let threads = self.threads.to_string();
         let listen = "127.0.0.1:0".to_string();
+        let mut env: Vec<(&str, &str)> = Vec::new();
+        let mut stderr = std::process::Stdio::inherit();
         let (bin, args): (&str, Vec<String>) = match target {
-            Target::Kim(w) | Target::KimDgram(w) => {
+            Target::Kim(w) | Target::KimDgram(w) | Target::KimObserved(w) | Target::KimBare(w) => {
                 let mut args = vec![
                     "--transport".into(),
                     w.name().into(),
@@ -223,6 +266,23 @@ impl Bench {
                         "--workers".into(),
                         self.workers.to_string(),
                     ]);
+                }
+                if matches!(target, Target::KimObserved(_)) {
+                    args.extend([
+                        "--metrics".into(),
+                        "on".into(),
+                        "--debug-listen".into(),
+                        "127.0.0.1:0".into(),
+                    ]);
+                    env.push(("RUST_LOG", "info"));
+                    let log = std::fs::File::create(&self.server_log).with_context(|| {
+                        format!("creating the server log {}", self.server_log.display())
+                    })?;
+                    stderr = log.into();
+                }
+                if matches!(target, Target::KimBare(_)) {
+                    args.extend(["--metrics".into(), "off".into()]);
+                    env.push(("RUST_LOG", "off"));
                 }
                 (if mock { "mock-server" } else { "echo-server" }, args)
             }
@@ -251,7 +311,7 @@ impl Bench {
             "{} not found: build with `cargo build --release -p kim-examples -p kim-benchmark`",
             path.display()
         );
-        ServerProcess::start(&path, &args, self.pin.then_some(0))
+        ServerProcess::start_with_stderr(&path, &args, &env, self.pin.then_some(0), stderr)
     }
 
     /// Runs `measure` against every target, `runs` times, alternating targets.
@@ -263,7 +323,11 @@ impl Bench {
     ) -> anyhow::Result<Vec<(Target, Vec<T>)>> {
         let mut out: Vec<(Target, Vec<T>)> = self.targets.iter().map(|&t| (t, vec![])).collect();
         for run in 0..self.runs {
-            for (target, results) in out.iter_mut() {
+            let mut order: Vec<&mut (Target, Vec<T>)> = out.iter_mut().collect();
+            if self.reverse_odd_runs && run % 2 == 1 {
+                order.reverse();
+            }
+            for (target, results) in order {
                 eprintln!(
                     "{label}: run {} of {}, {}",
                     run + 1,
@@ -419,7 +483,7 @@ fn format_value(v: f64) -> String {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    anyhow::ensure!(cli.runs >= 1, "--runs must be at least 1");
+    anyhow::ensure!(cli.runs() >= 1, "--runs must be at least 1");
     if let Workload::Report { files } = &cli.workload {
         let mut figs: Vec<Figure> = Vec::new();
         for f in files {
@@ -455,8 +519,17 @@ fn main() -> anyhow::Result<()> {
         TransportArg::Tcp => vec![Wire::Tcp],
         TransportArg::All => vec![Wire::Ws, Wire::Tcp],
     };
+    let is_overhead = matches!(cli.workload, Workload::Overhead { .. });
+    anyhow::ensure!(
+        !is_overhead || cli.backend == BackendArg::Inproc,
+        "overhead measures the in-process backend only (no --backend)"
+    );
     let mut targets = Vec::new();
-    for w in wires {
+    for &w in &wires {
+        if is_overhead {
+            targets.extend([Target::KimObserved(w), Target::KimBare(w)]);
+            continue;
+        }
         if cli.backend != BackendArg::Dgram {
             targets.push(Target::Kim(w));
         }
@@ -464,7 +537,7 @@ fn main() -> anyhow::Result<()> {
             targets.push(Target::KimDgram(w));
         }
     }
-    if !cli.kim_only {
+    if !cli.kim_only && !is_overhead {
         targets.extend([Target::Tungstenite, Target::Tungstenite4k]);
     }
     let bench = Bench {
@@ -472,9 +545,32 @@ fn main() -> anyhow::Result<()> {
         pin,
         threads: cli.server_threads.unwrap_or(if pin { 1 } else { 2 }),
         targets,
-        runs: cli.runs,
+        runs: cli.runs(),
         workers: cli.workers,
+        reverse_odd_runs: is_overhead,
+        server_log: std::env::temp_dir()
+            .join(format!("kim-benchmark-{}-server.log", std::process::id())),
     };
+    if let Workload::Overhead {
+        ref preset,
+        duration,
+        warmup,
+    } = cli.workload
+    {
+        let (conns, size) = parse_preset(preset)?;
+        let r = overhead(
+            &cli,
+            &bench,
+            cpus,
+            pin,
+            &wires,
+            (conns, size),
+            Duration::try_from_secs_f64(warmup)?,
+            Duration::try_from_secs_f64(duration)?,
+        );
+        let _ = std::fs::remove_file(&bench.server_log);
+        return r;
+    }
     let mut figs = Vec::new();
     let mut details = serde_json::Map::new();
     match cli.workload {
@@ -583,65 +679,30 @@ fn main() -> anyhow::Result<()> {
         } => {
             let presets: Vec<(usize, usize)> = match preset.as_str() {
                 "all" => vec![(100, 20), (10, 1024), (200, 16384)],
-                p => {
-                    let (c, s) = p
-                        .split_once('x')
-                        .context("--preset is CONNECTIONSxBYTES, e.g. 100x20")?;
-                    vec![(c.parse()?, s.parse()?)]
-                }
+                p => vec![parse_preset(p)?],
             };
             let duration = Duration::try_from_secs_f64(duration)?;
             let warmup = Duration::try_from_secs_f64(warmup)?;
             for (conns, size) in presets {
                 let label = format!("echo {conns} x {size} B");
-                let mut cpu = Vec::new();
                 let res = bench.each(&label, false, |server, target| {
-                    let before = server.cpu_seconds()?;
-                    let r = workloads::echo(
-                        &server.addr,
-                        target.wire(),
-                        conns,
-                        size,
-                        warmup,
-                        duration,
-                    )?;
-                    cpu.push((target, server.cpu_seconds()? - before));
-                    Ok(r)
+                    echo_run(server, target.wire(), conns, size, warmup, duration)
                 })?;
                 figures(&mut figs, &label, "messages per second", true, &res, |r| {
-                    r.msgs_per_sec
+                    r.echo.msgs_per_sec
                 });
-                // Server CPU per message, over warm-up and window together.
-                let per_msg: Vec<(Target, Vec<f64>)> = res
-                    .iter()
-                    .map(|(t, runs)| {
-                        let cpus: Vec<f64> = cpu
-                            .iter()
-                            .filter(|(c, _)| c == t)
-                            .map(|(_, s)| *s)
-                            .collect();
-                        let v = runs
-                            .iter()
-                            .zip(cpus)
-                            .map(|(r, s)| {
-                                s * 1e6 / (r.msgs_per_sec * (duration + warmup).as_secs_f64())
-                            })
-                            .collect();
-                        (*t, v)
-                    })
-                    .collect();
                 figures(
                     &mut figs,
                     &label,
                     "server CPU us per message",
                     false,
-                    &per_msg,
-                    |v| *v,
+                    &res,
+                    |r| r.server_cpu_us_per_msg,
                 );
             }
         }
         // Handled above, before any server starts.
-        Workload::Report { .. } | Workload::Ipc { .. } => return Ok(()),
+        Workload::Report { .. } | Workload::Ipc { .. } | Workload::Overhead { .. } => return Ok(()),
         Workload::Large { count, size } => {
             let res = bench.each("large", false, |server, target| {
                 workloads::large(&server.addr, target.wire(), count, size)
@@ -675,6 +736,45 @@ fn main() -> anyhow::Result<()> {
         print_table(&figs);
     }
     Ok(())
+}
+
+/// `CONNECTIONSxBYTES`, e.g. `100x20`.
+fn parse_preset(p: &str) -> anyhow::Result<(usize, usize)> {
+    let (c, s) = p
+        .split_once('x')
+        .context("--preset is CONNECTIONSxBYTES, e.g. 100x20")?;
+    let conns: usize = c.parse().context("--preset connections")?;
+    let size: usize = s.parse().context("--preset bytes")?;
+    anyhow::ensure!(conns >= 1, "--preset needs at least one connection");
+    Ok((conns, size))
+}
+
+/// One echo run and the server CPU time it took.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct EchoRun {
+    #[serde(flatten)]
+    echo: workloads::EchoResult,
+    /// Server CPU time (user + system) per message, in microseconds, over the warm-up and the
+    /// measured window together (connecting the clients included).
+    server_cpu_us_per_msg: f64,
+}
+
+/// The echo workload once against `server`, with the server's CPU time measured around it.
+fn echo_run(
+    server: &ServerProcess,
+    wire: Wire,
+    conns: usize,
+    size: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<EchoRun> {
+    let before = server.cpu_seconds()?;
+    let echo = workloads::echo(&server.addr, wire, conns, size, warmup, duration)?;
+    let cpu = server.cpu_seconds()? - before;
+    Ok(EchoRun {
+        echo,
+        server_cpu_us_per_msg: cpu * 1e6 / (echo.msgs_per_sec * (duration + warmup).as_secs_f64()),
+    })
 }
 
 fn detail<T: serde::Serialize + Clone>(res: &[(Target, Vec<T>)]) -> serde_json::Value {
@@ -712,7 +812,7 @@ fn ipc(
             .run(warmup, size, chunk, pin)
             .with_context(|| format!("ipc warm-up, {}", variant.name()))?;
     }
-    for run in 0..cli.runs {
+    for run in 0..cli.runs() {
         for (variant, results) in res.iter_mut() {
             let r = variant
                 .run(count, size, chunk, pin)
@@ -721,7 +821,7 @@ fn ipc(
                 "ipc: run {} of {}, {:<7} {:>8.0} MB/s  {:>7.1} ms  receiver CPU {:>6.1} us/msg  \
                  waits rx {} tx {}",
                 run + 1,
-                cli.runs,
+                cli.runs(),
                 variant.name(),
                 r.mb_per_sec,
                 r.elapsed_secs * 1e3,
@@ -768,7 +868,7 @@ fn ipc(
     if cli.json {
         let doc = serde_json::json!({
             "machine": { "cpus": cpus, "pinned": pin, "socket_buffers": buffers },
-            "runs": cli.runs,
+            "runs": cli.runs(),
             "ipc": { "count": count, "size": size, "chunk": chunk },
             "figures": figs,
             "targets": targets.iter().map(|(name, ratio, min)| serde_json::json!({
@@ -806,7 +906,7 @@ fn ipc(
             "unpinned"
         },
         buffers.map_or("-".into(), |(s, r)| format!("{s}, {r}")),
-        cli.runs
+        cli.runs()
     );
     let mut metrics: Vec<&str> = Vec::new();
     for f in &figs {
@@ -841,6 +941,330 @@ fn ipc(
     println!("\ntargets (MB/s medians):");
     for (name, ratio, min) in targets {
         println!("  {}", target_line(name, ratio, min));
+    }
+    Ok(())
+}
+
+/// Fewer runs per target than this and the `overhead` verdicts are only indicative.
+const OVERHEAD_MIN_RUNS: usize = 5;
+/// The most observability may cost, as a fraction of the bare server's figure (medians).
+const OVERHEAD_MAX_COST: f64 = 0.02;
+
+/// What the instrumented server's `GET /metrics` said after one run, against what the clients
+/// counted.
+#[derive(Debug, Clone, serde::Serialize)]
+struct MetricsCheck {
+    target: String,
+    run: usize,
+    /// The debug listener's address, from the server's `debug listening on ADDR` line.
+    debug_addr: Option<String>,
+    /// Requests the clients wrote whole, warm-up included.
+    requests: u64,
+    /// Echoes the clients read whole, warm-up included.
+    replies: u64,
+    /// `kim_messages_received_total`, all label sets.
+    received: Option<f64>,
+    /// `kim_messages_sent_total`, all label sets.
+    sent: Option<f64>,
+    /// Lines in the server's log (tracing at info) at the end of the run.
+    log_lines: Option<usize>,
+    /// Why the counters could not be read.
+    error: Option<String>,
+}
+
+impl MetricsCheck {
+    /// Reads the counters of `server` after `run`.
+    fn read(
+        server: &ServerProcess,
+        target: Target,
+        run: usize,
+        echo: &EchoRun,
+        log: &Path,
+    ) -> Self {
+        let mut check = MetricsCheck {
+            target: target.name(),
+            run,
+            debug_addr: server.debug_addr(Duration::from_secs(2)),
+            requests: echo.echo.requests,
+            replies: echo.echo.replies,
+            received: None,
+            sent: None,
+            log_lines: std::fs::read(log)
+                .ok()
+                .map(|b| b.iter().filter(|&&c| c == b'\n').count()),
+            error: None,
+        };
+        let Some(addr) = &check.debug_addr else {
+            check.error = Some("the server printed no `debug listening on ADDR` line".into());
+            return check;
+        };
+        // The clients have closed; let the server finish with the requests still in flight.
+        std::thread::sleep(Duration::from_millis(100));
+        match prometheus::get(addr, "/metrics", Duration::from_secs(5)) {
+            Ok(text) => {
+                check.received = prometheus::sum(&text, "kim_messages_received_total");
+                check.sent = prometheus::sum(&text, "kim_messages_sent_total");
+                if check.received.is_none() {
+                    check.error = Some("no kim_messages_received_total in GET /metrics".into());
+                }
+            }
+            Err(e) => check.error = Some(format!("GET /metrics: {e:#}")),
+        }
+        check
+    }
+
+    /// `Err` when the counters are unusable (missing, or zero after a run); otherwise whether
+    /// `kim_messages_received_total` lies between the echoes the clients read and the requests
+    /// they wrote (the difference is what was in flight when they closed).
+    fn verdict(&self) -> Result<bool, String> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        match self.received {
+            Some(r) if r > 0.0 => Ok(r >= self.replies as f64 && r <= self.requests as f64),
+            _ => Err("kim_messages_received_total is 0 after a run".into()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let num = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+        let diff = self.received.map_or(String::new(), |r| {
+            let d = r - self.requests as f64;
+            format!(
+                " ({d:+.0}, {:+.3}%)",
+                d * 100.0 / self.requests.max(1) as f64
+            )
+        });
+        let verdict = match self.verdict() {
+            Ok(true) => "ok".to_string(),
+            Ok(false) => "MISMATCH".to_string(),
+            Err(e) => format!("FAILED: {e}"),
+        };
+        format!(
+            "{} run {}: kim_messages_received_total {} vs {} requests written{diff}, {} echoes \
+             read: {verdict}; kim_messages_sent_total {}; server log {} lines",
+            self.target,
+            self.run,
+            num(self.received),
+            self.requests,
+            self.replies,
+            num(self.sent),
+            self.log_lines.map_or("-".into(), |n| n.to_string()),
+        )
+    }
+}
+
+/// One pass/fail line: instrumented / bare on one metric.
+#[derive(Debug, Clone, serde::Serialize)]
+struct OverheadVerdict {
+    wire: Wire,
+    metric: &'static str,
+    /// Instrumented median / bare median.
+    ratio: f64,
+    /// What observability costs, as a fraction of the bare figure (negative: no cost seen).
+    cost: f64,
+    max_cost: f64,
+    met: bool,
+}
+
+/// The `overhead` workload: kim instrumented and bare, alternating (every other pair in
+/// reverse order), the echo workload as `echo` runs it; the instrumented server's counters
+/// read after each of its runs; then medians, ratios and verdicts.
+#[allow(clippy::too_many_arguments)]
+fn overhead(
+    cli: &Cli,
+    bench: &Bench,
+    cpus: usize,
+    pin: bool,
+    wires: &[Wire],
+    (conns, size): (usize, usize),
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let runs = bench.runs;
+    let indicative = runs < OVERHEAD_MIN_RUNS;
+    if indicative {
+        eprintln!(
+            "overhead: {runs} runs per target; the verdicts need at least {OVERHEAD_MIN_RUNS} \
+             (fewer are indicative only)"
+        );
+    }
+    let label = format!("overhead, echo {conns} x {size} B");
+    let mut checks: Vec<MetricsCheck> = Vec::new();
+    let res = bench.each(&label, false, |server, target| {
+        let run = echo_run(server, target.wire(), conns, size, warmup, duration)?;
+        if matches!(target, Target::KimObserved(_)) {
+            let n = checks.iter().filter(|c| c.target == target.name()).count();
+            let check = MetricsCheck::read(server, target, n + 1, &run, &bench.server_log);
+            eprintln!("  {}", check.describe());
+            checks.push(check);
+        }
+        Ok(run)
+    })?;
+    let mut figs = Vec::new();
+    figures(&mut figs, &label, "messages per second", true, &res, |r| {
+        r.echo.msgs_per_sec
+    });
+    figures(
+        &mut figs,
+        &label,
+        "server CPU us per message",
+        false,
+        &res,
+        |r| r.server_cpu_us_per_msg,
+    );
+    let med = |metric: &str, target: Target| {
+        figs.iter()
+            .find(|f| f.metric == metric && f.target == target.name())
+            .map_or(f64::NAN, |f| f.median)
+    };
+    let mut verdicts = Vec::new();
+    for &w in wires {
+        let (on, off) = (Target::KimObserved(w), Target::KimBare(w));
+        for (metric, name, higher_is_better) in [
+            ("messages per second", "msgs/s", true),
+            ("server CPU us per message", "server CPU us/msg", false),
+        ] {
+            let ratio = med(metric, on) / med(metric, off);
+            let cost = if higher_is_better {
+                1.0 - ratio
+            } else {
+                ratio - 1.0
+            };
+            verdicts.push(OverheadVerdict {
+                wire: w,
+                metric: name,
+                ratio,
+                cost,
+                max_cost: OVERHEAD_MAX_COST,
+                met: cost <= OVERHEAD_MAX_COST,
+            });
+        }
+    }
+    let verdict_line = |v: &OverheadVerdict| {
+        format!(
+            "{}instrumented/bare {} = {:.3} (cost {:.1}%, target <= {:.0}%): {}{}",
+            if wires.len() > 1 {
+                format!("[{}] ", v.wire.name())
+            } else {
+                String::new()
+            },
+            v.metric,
+            v.ratio,
+            v.cost * 100.0,
+            v.max_cost * 100.0,
+            if v.met { "PASS" } else { "FAIL" },
+            if indicative {
+                format!(" (indicative: {runs} runs < {OVERHEAD_MIN_RUNS})")
+            } else {
+                String::new()
+            }
+        )
+    };
+    let failed: Vec<String> = checks
+        .iter()
+        .filter_map(|c| {
+            c.verdict()
+                .err()
+                .map(|e| format!("{} run {}: {e}", c.target, c.run))
+        })
+        .collect();
+    let mismatched = checks.iter().filter(|c| c.verdict() == Ok(false)).count();
+    let metrics_line = if !failed.is_empty() {
+        format!("metrics check: FAILED ({})", failed.join("; "))
+    } else if mismatched > 0 {
+        format!(
+            "metrics check: counters read, but in {mismatched} of {} runs \
+             kim_messages_received_total is outside [echoes read, requests written]",
+            checks.len()
+        )
+    } else {
+        format!(
+            "metrics check: ok (kim_messages_received_total between the echoes the clients \
+             read and the requests they wrote, in all {} runs)",
+            checks.len()
+        )
+    };
+    if cli.json {
+        let doc = serde_json::json!({
+            "machine": { "cpus": cpus, "pinned": pin, "server_threads": bench.threads },
+            "runs": runs,
+            "overhead": {
+                "connections": conns,
+                "size": size,
+                "warmup_secs": warmup.as_secs_f64(),
+                "duration_secs": duration.as_secs_f64(),
+            },
+            "figures": figs,
+            "targets": verdicts,
+            "metrics": checks,
+            "metrics_ok": failed.is_empty(),
+            "details": { label.clone(): detail(&res) },
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    if cli.markdown {
+        print_markdown(&figs);
+        println!();
+        for v in &verdicts {
+            println!("- {}", verdict_line(v));
+        }
+        println!("- {metrics_line}");
+        return Ok(());
+    }
+    println!(
+        "machine: {cpus} cpus; server {} (runtime threads {}); {runs} runs per target, \
+         alternating (every other pair reversed), medians",
+        if pin {
+            "pinned to cpu 0, load generator to cpu 1"
+        } else {
+            "unpinned"
+        },
+        bench.threads,
+    );
+    println!(
+        "instrumented (kim-{w}): --metrics on, RUST_LOG=info (log to a file), --debug-listen; \
+         bare (kim-{w}-bare): --metrics off, RUST_LOG=off",
+        w = wires.iter().map(|w| w.name()).collect::<Vec<_>>().join("|")
+    );
+    let mut metrics: Vec<&str> = Vec::new();
+    for f in &figs {
+        if !metrics.contains(&f.metric.as_str()) {
+            metrics.push(&f.metric);
+        }
+    }
+    for metric in metrics {
+        let rows: Vec<&Figure> = figs.iter().filter(|f| f.metric == metric).collect();
+        println!("\n{label}: {metric}");
+        println!("  {:<16} {:>14} {:>8}   runs", "target", "median", "/bare");
+        for f in &rows {
+            let bare = rows
+                .iter()
+                .find(|b| b.target == format!("{}-bare", f.target))
+                .map(|b| b.median)
+                .filter(|b| *b != 0.0);
+            let runs: Vec<String> = f.runs.iter().map(|r| format!("{r:.3}")).collect();
+            println!(
+                "  {:<16} {:>14.3} {:>8}   {}",
+                f.target,
+                f.median,
+                bare.map_or("-".into(), |b| format!("{:.3}", f.median / b)),
+                runs.join(" ")
+            );
+        }
+    }
+    println!(
+        "\nmetrics (GET /metrics after each instrumented run; the clients' counts include the \
+         warm-up):"
+    );
+    for c in &checks {
+        println!("  {}", c.describe());
+    }
+    println!("  {metrics_line}");
+    println!("\ntargets (medians):");
+    for v in &verdicts {
+        println!("  {}", verdict_line(v));
     }
     Ok(())
 }

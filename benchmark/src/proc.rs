@@ -1,17 +1,37 @@
-//! Server processes under test: started as children, read for their address, measured through
+//! Server processes under test: started as children, read for their addresses, measured through
 //! /proc (resident memory, CPU time), optionally pinned to one CPU, killed when dropped.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
 /// One server process.
 pub struct ServerProcess {
     child: Child,
-    /// The address it printed on its first line.
+    /// The address it printed on its `listening on ADDR` line.
     pub addr: String,
+    debug: Arc<DebugAddr>,
+}
+
+/// The debug listener's address, once the server has printed it.
+#[derive(Default)]
+struct DebugAddr {
+    addr: Mutex<Option<String>>,
+    seen: Condvar,
+}
+
+impl DebugAddr {
+    /// Records `line` if it is `debug listening on ADDR`.
+    fn note(&self, line: &str) {
+        if let Some(a) = line.strip_prefix("debug listening on ") {
+            *self.addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(a.trim().to_string());
+            self.seen.notify_all();
+        }
+    }
 }
 
 /// Which CPU to pin a process (or this process) to, if any.
@@ -38,13 +58,36 @@ fn set_affinity(pid: libc::pid_t, cpu: usize) -> std::io::Result<()> {
 }
 
 impl ServerProcess {
-    /// Starts `bin` with `args`; waits for its `listening on ADDR` line.
-    pub fn start(bin: &Path, args: &[String], pin: Option<usize>) -> anyhow::Result<ServerProcess> {
+    /// Starts `bin` with `args` and `env` added to its environment (which has `RUST_LOG=warn`
+    /// unless `env` sets it), its stderr inherited; waits for its `listening on ADDR` line.
+    pub fn start(
+        bin: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        pin: Option<usize>,
+    ) -> anyhow::Result<ServerProcess> {
+        Self::start_with_stderr(bin, args, env, pin, Stdio::inherit())
+    }
+
+    /// [`ServerProcess::start`] with the server's stderr (its log) sent to `stderr`.
+    ///
+    /// The server's stdout is read line by line up to its `listening on ADDR` line; a
+    /// `debug listening on ADDR` line before it (or, read in the background, after it) gives
+    /// [`ServerProcess::debug_addr`]. The rest of its stdout is read and dropped in the
+    /// background, so that the server never writes to a closed pipe.
+    pub fn start_with_stderr(
+        bin: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        pin: Option<usize>,
+        stderr: Stdio,
+    ) -> anyhow::Result<ServerProcess> {
         let mut cmd = Command::new(bin);
         cmd.args(args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         if let Some(cpu) = pin {
             use std::os::unix::process::CommandExt;
             // In the child before exec, so that every thread it starts inherits the CPU.
@@ -57,16 +100,66 @@ impl ServerProcess {
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
         let stdout = child.stdout.take().context("server stdout")?;
+        let mut stdout = BufReader::new(stdout);
+        let debug = Arc::new(DebugAddr::default());
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let Some(addr) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            bail!("unexpected first line from {}: {line:?}", bin.display());
+        let addr = loop {
+            line.clear();
+            let n = match stdout.read_line(&mut line) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e).context("reading the server's stdout");
+                }
+            };
+            if n == 0 {
+                let _ = child.kill();
+                let status = child.wait()?;
+                bail!(
+                    "{} ended ({status}) without printing `listening on ADDR` \
+                     (started with {args:?})",
+                    bin.display()
+                );
+            }
+            let text = line.trim();
+            if let Some(addr) = text.strip_prefix("listening on ") {
+                break addr.to_string();
+            }
+            debug.note(text);
         };
-        Ok(ServerProcess {
-            addr: addr.to_string(),
-            child,
-        })
+        let background = debug.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match stdout.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => background.note(line.trim()),
+                }
+            }
+        });
+        Ok(ServerProcess { addr, child, debug })
+    }
+
+    /// The address of the server's debug listener, from its `debug listening on ADDR` line:
+    /// at once when the line came before `listening on`, otherwise waiting at most `wait` for
+    /// it. `None` if the server printed no such line.
+    pub fn debug_addr(&self, wait: Duration) -> Option<String> {
+        let deadline = Instant::now() + wait;
+        let mut addr = self.debug.addr.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if addr.is_some() {
+                return addr.clone();
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            addr = self
+                .debug
+                .seen
+                .wait_timeout(addr, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// The server's process and its children (the workers in process mode).

@@ -28,6 +28,11 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 pub struct EchoResult {
     /// Round trips completed per second, all connections together.
     pub msgs_per_sec: f64,
+    /// Requests written whole, warm-up included (each connection's last one may still have
+    /// been awaiting its echo at the end).
+    pub requests: u64,
+    /// Echoes read whole, warm-up included.
+    pub replies: u64,
 }
 
 struct EchoConn {
@@ -115,8 +120,11 @@ pub fn echo(
     pb.finish_and_clear();
     let (t, at) = window_start.context("the run was shorter than its warm-up")?;
     let secs = t.elapsed().as_secs_f64();
+    let awaiting = list.iter().filter(|c| c.written == request.len()).count() as u64;
     Ok(EchoResult {
         msgs_per_sec: (done - at) as f64 / secs,
+        requests: done + awaiting,
+        replies: done,
     })
 }
 

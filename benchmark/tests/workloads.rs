@@ -89,7 +89,7 @@ async fn the_baseline_speaks_the_mock_protocol_and_echoes() {
                 .map(|s| s.to_string())
                 .collect()
         };
-        let mock = ServerProcess::start(&bin, &args("mock"), None).unwrap();
+        let mock = ServerProcess::start(&bin, &args("mock"), &[], None).unwrap();
         let r = parallel::run(&mock, Wire::Ws, 50, 10, Duration::ZERO)
             .await
             .unwrap();
@@ -102,7 +102,7 @@ async fn the_baseline_speaks_the_mock_protocol_and_echoes() {
             .unwrap();
         assert!(r.msgs_per_sec > 0.0);
 
-        let echo = ServerProcess::start(&bin, &args("echo"), None).unwrap();
+        let echo = ServerProcess::start(&bin, &args("echo"), &[], None).unwrap();
         let addr = echo.addr.clone();
         let r = blocking(move || {
             workloads::echo(
@@ -132,6 +132,7 @@ async fn parallel_checks_that_every_id_can_log_in_again() {
             "--threads".into(),
             "1".into(),
         ],
+        &[],
         None,
     )
     .unwrap();

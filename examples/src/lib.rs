@@ -158,6 +158,24 @@ pub struct ServerArgs {
     /// Which worker handles a message (with `--backend dgram`).
     #[arg(long, value_enum, default_value = "fixed")]
     pub dispatch: DispatchArg,
+    /// Per-message metrics (messages, bytes, handler time); `off` keeps only the
+    /// per-connection ones.
+    #[arg(long, value_enum, default_value = "on")]
+    pub metrics: Switch,
+    /// Serve `/metrics` and CPU profiles (`/debug/pprof/profile?seconds=N`,
+    /// `/debug/pprof/flamegraph?seconds=N`) over HTTP at this address, e.g. 127.0.0.1:6060.
+    /// It has no authentication: keep it on a private address.
+    #[arg(long)]
+    pub debug_listen: Option<std::net::SocketAddr>,
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// Where the listeners run (`--backend`).
@@ -186,7 +204,11 @@ impl ServerArgs {
         let secs = |name: &str, v: f64| {
             Duration::try_from_secs_f64(v).map_err(|e| anyhow::anyhow!("--{name} {v}: {e}"))
         };
-        Ok(kim_core::ServerOptions::builder()
+        let mut b = kim_core::ServerOptions::builder();
+        if let Some(addr) = self.debug_listen {
+            b = b.debug_listen(addr);
+        }
+        Ok(b.metrics(self.metrics == Switch::On)
             .login_wait(secs("login-wait", self.login_wait)?)
             .read_wait(secs("read-wait", self.read_wait)?)
             .write_wait(secs("write-wait", self.write_wait)?)
@@ -283,6 +305,9 @@ where
         .with_options(options)
         .start(args.listen.as_str())
         .await?;
+    if let Some(debug) = handle.debug_addr() {
+        println!("debug listening on {debug}");
+    }
     println!("listening on {}", handle.local_addr());
     shutdown_signal().await;
     let wait = Duration::try_from_secs_f64(args.shutdown_wait)

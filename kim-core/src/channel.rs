@@ -18,6 +18,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::error::PushError;
+use crate::metrics::CloseCause;
 use crate::frame::{CloseReason, Frame};
 use crate::server::{Core, ServerHandle};
 
@@ -155,7 +156,7 @@ pub(crate) struct Outbox {
     pub(crate) bytes: usize,
     /// A close requested from outside the task (kick, shutdown, read deadline), not yet
     /// taken by the task.
-    pub(crate) close: Option<(CloseReason, CloseMode)>,
+    pub(crate) close: Option<(CloseReason, CloseMode, CloseCause)>,
     /// Set once a close is requested or begun: pushes fail from then on.
     pub(crate) closing: bool,
     /// Set once the task has ended: close requests are moot.
@@ -237,6 +238,15 @@ impl Channel {
 
     /// Queues a text or binary frame. Other opcodes belong to the framework and are refused.
     pub fn push_frame(&self, frame: Frame) -> Result<(), PushError> {
+        let r = self.try_push(frame);
+        if let Err(e) = &r {
+            self.inner.core.metrics.push_failed(e);
+            tracing::debug!(id = %self.inner.id, error = %e, "push failed");
+        }
+        r
+    }
+
+    fn try_push(&self, frame: Frame) -> Result<(), PushError> {
         if !frame.op.is_data() {
             return Err(PushError::NotData(frame.op));
         }
@@ -276,7 +286,7 @@ impl Channel {
             remote.close(self, &reason);
             return;
         }
-        self.request_close(reason, CloseMode::Graceful);
+        self.request_close(reason, CloseMode::Graceful, CloseCause::Server);
     }
 
     /// True once the channel no longer accepts pushes.
@@ -289,14 +299,14 @@ impl Channel {
         self.inner.outbox.lock().frames.len()
     }
 
-    pub(crate) fn request_close(&self, reason: CloseReason, mode: CloseMode) {
+    pub(crate) fn request_close(&self, reason: CloseReason, mode: CloseMode, cause: CloseCause) {
         let waker = {
             let mut ob = self.inner.outbox.lock();
             // Only an abort overrides a close already requested or under way.
             if ob.ended || (ob.closing && mode == CloseMode::Graceful) {
                 return;
             }
-            ob.close = Some((reason, mode));
+            ob.close = Some((reason, mode, cause));
             ob.closing = true;
             ob.waker.take()
         };

@@ -19,11 +19,13 @@ mod channel;
 mod channels;
 pub mod client;
 mod conn;
+mod debug;
 mod error;
 mod frame;
 pub mod io;
 pub mod ipc;
 mod listener;
+pub mod metrics;
 mod options;
 mod server;
 mod session;
@@ -40,5 +42,6 @@ pub use listener::{
 pub use options::{
     Backend, Dispatch, DuplicatePolicy, OptionsBuilder, ServerOptions, WorkerCommand,
 };
+pub use metrics::Metrics;
 pub use server::{DefaultServer, ServerHandle, ServerStats, ShutdownReport};
 pub use upgrade::{ConnConfig, Upgrader};

@@ -105,6 +105,8 @@ pub struct ServerOptions {
     backend: Backend,
     worker_command: Option<WorkerCommand>,
     ipc_queue_bytes: usize,
+    metrics: bool,
+    debug_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for ServerOptions {
@@ -124,6 +126,8 @@ impl Default for ServerOptions {
             backend: Backend::InProcess,
             worker_command: None,
             ipc_queue_bytes: 16 << 20,
+            metrics: true,
+            debug_listen: None,
         }
     }
 }
@@ -192,6 +196,14 @@ impl ServerOptions {
     /// channels routed to it pause reading (or its pushes fail).
     pub fn ipc_queue_bytes(&self) -> usize {
         self.ipc_queue_bytes
+    }
+    /// Whether per-message metrics (messages, bytes, handler time) are kept.
+    pub fn metrics(&self) -> bool {
+        self.metrics
+    }
+    /// Where the debug listener (`/metrics`, `/debug/pprof/...`) is bound, if anywhere.
+    pub fn debug_listen(&self) -> Option<std::net::SocketAddr> {
+        self.debug_listen
     }
 }
 
@@ -272,6 +284,22 @@ impl OptionsBuilder {
     /// Bound of each IPC queue in payload bytes. Default 16 MiB.
     pub fn ipc_queue_bytes(mut self, n: usize) -> Self {
         self.opts.ipc_queue_bytes = n;
+        self
+    }
+    /// Keeps per-message metrics: messages and bytes in and out, and the handler's time per
+    /// message ([`crate::metrics`]). Default on. Per-connection figures (connections, logins,
+    /// closes, failed pushes) are kept either way.
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.opts.metrics = on;
+        self
+    }
+    /// Serves `/metrics` (Prometheus text format) and, with the `pprof` feature, CPU profiles
+    /// on `/debug/pprof/profile` and `/debug/pprof/flamegraph`, over HTTP at `addr`. Default:
+    /// no debug listener. Bind it to a loopback or otherwise private address: it has no
+    /// authentication. Port 0 picks a free port
+    /// ([`ServerHandle::debug_addr`](crate::ServerHandle::debug_addr) tells which).
+    pub fn debug_listen(mut self, addr: std::net::SocketAddr) -> Self {
+        self.opts.debug_listen = Some(addr);
         self
     }
 

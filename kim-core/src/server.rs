@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::channel::{Channel, ChannelId, CloseMode};
 use crate::channels::{ChannelMap, Insert};
@@ -23,6 +23,7 @@ use crate::error::{PushError, ServerError};
 use crate::frame::{CloseReason, Frame};
 use crate::ipc::worker::Remote;
 use crate::ipc::{IpcStats, Master, WorkerEnv};
+use crate::metrics::{CloseCause, Metrics, Rejection};
 use crate::listener::{
     Accepted, Acceptor, DefaultAcceptor, LoginConn, MessageListener, StateListener,
 };
@@ -47,24 +48,20 @@ pub(crate) struct Core {
     shutting_down: AtomicBool,
     accept_loop: parking_lot::Mutex<Option<JoinHandle<()>>>,
     pub(crate) local_addr: SocketAddr,
-    stats: Stats,
+    pub(crate) metrics: Metrics,
+    /// The debug listener's address, once bound.
+    debug_addr: OnceLock<SocketAddr>,
+    /// Stops the debug listener (at the end of a shutdown).
+    debug_stop: CancellationToken,
     /// In a worker process: the way to the master.
     pub(crate) remote: Option<Arc<Remote>>,
     /// In a master in process mode: its workers.
     pub(crate) master: OnceLock<Arc<Master>>,
 }
 
-#[derive(Default)]
-struct Stats {
-    accepted: AtomicU64,
-    refused_over_limit: AtomicU64,
-    logins: AtomicU64,
-    rejected: AtomicU64,
-    accept_errors: AtomicU64,
-}
-
 impl Core {
     pub(crate) fn new(options: ServerOptions, local_addr: SocketAddr) -> Core {
+        let options_metrics = options.metrics();
         Core {
             options,
             channels: ChannelMap::new(),
@@ -78,7 +75,9 @@ impl Core {
             shutting_down: AtomicBool::new(false),
             accept_loop: parking_lot::Mutex::new(None),
             local_addr,
-            stats: Stats::default(),
+            metrics: Metrics::new(options_metrics),
+            debug_addr: OnceLock::new(),
+            debug_stop: CancellationToken::new(),
             remote: None,
             master: OnceLock::new(),
         }
@@ -94,6 +93,16 @@ impl Core {
         let mut core = Core::new(options, master_addr);
         core.remote = Some(remote);
         core
+    }
+
+    /// Cancelled when the debug listener must stop.
+    pub(crate) fn debug_stop(&self) -> &CancellationToken {
+        &self.debug_stop
+    }
+
+    /// Connections being served (logging in or logged in).
+    pub(crate) fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
     }
 
     /// The coarse clock, in milliseconds since the server started.
@@ -307,8 +316,17 @@ where
         let local = listener.local_addr()?;
         let core = Arc::new(Core::new(self.options, local));
         core.tick();
+        core.metrics.attach(Arc::downgrade(&core));
+        if let Some(addr) = core.options.debug_listen() {
+            let bound = crate::debug::start(&core, addr).map_err(|source| ServerError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
+            let _ = core.debug_addr.set(bound);
+            info!(addr = %bound, "debug listener on");
+        }
         if matches!(core.options.backend(), crate::Backend::UnixDatagram { .. }) {
-            let master = Master::start(&core)?;
+            let master = Master::start(&core).inspect_err(|_| core.debug_stop.cancel())?;
             reload_on_signal(&master);
             let _ = core.master.set(master);
         }
@@ -397,11 +415,9 @@ where
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                core.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                core.metrics.accepted.inc();
                 if core.active.load(Ordering::SeqCst) >= core.options.max_connections() {
-                    core.stats
-                        .refused_over_limit
-                        .fetch_add(1, Ordering::Relaxed);
+                    core.metrics.refused_over_limit.inc();
                     debug!(%peer, "over max_connections: closing");
                     refuse_over_limit(core, stream);
                     continue;
@@ -412,7 +428,7 @@ where
                 tokio::spawn(serve_connection(shared.clone(), stream, peer, guard));
             }
             Err(e) if is_resource_error(&e) => {
-                core.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                core.metrics.accept_errors.inc();
                 warn!(error = %e, retry_in = ?backoff, "accept failed; backing off");
                 tokio::select! {
                     _ = core.shutdown.cancelled() => break,
@@ -422,7 +438,7 @@ where
             }
             Err(e) => {
                 // A connection that died in the backlog (ECONNABORTED and the like).
-                core.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                core.metrics.accept_errors.inc();
                 debug!(error = %e, "accept failed");
             }
         }
@@ -442,17 +458,30 @@ async fn serve_connection<U, A, L, S>(
     L: MessageListener,
     S: StateListener,
 {
+    // One span per connection, from accept to the end of its channel; `id` is filled in at
+    // login. Disabled (and free) unless a subscriber wants info-level spans.
+    let span = tracing::info_span!(
+        "channel",
+        id = tracing::field::Empty,
+        %peer,
+        transport = shared.upgrader.name()
+    );
     let logged_in = tokio::select! {
         biased;
         _ = shared.core.shutdown.cancelled() => return,
-        r = login(&shared, stream, peer) => r,
+        r = login(&shared, stream, peer, &span).instrument(span.clone()) => r,
     };
     let Some((chan, conn)) = logged_in else {
         return;
     };
     // The channel gets a task of its own, sized for the session alone: the login's state
     // (handshake buffers, the acceptor's future) is freed with this task.
-    tokio::spawn(Session::new(chan, conn.reader, conn.writer, shared, guard));
+    let session = Session::new(chan, conn.reader, conn.writer, shared, guard);
+    if span.is_disabled() {
+        tokio::spawn(session);
+    } else {
+        tokio::spawn(session.instrument(span));
+    }
 }
 
 /// At most this many refused connections are drained at once; past it they are dropped.
@@ -492,6 +521,7 @@ async fn login<U, A, L, S>(
     shared: &Arc<Shared<U, A, L, S>>,
     stream: TcpStream,
     peer: SocketAddr,
+    span: &tracing::Span,
 ) -> Option<(Channel, Conn<U::Reader, U::Writer>)>
 where
     U: Upgrader<TcpStream>,
@@ -511,16 +541,18 @@ where
         match tokio::time::timeout_at(deadline, shared.upgrader.upgrade(stream, config)).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
-                debug!(%peer, transport, error = %e, "upgrade failed");
+                core.metrics.rejected(Rejection::Handshake);
+                info!(error = %e, "login rejected: handshake failed");
                 return None;
             }
             Err(_) => {
-                debug!(%peer, transport, "upgrade timed out");
+                core.metrics.rejected(Rejection::Timeout);
+                info!("login rejected: handshake timed out");
                 return None;
             }
         };
 
-    let accepted: Result<Accepted, CloseReason> = {
+    let accepted: Result<Accepted, (CloseReason, Rejection)> = {
         let mut lc = LoginConn::new(
             &mut conn.reader,
             &mut conn.writer,
@@ -530,16 +562,16 @@ where
         );
         match tokio::time::timeout_at(deadline, shared.acceptor.accept(&mut lc)).await {
             Ok(Ok(a)) => Ok(a),
-            Ok(Err(reject)) => Err(reject.reason),
-            Err(_) => Err(CloseReason::policy("login timeout")),
+            Ok(Err(reject)) => Err((reject.reason, Rejection::Acceptor)),
+            Err(_) => Err((CloseReason::policy("login timeout"), Rejection::Timeout)),
         }
     };
     conn.handshake = None;
     let accepted = match accepted {
         Ok(a) => a,
-        Err(reason) => {
-            core.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            info!(%peer, transport, %reason, "login rejected");
+        Err((reason, why)) => {
+            core.metrics.rejected(why);
+            info!(%reason, cause = why.label(), "login rejected");
             refuse(&mut conn, &reason, opts).await;
             return None;
         }
@@ -561,29 +593,35 @@ where
     match inserted {
         Insert::Added => {}
         Insert::Duplicate(_) => {
-            core.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            core.metrics.rejected(Rejection::Duplicate);
             let reason = CloseReason::policy("channel id is repeated");
-            info!(%peer, transport, %id, %reason, "login rejected");
+            info!(%id, %reason, cause = "duplicate", "login rejected");
             refuse(&mut conn, &reason, opts).await;
             return None;
         }
         Insert::Replaced(old) => {
             info!(%id, "duplicate login: kicking the older channel");
-            old.close(CloseReason::policy("kicked by a new login"));
+            old.request_close(
+                CloseReason::policy("kicked by a new login"),
+                CloseMode::Graceful,
+                CloseCause::Kicked,
+            );
         }
     }
     if let Some(m) = core.master.get() {
         // The workers learn of the channel before its first message.
         m.opened(&chan);
     }
-    core.stats.logins.fetch_add(1, Ordering::Relaxed);
-    info!(%peer, transport, %id, "logged in");
+    core.metrics.logins.inc();
+    span.record("id", tracing::field::display(&id));
+    info!("logged in");
     // A shutdown that began while this login ran may have missed the channel: close it here.
     if core.shutting_down.load(Ordering::SeqCst) {
-        chan.close(CloseReason::new(
-            CloseReason::GOING_AWAY,
-            "server shutting down",
-        ));
+        chan.request_close(
+            CloseReason::new(CloseReason::GOING_AWAY, "server shutting down"),
+            CloseMode::Graceful,
+            CloseCause::Shutdown,
+        );
     }
     Some((chan, conn))
 }
@@ -640,7 +678,11 @@ async fn sweep(core: Arc<Core>) {
         });
         for c in expired.drain(..) {
             debug!(id = %c.id(), "read deadline passed");
-            c.close(CloseReason::normal("read timeout"));
+            c.request_close(
+                CloseReason::normal("read timeout"),
+                CloseMode::Graceful,
+                CloseCause::ReadTimeout,
+            );
         }
     }
 }
@@ -708,21 +750,43 @@ impl ServerHandle {
     pub fn push_frame(&self, id: &str, frame: Frame) -> Result<(), PushError> {
         match self.core.channels.get(id) {
             Some(c) => c.push_frame(frame),
-            None => Err(PushError::NotFound(ChannelId::new(id))),
+            None => {
+                let e = PushError::NotFound(ChannelId::new(id));
+                self.core.metrics.push_failed(&e);
+                debug!(%id, error = %e, "push failed");
+                Err(e)
+            }
         }
     }
 
     /// Counters since start: connections accepted, refused over the limit, logins, rejected
     /// logins, accept errors.
     pub fn stats(&self) -> ServerStats {
-        let s = &self.core.stats;
+        let m = &self.core.metrics;
         ServerStats {
-            accepted: s.accepted.load(Ordering::Relaxed),
-            refused_over_limit: s.refused_over_limit.load(Ordering::Relaxed),
-            logins: s.logins.load(Ordering::Relaxed),
-            rejected: s.rejected.load(Ordering::Relaxed),
-            accept_errors: s.accept_errors.load(Ordering::Relaxed),
+            accepted: m.accepted.get(),
+            refused_over_limit: m.refused_over_limit.get(),
+            logins: m.logins.get(),
+            rejected: m.rejected_total(),
+            accept_errors: m.accept_errors.get(),
         }
+    }
+
+    /// The server's metrics ([`crate::metrics`] lists them).
+    pub fn metrics(&self) -> &Metrics {
+        &self.core.metrics
+    }
+
+    /// The server's metrics in Prometheus' text format, as the debug listener serves them on
+    /// `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        self.core.metrics.render()
+    }
+
+    /// The debug listener's address, if one was configured
+    /// ([`OptionsBuilder::debug_listen`](crate::OptionsBuilder::debug_listen)).
+    pub fn debug_addr(&self) -> Option<SocketAddr> {
+        self.core.debug_addr.get().copied()
     }
 
     /// In process mode, replaces the worker processes one at a time (each first handles what
@@ -782,7 +846,7 @@ impl ServerHandle {
         let mut channels = 0;
         core.channels.for_each(|c| {
             channels += 1;
-            c.request_close(reason.clone(), CloseMode::Graceful);
+            c.request_close(reason.clone(), CloseMode::Graceful, CloseCause::Shutdown);
         });
         info!(channels, "shutting down");
         let mut forced = 0;
@@ -792,7 +856,7 @@ impl ServerHandle {
         {
             core.channels.for_each(|c| {
                 forced += 1;
-                c.request_close(reason.clone(), CloseMode::Abort);
+                c.request_close(reason.clone(), CloseMode::Abort, CloseCause::Shutdown);
             });
             let _ = tokio::time::timeout(Duration::from_secs(1), core.wait_idle()).await;
         }
@@ -801,6 +865,7 @@ impl ServerHandle {
             let left = deadline.saturating_sub(started.elapsed());
             m.stop(left.max(Duration::from_secs(2))).await;
         }
+        core.debug_stop.cancel();
         info!(channels, forced, remaining, "shutdown complete");
         ShutdownReport {
             channels,

@@ -22,6 +22,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use std::time::Instant;
+
 use tokio::time::Sleep;
 
 use crate::channel::{Channel, CloseMode};
@@ -30,6 +32,7 @@ use crate::error::ReadError;
 use crate::frame::{CloseReason, Frame, OpCode};
 use crate::ipc::Master;
 use crate::listener::{MessageListener, StateListener};
+use crate::metrics::CloseCause;
 use crate::server::ActiveGuard;
 
 /// Reading pauses while more than this many bytes wait in the writer and the outbox (or half
@@ -103,6 +106,10 @@ pub(crate) struct Session<R, W, H: Handlers> {
     pause_bytes: usize,
     /// ...or this many frames waiting in the outbox.
     pause_frames: usize,
+    /// Why we began closing, if we did.
+    cause: Option<CloseCause>,
+    /// Whether per-message metrics are kept.
+    count: bool,
 }
 
 impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
@@ -127,6 +134,8 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
             close_timer: None,
             pause_bytes: 0,
             pause_frames: 0,
+            cause: None,
+            count: false,
         }
         .with_pause_limits()
     }
@@ -137,15 +146,17 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
         let opts = &self.chan.inner.core.options;
         self.pause_bytes = (opts.outbound_queue_bytes() / 2).clamp(1, WRITE_HIGH_WATER);
         self.pause_frames = (opts.outbound_queue() / 2).max(1);
+        self.count = self.chan.inner.core.metrics.per_message;
         self
     }
 
     /// Queues our close frame and starts waiting for the peer's.
-    fn begin_close(&mut self, reason: &CloseReason) {
+    fn begin_close(&mut self, reason: &CloseReason, cause: CloseCause) {
         if self.phase != Phase::Open {
             return;
         }
-        tracing::debug!(id = %self.chan.id(), %reason, "closing channel");
+        tracing::debug!(%reason, cause = cause.label(), "closing channel");
+        self.cause.get_or_insert(cause);
         self.chan.inner.outbox.lock().closing = true;
         let frame = self.writer.close_frame(reason);
         self.writer.start_frame(frame);
@@ -175,19 +186,31 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
                     ob.bytes = 0;
                     (std::mem::take(&mut ob.frames), ob.close.take())
                 };
-                for f in batch {
-                    self.writer.start_frame(f);
+                if self.count && !batch.is_empty() {
+                    let (mut n, mut bytes) = (0, 0);
+                    for f in batch {
+                        n += 1;
+                        bytes += f.payload.len() as u64;
+                        self.writer.start_frame(f);
+                    }
+                    self.chan.inner.core.metrics.hot.sent(n, bytes);
+                } else {
+                    for f in batch {
+                        self.writer.start_frame(f);
+                    }
                 }
-                if let Some((reason, mode)) = close {
+                if let Some((reason, mode, cause)) = close {
                     if mode == CloseMode::Abort {
+                        self.cause.get_or_insert(cause);
                         return Poll::Ready(End::Aborted);
                     }
-                    self.begin_close(&reason);
+                    self.begin_close(&reason, cause);
                 }
                 (0, 0)
             } else {
                 let ob = self.chan.inner.outbox.lock();
-                if matches!(ob.close, Some((_, CloseMode::Abort))) {
+                if let Some((_, CloseMode::Abort, cause)) = ob.close {
+                    self.cause.get_or_insert(cause);
                     return Poll::Ready(End::Aborted);
                 }
                 (ob.bytes, ob.frames.len())
@@ -248,9 +271,9 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
                         if self.phase != Phase::Open {
                             return Poll::Ready(End::Closed);
                         }
-                        tracing::debug!(id = %self.chan.id(), %reason, "protocol error");
+                        tracing::debug!(%reason, "protocol error");
                         progressed = true;
-                        self.begin_close(&reason);
+                        self.begin_close(&reason, CloseCause::ProtocolError);
                     }
                     Poll::Ready(Err(ReadError::Io(e))) => return Poll::Ready(End::Io(e.kind())),
                     Poll::Ready(Err(ReadError::UnexpectedEof)) => return Poll::Ready(End::Eof),
@@ -262,7 +285,7 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
                 let mut ob = self.chan.inner.outbox.lock();
                 let idle_writer = self.writer.pending() == 0;
                 let work = match &ob.close {
-                    Some((_, mode)) => idle_writer || *mode == CloseMode::Abort,
+                    Some((_, mode, _)) => idle_writer || *mode == CloseMode::Abort,
                     None => idle_writer && !ob.frames.is_empty(),
                 };
                 if !work {
@@ -280,15 +303,29 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
         match frame.op {
             OpCode::Text | OpCode::Binary => {
                 if self.phase == Phase::Open {
+                    if self.count {
+                        self.chan
+                            .inner
+                            .core
+                            .metrics
+                            .hot
+                            .received(frame.payload.len());
+                    }
                     if let Some(m) = self.handlers.backend() {
                         m.dispatch(&self.chan, frame);
                         return;
                     }
                     let agent = self.chan.clone();
                     let handlers = self.handlers.clone();
-                    self.running = Some(Box::pin(async move {
-                        handlers.listener().receive(&agent, frame).await
-                    }));
+                    self.running = Some(if self.count {
+                        Box::pin(async move {
+                            let started = Instant::now();
+                            handlers.listener().receive(&agent, frame).await;
+                            agent.inner.core.metrics.hot.handled(started.elapsed());
+                        })
+                    } else {
+                        Box::pin(async move { handlers.listener().receive(&agent, frame).await })
+                    });
                 }
             }
             OpCode::Ping => {
@@ -299,7 +336,7 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
             OpCode::Close => {
                 if self.phase == Phase::Open {
                     let reason = self.reader.close_reason(&frame.payload);
-                    tracing::debug!(id = %self.chan.id(), %reason, "peer closed");
+                    tracing::debug!(%reason, "peer closed");
                     self.chan.inner.outbox.lock().closing = true;
                     let answer = self.writer.close_frame(&reason);
                     self.writer.start_frame(answer);
@@ -322,7 +359,20 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
             ob.waker = None;
         }
         chan.inner.core.channels.remove_channel(chan);
-        tracing::debug!(id = %chan.id(), cause = ?end, "channel ended");
+        // What we began closing for wins over how the connection then ended.
+        let cause = self.cause.unwrap_or(match end {
+            End::Closed => CloseCause::Peer,
+            End::Eof => CloseCause::PeerGone,
+            End::Io(_) => CloseCause::IoError,
+            End::WriteTimeout => CloseCause::WriteTimeout,
+            End::Aborted => CloseCause::Shutdown,
+            End::CloseTimeout => CloseCause::CloseTimeout,
+        });
+        chan.inner.core.metrics.closed(cause);
+        match end {
+            End::Io(kind) => tracing::info!(cause = cause.label(), error = %kind, "channel closed"),
+            _ => tracing::info!(cause = cause.label(), "channel closed"),
+        }
         self.write_timer = None;
         self.close_timer = None;
         self.ended = Some(end);
@@ -376,6 +426,8 @@ impl<R, W, H: Handlers> Drop for Session<R, W, H> {
                 ob.ended = true;
             }
             self.chan.inner.core.channels.remove_channel(&self.chan);
+            let cause = self.cause.unwrap_or(CloseCause::Shutdown);
+            self.chan.inner.core.metrics.closed(cause);
             if let Some(m) = self.handlers.backend() {
                 m.ended(&self.chan);
             } else if let Ok(rt) = tokio::runtime::Handle::try_current() {

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::link::Link;
 use super::wire::{Kind, Outgoing, Reassembler, Received, RecvStats, SendStats};
-use super::{control, IpcStats, WorkerCounters};
+use super::{control, IpcStats, Reports, WorkerCounters};
 use crate::channel::Channel;
 use crate::frame::{Frame, OpCode};
 use crate::options::{Backend, Dispatch, ServerOptions, WorkerCommand};
@@ -43,7 +43,7 @@ struct Slot {
     peer: OwnedFd,
     ctl: mpsc::UnboundedSender<Ctl>,
     dispatched: AtomicU64,
-    counters: Mutex<WorkerCounters>,
+    counters: Mutex<Reports>,
     master_recv: Mutex<RecvStats>,
     sent: Mutex<SendStats>,
     pid: AtomicU64,
@@ -118,7 +118,7 @@ impl Master {
                 peer: OwnedFd::from(theirs),
                 ctl: tx,
                 dispatched: AtomicU64::new(0),
-                counters: Mutex::new(WorkerCounters::default()),
+                counters: Mutex::new(Reports::default()),
                 master_recv: Mutex::new(RecvStats::default()),
                 sent: Mutex::new(SendStats::default()),
                 pid: AtomicU64::new(0),
@@ -237,7 +237,7 @@ impl Master {
             Dispatch::LeastBusy => (0..n)
                 .min_by_key(|&i| {
                     let s = &self.slots[i];
-                    let handled = s.counters.lock().handled;
+                    let handled = s.counters.lock().total().handled;
                     (
                         s.dispatched.load(Ordering::Relaxed).saturating_sub(handled),
                         s.link.queued_bytes(),
@@ -321,7 +321,7 @@ impl Master {
                 control::READY => self.send_directory(i),
                 control::STATS => {
                     if let Some(c) = WorkerCounters::decode(&m.payload) {
-                        *self.slots[i].counters.lock() = c;
+                        self.slots[i].counters.lock().update(c);
                     }
                 }
                 control::SHUTDOWN => {
@@ -530,6 +530,15 @@ impl Master {
             .collect()
     }
 
+    /// The handler histogram, summed over the workers' reports.
+    pub(crate) fn handler_histogram(&self) -> crate::metrics::HandlerHistogram {
+        let mut h = crate::metrics::HandlerHistogram::default();
+        for s in &self.slots {
+            h.add(&s.counters.lock().total().handler);
+        }
+        h
+    }
+
     pub(crate) fn stats(&self) -> IpcStats {
         let mut st = IpcStats {
             workers: self.slots.len(),
@@ -544,7 +553,7 @@ impl Master {
             st.messages_sent += sent.messages;
             st.datagrams_sent += sent.datagrams;
             st.dispatched += s.dispatched.load(Ordering::Relaxed);
-            let c = *s.counters.lock();
+            let c = s.counters.lock().total();
             st.handled += c.handled;
             st.worker_recv.add(&c.recv);
             st.unknown_channel += c.unknown_channel;

@@ -32,6 +32,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::channel::{ChannelId, Meta};
 use crate::frame::CloseReason;
+use crate::metrics::{HandlerHistogram, HANDLER_BUCKETS};
 
 pub(crate) use master::Master;
 pub(crate) use worker::{run_worker, WorkerEnv};
@@ -67,23 +68,29 @@ mod control {
     pub const HANDLED: u8 = 6;
 }
 
-/// Counters a worker reports to its master.
+/// Counters a worker reports to its master, cumulative since the worker started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct WorkerCounters {
+    /// The reporting process, so that reports of a worker that has been replaced still
+    /// count once.
+    pid: u32,
     handled: u64,
     recv: wire::RecvStats,
     push_failed: u64,
     unknown_channel: u64,
     disconnects: u64,
+    /// Time in the message listener.
+    handler: HandlerHistogram,
 }
 
 /// Values in an encoded `WorkerCounters`.
-const COUNTERS: usize = 10;
+const COUNTERS: usize = 12 + HANDLER_BUCKETS;
 
 impl WorkerCounters {
     fn encode(&self) -> Bytes {
         let mut b = BytesMut::with_capacity(COUNTERS * 8);
         for v in [
+            u64::from(self.pid),
             self.handled,
             self.recv.messages,
             self.recv.datagrams,
@@ -94,8 +101,12 @@ impl WorkerCounters {
             self.push_failed,
             self.unknown_channel,
             self.disconnects,
-        ] {
-            b.put_u64_le(v);
+            self.handler.sum_ns,
+        ]
+        .iter()
+        .chain(self.handler.buckets.iter())
+        {
+            b.put_u64_le(*v);
         }
         b.freeze()
     }
@@ -105,20 +116,75 @@ impl WorkerCounters {
             return None;
         }
         let v = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let mut handler = HandlerHistogram {
+            sum_ns: v(11),
+            ..HandlerHistogram::default()
+        };
+        for (k, slot) in handler.buckets.iter_mut().enumerate() {
+            *slot = v(12 + k);
+        }
+        handler.count = handler.buckets.iter().sum();
         Some(WorkerCounters {
-            handled: v(0),
+            pid: u32::try_from(v(0)).ok()?,
+            handled: v(1),
             recv: wire::RecvStats {
-                messages: v(1),
-                datagrams: v(2),
-                orphan_chunks: v(3),
-                expired: v(4),
-                refused: v(5),
-                malformed: v(6),
+                messages: v(2),
+                datagrams: v(3),
+                orphan_chunks: v(4),
+                expired: v(5),
+                refused: v(6),
+                malformed: v(7),
             },
-            push_failed: v(7),
-            unknown_channel: v(8),
-            disconnects: v(9),
+            push_failed: v(8),
+            unknown_channel: v(9),
+            disconnects: v(10),
+            handler,
         })
+    }
+
+    fn add(&mut self, o: &WorkerCounters) {
+        self.handled += o.handled;
+        self.recv.add(&o.recv);
+        self.push_failed += o.push_failed;
+        self.unknown_channel += o.unknown_channel;
+        self.disconnects += o.disconnects;
+        self.handler.add(&o.handler);
+    }
+}
+
+/// The reports of one worker slot over its successive processes: every process's last
+/// report counts, so the sums only grow across respawns and reloads.
+#[derive(Debug, Default)]
+struct Reports {
+    /// Processes replaced long ago, folded together.
+    base: WorkerCounters,
+    /// The last report of each of the most recent processes (the current one last).
+    recent: Vec<WorkerCounters>,
+}
+
+/// Processes whose reports are kept apart (a late report of one of them still replaces its
+/// previous one instead of adding to it).
+const RECENT_REPORTS: usize = 4;
+
+impl Reports {
+    fn update(&mut self, c: WorkerCounters) {
+        if let Some(e) = self.recent.iter_mut().find(|e| e.pid == c.pid) {
+            *e = c;
+            return;
+        }
+        self.recent.push(c);
+        if self.recent.len() > RECENT_REPORTS {
+            let old = self.recent.remove(0);
+            self.base.add(&old);
+        }
+    }
+
+    fn total(&self) -> WorkerCounters {
+        let mut t = self.base;
+        for r in &self.recent {
+            t.add(r);
+        }
+        t
     }
 }
 
@@ -145,8 +211,8 @@ pub struct IpcStats {
     pub push_failed: u64,
     /// What the master's receivers counted (pushes from workers).
     pub master_recv: wire::RecvStats,
-    /// What the workers' receivers counted, summed over the workers' last reports (a
-    /// respawned worker starts from zero).
+    /// What the workers' receivers counted, summed over the last report of every worker
+    /// process (those replaced by respawns and reloads included).
     pub worker_recv: wire::RecvStats,
     /// Messages a worker dropped because their channel was unknown to it.
     pub unknown_channel: u64,
@@ -223,12 +289,42 @@ mod tests {
         assert!(decode_channel(&[]).is_none());
         let r = CloseReason::new(4000, "bye");
         assert_eq!(decode_close(&encode_close(&r)), Some(r));
-        let c = WorkerCounters {
+        let mut c = WorkerCounters {
+            pid: 42,
             handled: 5,
             push_failed: 2,
             disconnects: 7,
             ..Default::default()
         };
+        c.handler.buckets[3] = 4;
+        c.handler.buckets[HANDLER_BUCKETS - 1] = 1;
+        c.handler.count = 5;
+        c.handler.sum_ns = 123;
         assert_eq!(WorkerCounters::decode(&c.encode()), Some(c));
+        assert_eq!(WorkerCounters::decode(&c.encode()[8..]), None);
+    }
+
+    #[test]
+    fn reports_of_replaced_workers_still_count() {
+        let report = |pid, handled| WorkerCounters {
+            pid,
+            handled,
+            ..Default::default()
+        };
+        let mut r = Reports::default();
+        r.update(report(1, 10));
+        r.update(report(1, 20));
+        assert_eq!(r.total().handled, 20);
+        // Respawned: the new process starts from zero, the old one's 20 still count.
+        r.update(report(2, 5));
+        assert_eq!(r.total().handled, 25);
+        // A late report of the old process replaces its previous one.
+        r.update(report(1, 21));
+        assert_eq!(r.total().handled, 26);
+        for pid in 3..10 {
+            r.update(report(pid, 1));
+        }
+        assert_eq!(r.total().handled, 26 + 7);
+        assert!(r.recent.len() <= RECENT_REPORTS);
     }
 }

@@ -164,9 +164,14 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
             match work {
                 Work::Message(frame) => {
                     let cost = super::ipc_cost(frame.payload.len()) as u64;
+                    let metrics = &self.core.metrics;
+                    let started = metrics.per_message.then(std::time::Instant::now);
                     let r = AssertUnwindSafe(self.listener.receive(&wc.chan, frame))
                         .catch_unwind()
                         .await;
+                    if let Some(t) = started {
+                        metrics.hot.handled(t.elapsed());
+                    }
                     if r.is_err() {
                         error!(id = %wc.chan.id(), "message listener panicked");
                     }
@@ -347,6 +352,8 @@ where
         let remote = remote.clone();
         let recv_stats = recv_stats.clone();
         move || WorkerCounters {
+            pid: std::process::id(),
+            handler: worker.core.metrics.hot.handler_histogram(),
             handled: worker.handled.load(Ordering::Relaxed),
             recv: *recv_stats.lock(),
             push_failed: remote.push_failed.load(Ordering::Relaxed),
