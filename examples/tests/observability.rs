@@ -1,0 +1,496 @@
+//! Observability end to end: `/metrics` scraped over HTTP before and after known exchanges
+//! (exact deltas), CPU profiles decoded as pprof protobuf and parsed as SVG, and the debug
+//! listener's absence when it is not configured. Real clients on 127.0.0.1.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use kim_core::client::ClientError;
+use kim_core::{CloseReason, DuplicatePolicy, ServerOptions};
+use kim_ws::WsUpgrader;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// An HTTP response as the test client saw it.
+struct Response {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+/// One GET over a fresh connection (`Connection: close`), read to the end.
+async fn get(addr: SocketAddr, path: &str) -> Response {
+    let mut s = TcpStream::connect(addr).await.expect("debug listener answers");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut all))
+        .await
+        .expect("response within 30 s")
+        .unwrap();
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = String::from_utf8(all[..end].to_vec()).unwrap();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    Response {
+        status,
+        headers: head.to_ascii_lowercase(),
+        body: all[end + 4..].to_vec(),
+    }
+}
+
+/// `/metrics` as a map from `name{labels}` to value; checks the content type on the way.
+async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
+    let r = get(addr, "/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.headers.contains("content-type: text/plain; version=0.0.4"),
+        "{}",
+        r.headers
+    );
+    let text = String::from_utf8(r.body).expect("UTF-8 metrics");
+    let mut m = HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (k, v) = line.rsplit_once(' ').expect("`name value` lines");
+        m.insert(k.to_string(), v.parse::<f64>().expect("numeric value"));
+    }
+    m
+}
+
+fn value(m: &HashMap<String, f64>, key: &str) -> f64 {
+    *m.get(key)
+        .unwrap_or_else(|| panic!("{key} missing from /metrics"))
+}
+
+/// Scrapes until `key` has `want` (the closes and gauges settle asynchronously).
+async fn wait_for(addr: SocketAddr, key: &str, want: f64) -> HashMap<String, f64> {
+    let deadline = Instant::now() + EVENT;
+    loop {
+        let m = scrape(addr).await;
+        if value(&m, key) == want {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} stayed at {} instead of {want}",
+            value(&m, key)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Asserts `after - before` for every key given, and that the keys not given are unchanged
+/// among those listed in `unchanged`.
+fn assert_deltas(
+    before: &HashMap<String, f64>,
+    after: &HashMap<String, f64>,
+    want: &[(&str, f64)],
+    unchanged: &[&str],
+) {
+    let mut wrong = Vec::new();
+    for (k, d) in want {
+        let got = value(after, k) - before.get(*k).copied().unwrap_or(0.0);
+        if got != *d {
+            wrong.push(format!("{k}: delta {got}, expected {d}"));
+        }
+    }
+    for k in unchanged {
+        let got = value(after, k) - before.get(*k).copied().unwrap_or(0.0);
+        if got != 0.0 {
+            wrong.push(format!("{k}: delta {got}, expected 0"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+fn with_debug() -> kim_core::OptionsBuilder {
+    ServerOptions::builder().debug_listen("127.0.0.1:0".parse().unwrap())
+}
+
+async fn ws_login(addr: &str, id: &str) -> kim_ws::WsClient {
+    let mut c = kim_ws::connect(addr, &no_heartbeat()).await.unwrap();
+    let ok = tokio::time::timeout(EVENT, c.login(id.to_string()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&ok.payload[..], b"ok");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_known_exchange_exactly() {
+    let s = start_on(WsUpgrader::new(), with_debug().build().unwrap()).await;
+    let debug = s.handle.debug_addr().expect("debug listener bound");
+    let before = scrape(debug).await;
+    assert_eq!(value(&before, "kim_channels"), 0.0);
+
+    let mut alice = ws_login(&s.addr, "alice").await;
+    let mut bob = ws_login(&s.addr, "bob").await;
+    let carol = ws_login(&s.addr, "carol").await;
+
+    // Three refused logins, one of each kind a client can cause quickly.
+    let mut bad = kim_ws::connect(&s.addr, &no_heartbeat()).await.unwrap();
+    assert!(bad.login("x".repeat(65)).await.is_err());
+    let mut dup = kim_ws::connect(&s.addr, &no_heartbeat()).await.unwrap();
+    assert!(dup.login("alice").await.is_err());
+    let mut raw = TcpStream::connect(&s.addr).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(EVENT, raw.read_to_end(&mut answer)).await;
+    assert!(answer.starts_with(b"HTTP/1.1 4"), "handshake refused");
+
+    // 10 echoes of 20 bytes, a push to bob, a push to nobody.
+    for i in 0..10 {
+        alice.send_text(format!("message number {i:05}")).await.unwrap();
+        assert_eq!(read(&mut alice).await.unwrap().payload.len(), 20);
+    }
+    alice.send_text("@bob hi").await.unwrap();
+    assert_eq!(&read(&mut bob).await.unwrap().payload[..], b"alice: hi");
+    alice.send_text("@nobody x").await.unwrap();
+    assert_eq!(
+        &read(&mut alice).await.unwrap().payload[..],
+        b"offline nobody"
+    );
+
+    // bob closes properly, carol just goes away.
+    bob.close().await.unwrap();
+    drop(carol);
+    wait_for(debug, "kim_channels", 1.0).await;
+    let after = wait_for(debug, "kim_connections", 1.0).await;
+
+    let hist = |suffix: &str| format!("kim_handler_duration_seconds_{suffix}");
+    assert_deltas(
+        &before,
+        &after,
+        &[
+            ("kim_connections_accepted_total", 6.0),
+            ("kim_logins_total", 3.0),
+            ("kim_login_rejections_total{reason=\"acceptor\"}", 1.0),
+            ("kim_login_rejections_total{reason=\"duplicate\"}", 1.0),
+            ("kim_login_rejections_total{reason=\"handshake\"}", 1.0),
+            ("kim_messages_received_total", 12.0),
+            ("kim_received_bytes_total", 200.0 + 7.0 + 9.0),
+            // 3 `ok`, 10 echoes, "alice: hi", "offline nobody".
+            ("kim_messages_sent_total", 15.0),
+            ("kim_sent_bytes_total", 6.0 + 200.0 + 9.0 + 14.0),
+            ("kim_push_failures_total{reason=\"not_found\"}", 1.0),
+            ("kim_channels_closed_total{cause=\"peer\"}", 1.0),
+            ("kim_channels_closed_total{cause=\"peer_gone\"}", 1.0),
+            (&hist("count"), 12.0),
+            (&hist("bucket{le=\"+Inf\"}"), 12.0),
+        ],
+        &[
+            "kim_login_rejections_total{reason=\"timeout\"}",
+            "kim_push_failures_total{reason=\"full\"}",
+            "kim_push_failures_total{reason=\"closed\"}",
+            "kim_channels_closed_total{cause=\"read_timeout\"}",
+            "kim_channels_closed_total{cause=\"io_error\"}",
+            "kim_connections_refused_total",
+        ],
+    );
+    assert!(value(&after, &hist("sum")) > 0.0);
+    // The server's own view agrees with what it serves.
+    let st = s.handle.stats();
+    assert_eq!((st.logins, st.rejected, st.accepted), (3, 3, 6));
+    assert_eq!(s.handle.metrics_text().contains("kim_logins_total 3"), true);
+    s.handle.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_close_cause_is_counted() {
+    let opts = with_debug()
+        .read_wait(Duration::from_millis(300))
+        .duplicate_policy(DuplicatePolicy::Kick)
+        .max_message_size(1024)
+        .build()
+        .unwrap();
+    let s = start(opts).await;
+    let debug = s.handle.debug_addr().unwrap();
+    let before = scrape(debug).await;
+    let cause = |c: &str| format!("kim_channels_closed_total{{cause=\"{c}\"}}");
+
+    // read_timeout: a client that says nothing after login.
+    let mut idle = login(&s.addr, "idle").await;
+    expect_close(&mut idle, "read timeout").await;
+    // kicked: the same id logs in again.
+    let mut old = login(&s.addr, "dave").await;
+    let mut new = login(&s.addr, "dave").await;
+    expect_close(&mut old, "kicked").await;
+    // server: the app closes the channel.
+    s.handle
+        .channel("dave")
+        .expect("the new dave")
+        .close(CloseReason::normal("bye from the app"));
+    expect_close(&mut new, "bye from the app").await;
+    // protocol_error: a frame over max_message_size.
+    let mut big = login(&s.addr, "big").await;
+    match big.send_binary(vec![0u8; 2048]).await {
+        Ok(()) => {
+            expect_close(&mut big, "").await;
+        }
+        Err(e) => panic!("send failed: {e}"),
+    }
+    // io_error: a reset instead of a close.
+    let reset = TcpStream::connect(&s.addr).await.unwrap();
+    let mut reset = reset;
+    reset.write_all(&raw_frame(2, b"erin")).await.unwrap();
+    let mut ok = [0u8; 7];
+    reset.read_exact(&mut ok).await.unwrap();
+    assert_eq!(&ok[5..], b"ok");
+    // SO_LINGER 0: the close sends a reset.
+    let reset = reset.into_std().unwrap();
+    socket_linger_zero(&reset);
+    drop(reset);
+    let mid = wait_for(debug, &cause("io_error"), 1.0).await;
+    assert_deltas(
+        &before,
+        &mid,
+        &[
+            (&cause("read_timeout"), 1.0),
+            (&cause("kicked"), 1.0),
+            (&cause("server"), 1.0),
+            (&cause("protocol_error"), 1.0),
+            (&cause("io_error"), 1.0),
+        ],
+        &[&cause("shutdown"), &cause("peer_gone")],
+    );
+
+    // shutdown: two channels open when the server shuts down (each reads its close).
+    let lively = kim_core::client::ClientOptions {
+        heartbeat: Some(Duration::from_millis(50)),
+        ..kim_core::client::ClientOptions::default()
+    };
+    let mut a = login_with(&s.addr, "frank", &lively).await;
+    let mut b = login_with(&s.addr, "gina", &lively).await;
+    let h = s.handle.clone();
+    let shutdown = tokio::spawn(async move { h.shutdown(Duration::from_secs(5)).await });
+    for c in [&mut a, &mut b] {
+        match read(c).await {
+            Err(ClientError::Closed(r)) => assert!(r.reason.contains("shutting down"), "{r:?}"),
+            other => panic!("expected the shutdown close, got {other:?}"),
+        }
+    }
+    assert_eq!(shutdown.await.unwrap().channels, 2);
+    let after = s.handle.metrics().render();
+    assert!(
+        after.contains(&format!("{} {}", cause("shutdown"), 2)),
+        "{after}"
+    );
+}
+
+#[test]
+fn per_message_metrics_can_be_turned_off() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let s = start(with_debug().metrics(false).build().unwrap()).await;
+        let debug = s.handle.debug_addr().unwrap();
+        let mut c = login(&s.addr, "quiet").await;
+        c.send_binary(&b"hello"[..]).await.unwrap();
+        read(&mut c).await.unwrap();
+        let m = scrape(debug).await;
+        assert_eq!(value(&m, "kim_logins_total"), 1.0);
+        assert_eq!(value(&m, "kim_messages_received_total"), 0.0);
+        assert_eq!(value(&m, "kim_messages_sent_total"), 0.0);
+        assert_eq!(value(&m, "kim_handler_duration_seconds_count"), 0.0);
+        s.handle.shutdown(Duration::from_secs(1)).await;
+    });
+}
+
+fn socket_linger_zero(s: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized linger struct.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+/// Burns CPU in a function the profile can name.
+#[inline(never)]
+fn burn_cpu_for_profile(until: Instant) -> u64 {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    while Instant::now() < until {
+        for _ in 0..10_000 {
+            x = x.rotate_left(5) ^ x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        }
+    }
+    std::hint::black_box(x)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_profile_and_flame_graph() {
+    use pprof::protos::Message;
+
+    let s = start(with_debug().build().unwrap()).await;
+    let debug = s.handle.debug_addr().unwrap();
+
+    // Bad `seconds` are refused with the reason.
+    for bad in ["abc", "0", "301", "-1", "2.5"] {
+        let r = get(debug, &format!("/debug/pprof/profile?seconds={bad}")).await;
+        assert_eq!(r.status, 400, "seconds={bad}");
+        let body = String::from_utf8(r.body).unwrap();
+        assert!(body.contains("seconds must be"), "{body}");
+    }
+    assert_eq!(get(debug, "/nothing-here").await.status, 404);
+
+    // A 1-second profile while a thread burns CPU; a second request meanwhile gets 409.
+    let burner = std::thread::spawn(|| burn_cpu_for_profile(Instant::now() + Duration::from_secs(4)));
+    let profile = tokio::spawn(get(debug, "/debug/pprof/profile?seconds=1"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = get(debug, "/debug/pprof/flamegraph?seconds=1").await;
+    assert_eq!(busy.status, 409);
+    assert!(String::from_utf8(busy.body).unwrap().contains("already"));
+    let r = profile.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.headers.contains("content-type: application/octet-stream"));
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&r.body[..])
+        .read_to_end(&mut raw)
+        .expect("gzip");
+    let p = pprof::protos::Profile::decode(&raw[..]).expect("a pprof protobuf");
+    let s_at = |i: i64| p.string_table[i as usize].as_str();
+    let types: Vec<_> = p
+        .sample_type
+        .iter()
+        .map(|t| (s_at(t.ty), s_at(t.unit)))
+        .collect();
+    assert!(types.contains(&("cpu", "nanoseconds")), "{types:?}");
+    let samples: i64 = p.sample.iter().map(|s| s.value[0]).sum();
+    // 100 Hz of process CPU time; fewer when the machine is busy, never none.
+    assert!(samples > 0, "no samples in 1 s of a busy thread");
+    assert!(
+        p.function
+            .iter()
+            .any(|f| s_at(f.name).contains("burn_cpu_for_profile")),
+        "the busy function is named in the profile"
+    );
+    assert!(p.duration_nanos >= 900_000_000, "{}", p.duration_nanos);
+
+    // The same as a flame graph, once the first profile is done.
+    let r = get(debug, "/debug/pprof/flamegraph?seconds=1").await;
+    assert_eq!(r.status, 200);
+    assert!(r.headers.contains("content-type: image/svg+xml"));
+    let svg = String::from_utf8(r.body).expect("UTF-8 SVG");
+    let xml = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..roxmltree::ParsingOptions::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&svg, xml)
+        .unwrap_or_else(|e| panic!("not well-formed XML ({e}): {:.300}", svg));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    assert_eq!(root.tag_name().namespace(), Some("http://www.w3.org/2000/svg"));
+    let frames = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("title"))
+        .filter_map(|n| n.text())
+        .filter(|t| t.contains("burn_cpu_for_profile"))
+        .count();
+    assert!(frames > 0, "the busy function has a frame");
+    assert!(doc.descendants().any(|n| n.has_tag_name("rect")));
+    burner.join().unwrap();
+    s.handle.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Listening TCP sockets held by process `pid` (from /proc).
+fn listening_sockets(pid: u32) -> usize {
+    let mut inodes = std::collections::HashSet::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(t) = std::fs::read_to_string(f) else { continue };
+        for line in t.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.get(3) == Some(&"0A") {
+                inodes.insert(format!("socket:[{}]", cols[9]));
+            }
+        }
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| inodes.contains(&*l.to_string_lossy()))
+        .count()
+}
+
+#[test]
+fn the_debug_listener_exists_only_where_configured() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let run = |extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mock-server"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        loop {
+            let mut l = String::new();
+            assert!(out.read_line(&mut l).unwrap() > 0, "server exited early");
+            let done = l.starts_with("listening on ");
+            lines.push(l.trim().to_string());
+            if done {
+                break;
+            }
+        }
+        let sockets = listening_sockets(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        (lines, sockets)
+    };
+    let (lines, sockets) = run(&[]);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(sockets, 1, "only the gateway's listener");
+    let (lines, sockets) = run(&["--debug-listen", "127.0.0.1:0"]);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("debug listening on 127.0.0.1:"));
+    assert_eq!(sockets, 2, "the gateway's listener and the debug listener");
+
+    // In-process: no address unless configured.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let s = start(ServerOptions::default()).await;
+        assert_eq!(s.handle.debug_addr(), None);
+        s.handle.shutdown(Duration::from_secs(1)).await;
+    });
+}
+
+#[test]
+fn a_debug_address_in_use_fails_the_start() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let r = kim_core::DefaultServer::new(kim_tcp::TcpUpgrader, kim_examples::EchoListener)
+            .with_options(ServerOptions::builder().debug_listen(addr).build().unwrap())
+            .start("127.0.0.1:0")
+            .await;
+        let e = r.expect_err("the debug address is taken");
+        assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    });
+}
