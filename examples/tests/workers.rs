@@ -379,6 +379,20 @@ async fn a_worker_killed_mid_message_is_respawned_and_nothing_else_is_lost() {
     assert_eq!(h.channel_count(), 7);
     let s = h.ipc_stats().unwrap();
     assert_eq!(s.unknown_channel, 0);
+    let text = h.metrics_text();
+    for line in [
+        format!("kim_ipc_worker_respawns_total {}", s.respawns),
+        format!(
+            "kim_ipc_orphan_chunks_total{{receiver=\"workers\"}} {}",
+            s.worker_recv.orphan_chunks
+        ),
+        format!(
+            "kim_ipc_datagrams_total{{direction=\"to_workers\"}} {}",
+            s.datagrams_sent
+        ),
+    ] {
+        assert!(text.contains(&line), "{line} missing from\n{text}");
+    }
     stop(h).await;
 }
 
@@ -418,6 +432,18 @@ async fn a_reload_under_traffic_replaces_every_worker_and_closes_no_client() {
     assert_eq!((s.reloads, s.respawns), (2, 0));
     assert_eq!(s.dispatched, 20 * 300);
     assert_eq!(h.channel_count(), 20);
+    // Every handled message counts once, those of the replaced workers included.
+    until_stats(&h, "6,000 handled", |s| s.handled == 20 * 300).await;
+    let text = h.metrics_text();
+    for line in [
+        "kim_ipc_handled_total 6000",
+        "kim_handler_duration_seconds_count 6000",
+        "kim_ipc_worker_reloads_total 2",
+        "kim_ipc_workers 2",
+        "kim_messages_received_total 6000",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
     // The new workers know every channel: a push between two of them arrives.
     clients[0].send_text("@r1 after reload").await.unwrap();
     let f = read(&mut clients[1]).await.unwrap();
