@@ -25,7 +25,9 @@ struct Response {
 
 /// One GET over a fresh connection (`Connection: close`), read to the end.
 async fn get(addr: SocketAddr, path: &str) -> Response {
-    let mut s = TcpStream::connect(addr).await.expect("debug listener answers");
+    let mut s = TcpStream::connect(addr)
+        .await
+        .expect("debug listener answers");
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut all = Vec::new();
@@ -55,13 +57,17 @@ async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
     let r = get(addr, "/metrics").await;
     assert_eq!(r.status, 200);
     assert!(
-        r.headers.contains("content-type: text/plain; version=0.0.4"),
+        r.headers
+            .contains("content-type: text/plain; version=0.0.4"),
         "{}",
         r.headers
     );
     let text = String::from_utf8(r.body).expect("UTF-8 metrics");
     let mut m = HashMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (k, v) = line.rsplit_once(' ').expect("`name value` lines");
         m.insert(k.to_string(), v.parse::<f64>().expect("numeric value"));
     }
@@ -154,7 +160,10 @@ async fn metrics_count_a_known_exchange_exactly() {
 
     // 10 echoes of 20 bytes, a push to bob, a push to nobody.
     for i in 0..10 {
-        alice.send_text(format!("message number {i:05}")).await.unwrap();
+        alice
+            .send_text(format!("message number {i:05}"))
+            .await
+            .unwrap();
         assert_eq!(read(&mut alice).await.unwrap().payload.len(), 20);
     }
     alice.send_text("@bob hi").await.unwrap();
@@ -205,7 +214,7 @@ async fn metrics_count_a_known_exchange_exactly() {
     // The server's own view agrees with what it serves.
     let st = s.handle.stats();
     assert_eq!((st.logins, st.rejected, st.accepted), (3, 3, 6));
-    assert_eq!(s.handle.metrics_text().contains("kim_logins_total 3"), true);
+    assert!(s.handle.metrics_text().contains("kim_logins_total 3"));
     s.handle.shutdown(Duration::from_secs(2)).await;
 }
 
@@ -357,7 +366,8 @@ async fn cpu_profile_and_flame_graph() {
     assert_eq!(get(debug, "/nothing-here").await.status, 404);
 
     // A 1-second profile while a thread burns CPU; a second request meanwhile gets 409.
-    let burner = std::thread::spawn(|| burn_cpu_for_profile(Instant::now() + Duration::from_secs(4)));
+    let burner =
+        std::thread::spawn(|| burn_cpu_for_profile(Instant::now() + Duration::from_secs(4)));
     let profile = tokio::spawn(get(debug, "/debug/pprof/profile?seconds=1"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let busy = get(debug, "/debug/pprof/flamegraph?seconds=1").await;
@@ -388,6 +398,27 @@ async fn cpu_profile_and_flame_graph() {
         "the busy function is named in the profile"
     );
     assert!(p.duration_nanos >= 900_000_000, "{}", p.duration_nanos);
+    // Stacks start where the thread was interrupted, not in the profiler's unwinder.
+    let leaf_name = |sample: &pprof::protos::Sample| -> String {
+        let loc = p
+            .location
+            .iter()
+            .find(|l| l.id == sample.location_id[0])
+            .unwrap();
+        let f = p
+            .function
+            .iter()
+            .find(|f| f.id == loc.line[0].function_id)
+            .unwrap();
+        s_at(f.name).to_string()
+    };
+    for sample in &p.sample {
+        let leaf = leaf_name(sample);
+        assert!(
+            !leaf.starts_with("backtrace::") && !leaf.contains("pprof::"),
+            "a stack starts in the profiler: {leaf}"
+        );
+    }
 
     // The same as a flame graph, once the first profile is done.
     let r = get(debug, "/debug/pprof/flamegraph?seconds=1").await;
@@ -402,7 +433,10 @@ async fn cpu_profile_and_flame_graph() {
         .unwrap_or_else(|e| panic!("not well-formed XML ({e}): {:.300}", svg));
     let root = doc.root_element();
     assert_eq!(root.tag_name().name(), "svg");
-    assert_eq!(root.tag_name().namespace(), Some("http://www.w3.org/2000/svg"));
+    assert_eq!(
+        root.tag_name().namespace(),
+        Some("http://www.w3.org/2000/svg")
+    );
     let frames = doc
         .descendants()
         .filter(|n| n.has_tag_name("title"))
@@ -419,7 +453,9 @@ async fn cpu_profile_and_flame_graph() {
 fn listening_sockets(pid: u32) -> usize {
     let mut inodes = std::collections::HashSet::new();
     for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(t) = std::fs::read_to_string(f) else { continue };
+        let Ok(t) = std::fs::read_to_string(f) else {
+            continue;
+        };
         for line in t.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.get(3) == Some(&"0A") {

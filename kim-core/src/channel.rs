@@ -18,8 +18,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::error::PushError;
-use crate::metrics::CloseCause;
 use crate::frame::{CloseReason, Frame};
+use crate::metrics::CloseCause;
 use crate::server::{Core, ServerHandle};
 
 /// The id of a channel: the user (or device) id an [`Acceptor`](crate::Acceptor) assigned at

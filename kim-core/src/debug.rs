@@ -229,7 +229,11 @@ async fn take_profile(seconds: u64, output: Output) -> Response<Body> {
     let done = tokio::task::spawn_blocking(move || {
         let _running = running;
         std::thread::sleep(Duration::from_secs(seconds));
-        let report = guard.report().build().map_err(|e| e.to_string())?;
+        let report = guard
+            .report()
+            .frames_post_processor(drop_signal_frames)
+            .build()
+            .map_err(|e| e.to_string())?;
         drop(guard);
         match output {
             Output::Pprof => {
@@ -274,6 +278,23 @@ async fn take_profile(seconds: u64, output: Output) -> Response<Body> {
             format!("profile failed: {e}"),
         ),
     }
+}
+
+/// Removes the profiler's own frames from the top of a sample (the unwinder and the signal
+/// handler it runs in), so that each stack starts where the thread was interrupted.
+#[cfg(feature = "pprof")]
+fn drop_signal_frames(frames: &mut pprof::Frames) {
+    let own = |f: &Vec<pprof::Symbol>| {
+        f.iter().any(|s| {
+            let n = s.name();
+            n.starts_with("backtrace::")
+                || n.contains("pprof::backtrace")
+                || n.contains("pprof::profiler")
+                || n.contains("perf_signal_handler")
+        })
+    };
+    let n = frames.frames.iter().take_while(|f| own(f)).count();
+    frames.frames.drain(..n);
 }
 
 #[cfg(test)]

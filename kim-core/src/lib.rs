@@ -39,9 +39,9 @@ pub use frame::{CloseReason, Frame, OpCode};
 pub use listener::{
     Accepted, Acceptor, DefaultAcceptor, LoginConn, MessageListener, Reject, StateListener,
 };
+pub use metrics::Metrics;
 pub use options::{
     Backend, Dispatch, DuplicatePolicy, OptionsBuilder, ServerOptions, WorkerCommand,
 };
-pub use metrics::Metrics;
 pub use server::{DefaultServer, ServerHandle, ServerStats, ShutdownReport};
 pub use upgrade::{ConnConfig, Upgrader};

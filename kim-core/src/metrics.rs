@@ -708,9 +708,9 @@ mod tests {
         let m = histogram(&h);
         let b = m.get_histogram().get_bucket();
         assert_eq!(b.len(), HANDLER_BOUNDS_NS.len());
-        assert_eq!(b[0].get_cumulative_count(), 2);
-        assert_eq!(b[2].get_cumulative_count(), 3);
-        assert_eq!(b[b.len() - 1].get_cumulative_count(), 3);
+        assert_eq!(b[0].cumulative_count(), 2);
+        assert_eq!(b[2].cumulative_count(), 3);
+        assert_eq!(b[b.len() - 1].cumulative_count(), 3);
     }
 
     #[test]

@@ -23,10 +23,10 @@ use crate::error::{PushError, ServerError};
 use crate::frame::{CloseReason, Frame};
 use crate::ipc::worker::Remote;
 use crate::ipc::{IpcStats, Master, WorkerEnv};
-use crate::metrics::{CloseCause, Metrics, Rejection};
 use crate::listener::{
     Accepted, Acceptor, DefaultAcceptor, LoginConn, MessageListener, StateListener,
 };
+use crate::metrics::{CloseCause, Metrics, Rejection};
 use crate::options::{DuplicatePolicy, ServerOptions};
 use crate::session::{Handlers, Session};
 use crate::upgrade::{ConnConfig, Upgrader};
