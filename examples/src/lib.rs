@@ -334,12 +334,15 @@ where
     Ok(())
 }
 
-/// Installs a log subscriber filtered by `RUST_LOG` (default `info`), writing to stderr.
+/// Installs a log subscriber filtered by `RUST_LOG` (default `info`), writing to stderr (in
+/// color only on a terminal).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -530,3 +530,76 @@ fn a_debug_address_in_use_fails_the_start() {
         assert!(e.to_string().contains(&addr.to_string()), "{e}");
     });
 }
+
+#[test]
+fn info_logs_carry_the_channel_span_and_nothing_per_message() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_mock-server"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut alice = login(&addr, "alice").await;
+        for i in 0..100 {
+            alice.send_text(format!("message {i}")).await.unwrap();
+            read(&mut alice).await.unwrap();
+        }
+        alice.close().await.unwrap();
+        let mut bad = kim_tcp::connect(&addr, &no_heartbeat()).await.unwrap();
+        assert!(bad.login("").await.is_err());
+    });
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGTERM) };
+    let mut stderr = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(server.wait().unwrap().success());
+    assert!(!stderr.contains('\u{1b}'), "no color codes off a terminal");
+    let span = "transport=\"tcp\" id=alice}";
+    let lines: Vec<&str> = stderr.lines().collect();
+    let with = |text: &str| lines.iter().filter(|l| l.contains(text)).count();
+    let in_span = lines
+        .iter()
+        .filter(|l| l.contains(span))
+        .all(|l| l.contains("channel{peer=127.0.0.1:"));
+    assert!(in_span, "{stderr}");
+    assert_eq!(
+        with(&format!("{span}: kim_core::server: logged in")),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        with(&format!(
+            "{span}: kim_core::session: channel closed cause=\"peer\""
+        )),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(with("login rejected"), 1, "{stderr}");
+    assert!(
+        lines.iter().any(|l| l.contains("login rejected")
+            && l.contains("invalid user id")
+            && l.contains("cause=\"acceptor\"")),
+        "{stderr}"
+    );
+    // 100 messages, and no line per message.
+    assert!(lines.len() < 20, "{} lines:\n{stderr}", lines.len());
+}
