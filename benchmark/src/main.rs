@@ -140,6 +140,20 @@ enum Workload {
         /// Seconds of warm-up.
         #[arg(long, default_value_t = 2.0)]
         warmup: f64,
+        /// Also run kim with metrics only (`kim-ws-metrics`) and with tracing only
+        /// (`kim-ws-tracing`), to tell which of the two costs what.
+        #[arg(long)]
+        attribute: bool,
+        /// Run each server alone for `--duration` per run (the `echo` method) instead of
+        /// interleaving them in short slices within each run.
+        #[arg(long)]
+        separate: bool,
+        /// Interleaved: milliseconds per slice.
+        #[arg(long, default_value_t = 250)]
+        slice_ms: u64,
+        /// Interleaved: rounds per run (each round gives every server one slice).
+        #[arg(long, default_value_t = 24)]
+        rounds: usize,
     },
     /// Print Markdown tables from the JSON output (`--json`) of earlier runs.
     Report {
@@ -176,21 +190,51 @@ enum Target {
     Kim(Wire),
     /// kim with its listeners in worker processes.
     KimDgram(Wire),
-    /// kim in-process as deployed: metrics on, tracing at info (to a log file), the debug
-    /// listener up. Named like `Kim`; the `overhead` workload runs it instead.
-    KimObserved(Wire),
-    /// kim in-process with metrics and tracing off.
-    KimBare(Wire),
+    /// kim in-process with its observability as given (the `overhead` workload's targets).
+    /// With everything on it is named like `Kim`: it is kim as deployed.
+    KimObs(Wire, Obs),
     Tungstenite,
     Tungstenite4k,
+}
+
+/// Which of kim's observability a server runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Obs {
+    /// `--metrics on`, and the debug listener up to read them; otherwise `--metrics off`.
+    metrics: bool,
+    /// `RUST_LOG=info`, the log to a file; otherwise `RUST_LOG=off`.
+    tracing: bool,
+}
+
+impl Obs {
+    /// Metrics and tracing on: kim as deployed.
+    const ALL: Obs = Obs {
+        metrics: true,
+        tracing: true,
+    };
+    /// Metrics and tracing off.
+    const NONE: Obs = Obs {
+        metrics: false,
+        tracing: false,
+    };
+
+    /// What a target's name gets after `kim-ws`.
+    fn suffix(self) -> &'static str {
+        match (self.metrics, self.tracing) {
+            (true, true) => "",
+            (false, false) => "-bare",
+            (true, false) => "-metrics",
+            (false, true) => "-tracing",
+        }
+    }
 }
 
 impl Target {
     fn name(self) -> String {
         match self {
-            Target::Kim(w) | Target::KimObserved(w) => format!("kim-{}", w.name()),
+            Target::Kim(w) => format!("kim-{}", w.name()),
             Target::KimDgram(w) => format!("kim-{}-dgram", w.name()),
-            Target::KimBare(w) => format!("kim-{}-bare", w.name()),
+            Target::KimObs(w, obs) => format!("kim-{}{}", w.name(), obs.suffix()),
             Target::Tungstenite => "tungstenite".into(),
             Target::Tungstenite4k => "tungstenite-4k".into(),
         }
@@ -198,7 +242,7 @@ impl Target {
 
     fn wire(self) -> Wire {
         match self {
-            Target::Kim(w) | Target::KimDgram(w) | Target::KimObserved(w) | Target::KimBare(w) => w,
+            Target::Kim(w) | Target::KimDgram(w) | Target::KimObs(w, _) => w,
             Target::Tungstenite | Target::Tungstenite4k => Wire::Ws,
         }
     }
@@ -239,7 +283,7 @@ struct Bench {
     /// Run the targets in reverse order on every other run (A B, B A, A B, ...), so that a
     /// drift of the machine over a pair of runs does not always favour the same target.
     reverse_odd_runs: bool,
-    /// Where `KimObserved` servers write their log (truncated at each start).
+    /// Where `KimObs` servers with tracing on write their log (truncated at each start).
     server_log: PathBuf,
 }
 
@@ -250,7 +294,7 @@ impl Bench {
         let mut env: Vec<(&str, &str)> = Vec::new();
         let mut stderr = std::process::Stdio::inherit();
         let (bin, args): (&str, Vec<String>) = match target {
-            Target::Kim(w) | Target::KimDgram(w) | Target::KimObserved(w) | Target::KimBare(w) => {
+            Target::Kim(w) | Target::KimDgram(w) | Target::KimObs(w, _) => {
                 let mut args = vec![
                     "--transport".into(),
                     w.name().into(),
@@ -267,22 +311,19 @@ impl Bench {
                         self.workers.to_string(),
                     ]);
                 }
-                if matches!(target, Target::KimObserved(_)) {
-                    args.extend([
-                        "--metrics".into(),
-                        "on".into(),
-                        "--debug-listen".into(),
-                        "127.0.0.1:0".into(),
-                    ]);
-                    env.push(("RUST_LOG", "info"));
-                    let log = std::fs::File::create(&self.server_log).with_context(|| {
-                        format!("creating the server log {}", self.server_log.display())
-                    })?;
-                    stderr = log.into();
-                }
-                if matches!(target, Target::KimBare(_)) {
-                    args.extend(["--metrics".into(), "off".into()]);
-                    env.push(("RUST_LOG", "off"));
+                if let Target::KimObs(_, obs) = target {
+                    let on_off = |on| if on { "on" } else { "off" }.to_string();
+                    args.extend(["--metrics".into(), on_off(obs.metrics)]);
+                    if obs.metrics {
+                        args.extend(["--debug-listen".into(), "127.0.0.1:0".into()]);
+                    }
+                    env.push(("RUST_LOG", if obs.tracing { "info" } else { "off" }));
+                    if obs.tracing {
+                        let log = std::fs::File::create(&self.server_log).with_context(|| {
+                            format!("creating the server log {}", self.server_log.display())
+                        })?;
+                        stderr = log.into();
+                    }
                 }
                 (if mock { "mock-server" } else { "echo-server" }, args)
             }
@@ -527,7 +568,28 @@ fn main() -> anyhow::Result<()> {
     let mut targets = Vec::new();
     for &w in &wires {
         if is_overhead {
-            targets.extend([Target::KimObserved(w), Target::KimBare(w)]);
+            targets.extend([Target::KimObs(w, Obs::ALL), Target::KimObs(w, Obs::NONE)]);
+            if let Workload::Overhead {
+                attribute: true, ..
+            } = cli.workload
+            {
+                targets.extend([
+                    Target::KimObs(
+                        w,
+                        Obs {
+                            metrics: true,
+                            tracing: false,
+                        },
+                    ),
+                    Target::KimObs(
+                        w,
+                        Obs {
+                            metrics: false,
+                            tracing: true,
+                        },
+                    ),
+                ]);
+            }
             continue;
         }
         if cli.backend != BackendArg::Dgram {
@@ -553,8 +615,32 @@ fn main() -> anyhow::Result<()> {
     };
     if let Workload::Overhead {
         ref preset,
+        warmup,
+        separate: false,
+        slice_ms,
+        rounds,
+        ..
+    } = cli.workload
+    {
+        let (conns, size) = parse_preset(preset)?;
+        let r = overhead_interleaved(
+            &cli,
+            &bench,
+            cpus,
+            &wires,
+            (conns, size),
+            Duration::try_from_secs_f64(warmup)?,
+            Duration::from_millis(slice_ms.max(10)),
+            rounds.max(2),
+        );
+        let _ = std::fs::remove_file(&bench.server_log);
+        return r;
+    }
+    if let Workload::Overhead {
+        ref preset,
         duration,
         warmup,
+        ..
     } = cli.workload
     {
         let (conns, size) = parse_preset(preset)?;
@@ -754,8 +840,8 @@ fn parse_preset(p: &str) -> anyhow::Result<(usize, usize)> {
 struct EchoRun {
     #[serde(flatten)]
     echo: workloads::EchoResult,
-    /// Server CPU time (user + system) per message, in microseconds, over the warm-up and the
-    /// measured window together (connecting the clients included).
+    /// Server CPU time (user + system) per round trip, in microseconds, over the warm-up and
+    /// the measured window together (connecting the clients included).
     server_cpu_us_per_msg: f64,
 }
 
@@ -773,7 +859,7 @@ fn echo_run(
     let cpu = server.cpu_seconds()? - before;
     Ok(EchoRun {
         echo,
-        server_cpu_us_per_msg: cpu * 1e6 / (echo.msgs_per_sec * (duration + warmup).as_secs_f64()),
+        server_cpu_us_per_msg: cpu * 1e6 / echo.replies.max(1) as f64,
     })
 }
 
@@ -966,7 +1052,7 @@ struct MetricsCheck {
     received: Option<f64>,
     /// `kim_messages_sent_total`, all label sets.
     sent: Option<f64>,
-    /// Lines in the server's log (tracing at info) at the end of the run.
+    /// Lines in the server's log at the end of the run (with tracing at info).
     log_lines: Option<usize>,
     /// Why the counters could not be read.
     error: Option<String>,
@@ -979,7 +1065,7 @@ impl MetricsCheck {
         target: Target,
         run: usize,
         echo: &EchoRun,
-        log: &Path,
+        log: Option<&Path>,
     ) -> Self {
         let mut check = MetricsCheck {
             target: target.name(),
@@ -989,8 +1075,8 @@ impl MetricsCheck {
             replies: echo.echo.replies,
             received: None,
             sent: None,
-            log_lines: std::fs::read(log)
-                .ok()
+            log_lines: log
+                .and_then(|l| std::fs::read(l).ok())
                 .map(|b| b.iter().filter(|&&c| c == b'\n').count()),
             error: None,
         };
@@ -1042,34 +1128,350 @@ impl MetricsCheck {
         };
         format!(
             "{} run {}: kim_messages_received_total {} vs {} requests written{diff}, {} echoes \
-             read: {verdict}; kim_messages_sent_total {}; server log {} lines",
+             read: {verdict}; kim_messages_sent_total {}{}",
             self.target,
             self.run,
             num(self.received),
             self.requests,
             self.replies,
             num(self.sent),
-            self.log_lines.map_or("-".into(), |n| n.to_string()),
+            self.log_lines
+                .map_or(String::new(), |n| format!("; server log {n} lines")),
         )
     }
 }
 
-/// One pass/fail line: instrumented / bare on one metric.
+/// One interleaved run: the servers' figures over all their slices, and the per-round ratios.
 #[derive(Debug, Clone, serde::Serialize)]
-struct OverheadVerdict {
+struct InterleavedRun {
+    run: usize,
+    /// Per target (name): messages per second over its slices.
+    msgs_per_sec: Vec<(String, f64)>,
+    /// Per target: server CPU microseconds per message over the run.
+    cpu_us_per_msg: Vec<(String, f64)>,
+    /// Per variant: its msgs/s over the bare server's, per round (adjacent slices).
+    round_ratios: Vec<(String, Vec<f64>)>,
+    /// Per server with metrics on: its `kim_messages_received_total` after the run, and the
+    /// round trips the client counted outside the warm-up (the counter must not be lower).
+    counters: Vec<(String, f64, u64)>,
+}
+
+/// The `overhead` workload, interleaved: per run, the instrumented and the bare server (and
+/// with `--attribute` the two halves) are started side by side and loaded in turn, in slices
+/// of `slice` (rounds in alternating order), by the same client thread. Slow drift of the
+/// machine then weighs on every server alike; runs repeat that with fresh processes. The
+/// verdict is on the median over runs of each run's msgs/s ratio.
+#[allow(clippy::too_many_arguments)]
+fn overhead_interleaved(
+    cli: &Cli,
+    bench: &Bench,
+    cpus: usize,
+    wires: &[Wire],
+    (conns, size): (usize, usize),
+    warmup: Duration,
+    slice: Duration,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let runs = bench.runs;
+    let mut all: Vec<(Wire, Vec<InterleavedRun>)> = Vec::new();
+    for &w in wires {
+        let targets: Vec<Target> = bench
+            .targets
+            .iter()
+            .copied()
+            .filter(|t| matches!(t, Target::KimObs(tw, _) if *tw == w))
+            .collect();
+        let bare = targets
+            .iter()
+            .position(|t| matches!(t, Target::KimObs(_, o) if !o.metrics && !o.tracing))
+            .context("a bare target")?;
+        let mut per_run = Vec::new();
+        for run in 1..=runs {
+            eprintln!(
+                "overhead (interleaved), echo {conns} x {size} B: run {run} of {runs}, {}",
+                targets
+                    .iter()
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(" + ")
+            );
+            let servers = targets
+                .iter()
+                .map(|&t| bench.start(t, false))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+            let cpu0 = servers
+                .iter()
+                .map(|s| s.cpu_seconds())
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let slices =
+                workloads::echo_interleaved(&addrs, w, conns, size, warmup, slice, rounds)?;
+            let cpu1 = servers
+                .iter()
+                .map(|s| s.cpu_seconds())
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let n = targets.len();
+            let mut echoes = vec![0u64; n];
+            let mut secs = vec![0f64; n];
+            for sl in &slices {
+                echoes[sl.server] += sl.echoes;
+                secs[sl.server] += sl.secs;
+            }
+            let mut counters = Vec::new();
+            for (k, (t, server)) in targets.iter().zip(&servers).enumerate() {
+                let Target::KimObs(_, obs) = t else { continue };
+                if !obs.metrics {
+                    continue;
+                }
+                let got = server
+                    .debug_addr(Duration::from_secs(2))
+                    .context("the instrumented server printed no debug address")
+                    .and_then(|a| prometheus::get(&a, "/metrics", Duration::from_secs(5)))
+                    .map(|text| {
+                        prometheus::sum(&text, "kim_messages_received_total").unwrap_or(0.0)
+                    })?;
+                counters.push((t.name(), got, echoes[k]));
+            }
+            let mut round_ratios = Vec::new();
+            for (k, t) in targets.iter().enumerate() {
+                if k == bare {
+                    continue;
+                }
+                let rate = |idx: usize, r: usize| {
+                    slices
+                        .iter()
+                        .skip(r * n)
+                        .take(n)
+                        .find(|sl| sl.server == idx)
+                        .map_or(f64::NAN, |sl| sl.echoes as f64 / sl.secs)
+                };
+                let ratios: Vec<f64> = (0..slices.len() / n)
+                    .map(|r| rate(k, r) / rate(bare, r))
+                    .collect();
+                round_ratios.push((t.name(), ratios));
+            }
+            let msgs_per_sec = targets
+                .iter()
+                .enumerate()
+                .map(|(k, t)| (t.name(), echoes[k] as f64 / secs[k]))
+                .collect();
+            // The CPU read spans the warm-up too (its slices alternate the same way); its
+            // messages are estimated at each server's measured rate and share of the time.
+            let measured: f64 = secs.iter().sum();
+            let cpu_us_per_msg = targets
+                .iter()
+                .enumerate()
+                .map(|(k, t)| {
+                    let rate = echoes[k] as f64 / secs[k];
+                    let warm = rate * warmup.as_secs_f64() * secs[k] / measured;
+                    (
+                        t.name(),
+                        (cpu1[k] - cpu0[k]) * 1e6 / (echoes[k] as f64 + warm),
+                    )
+                })
+                .collect();
+            per_run.push(InterleavedRun {
+                run,
+                msgs_per_sec,
+                cpu_us_per_msg,
+                round_ratios,
+                counters,
+            });
+            drop(servers);
+        }
+        all.push((w, per_run));
+    }
+
+    let mut doc_targets = Vec::new();
+    println!(
+        "machine: {cpus} cpus; servers pinned to cpu 0 and loaded in turn, {} ms slices, \
+         {rounds} rounds per run (alternating order), {runs} runs with fresh processes",
+        slice.as_millis()
+    );
+    println!(
+        "instrumented (kim-ws): --metrics on, --debug-listen, RUST_LOG=info (log to a file); \
+         bare (kim-ws-bare): --metrics off, RUST_LOG=off\n"
+    );
+    for (w, per_run) in &all {
+        let prefix = if wires.len() > 1 {
+            format!("[{}] ", w.name())
+        } else {
+            String::new()
+        };
+        let names: Vec<String> = per_run[0]
+            .msgs_per_sec
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
+        let bare_name = names
+            .iter()
+            .find(|n| n.ends_with("-bare"))
+            .cloned()
+            .unwrap_or_default();
+        for (metric, pick, higher) in [
+            ("messages per second", 0usize, true),
+            ("server CPU us per message", 1, false),
+        ] {
+            println!("{prefix}overhead (interleaved), echo {conns} x {size} B: {metric}");
+            println!("  {:<18} {:>12} {:>8}   runs", "target", "median", "/bare");
+            let series = |name: &str| -> Vec<f64> {
+                per_run
+                    .iter()
+                    .map(|r| {
+                        let v = if pick == 0 {
+                            &r.msgs_per_sec
+                        } else {
+                            &r.cpu_us_per_msg
+                        };
+                        v.iter()
+                            .find(|(n, _)| n == name)
+                            .map_or(f64::NAN, |(_, x)| *x)
+                    })
+                    .collect()
+            };
+            let bare_runs = series(&bare_name);
+            for name in &names {
+                let v = series(name);
+                let ratio_runs: Vec<f64> = v.iter().zip(&bare_runs).map(|(a, b)| a / b).collect();
+                let ratio = median(&ratio_runs);
+                println!(
+                    "  {:<18} {:>12.3} {:>8}   {}",
+                    name,
+                    median(&v),
+                    if *name == bare_name {
+                        "-".to_string()
+                    } else {
+                        format!("{ratio:.3}")
+                    },
+                    v.iter()
+                        .map(|x| format!("{x:.3}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                if *name != bare_name {
+                    let cost = if higher { 1.0 - ratio } else { ratio - 1.0 };
+                    doc_targets.push(serde_json::json!({
+                        "wire": w.name(), "target": name, "metric": metric,
+                        "ratio_runs": ratio_runs, "ratio": ratio, "cost": cost,
+                    }));
+                }
+            }
+            println!();
+        }
+        println!("{prefix}targets (median over runs of each run's ratio to bare):");
+        for d in &doc_targets {
+            if d["wire"] != w.name() {
+                continue;
+            }
+            let name = d["target"].as_str().unwrap_or("");
+            let ratio = d["ratio"].as_f64().unwrap_or(f64::NAN);
+            let cost = d["cost"].as_f64().unwrap_or(f64::NAN);
+            let runs_txt = d["ratio_runs"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| format!("{:.3}", x.as_f64().unwrap_or(f64::NAN)))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            let verdict = if name.ends_with("-metrics") || name.ends_with("-tracing") {
+                String::new()
+            } else {
+                format!(
+                    ", target <= {:.0}%): {}",
+                    OVERHEAD_MAX_COST * 100.0,
+                    if cost <= OVERHEAD_MAX_COST {
+                        "PASS"
+                    } else {
+                        "FAIL"
+                    }
+                )
+            };
+            println!(
+                "  {name}/{bare_name} {} = {ratio:.3} (cost {:.1}%{}; runs {runs_txt}",
+                d["metric"].as_str().unwrap_or(""),
+                cost * 100.0,
+                if verdict.is_empty() {
+                    ")".to_string()
+                } else {
+                    verdict
+                },
+            );
+        }
+        let mut counted = 0;
+        let mut short = Vec::new();
+        for r in per_run {
+            for (name, got, echoes) in &r.counters {
+                counted += 1;
+                if *got < *echoes as f64 || *got <= 0.0 {
+                    short.push(format!(
+                        "run {} {name}: kim_messages_received_total {got} < {echoes} echoes",
+                        r.run
+                    ));
+                }
+            }
+        }
+        if short.is_empty() {
+            println!(
+                "  metrics check: ok (kim_messages_received_total at least the echoes the \
+                 client counted, in all {counted} scrapes)"
+            );
+        } else {
+            println!("  metrics check: FAILED ({})", short.join("; "));
+        }
+        for r in per_run {
+            for (name, ratios) in &r.round_ratios {
+                println!(
+                    "  run {} {name}: per-round msgs/s ratio median {:.3} (min {:.3}, max {:.3})",
+                    r.run,
+                    median(ratios),
+                    ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                    ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                );
+            }
+        }
+    }
+    if cli.json {
+        let doc = serde_json::json!({
+            "method": "interleaved",
+            "slice_ms": slice.as_millis() as u64,
+            "rounds": rounds,
+            "runs": all.iter().map(|(w, r)| serde_json::json!({"wire": w.name(), "runs": r})).collect::<Vec<_>>(),
+            "targets": doc_targets,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    }
+    Ok(())
+}
+
+/// A variant of kim against the bare one on one metric (medians). The instrumented variant's
+/// comparisons are the verdicts; the others (with `--attribute`) only inform.
+#[derive(Debug, Clone, serde::Serialize)]
+struct OverheadRatio {
     wire: Wire,
+    /// `instrumented`, `metrics only` or `tracing only`.
+    variant: &'static str,
     metric: &'static str,
-    /// Instrumented median / bare median.
+    /// The variant's median / the bare median.
     ratio: f64,
-    /// What observability costs, as a fraction of the bare figure (negative: no cost seen).
+    /// What the variant's observability costs, as a fraction of the bare figure (negative:
+    /// no cost seen).
     cost: f64,
+    /// The ratio in each round, the variant's run to the bare run of the same round (next to
+    /// each other in time, so that a slow drift of the machine cancels out).
+    paired: Vec<f64>,
+    /// Their median.
+    paired_median: f64,
+    /// The most the instrumented variant may cost.
     max_cost: f64,
     met: bool,
 }
 
-/// The `overhead` workload: kim instrumented and bare, alternating (every other pair in
-/// reverse order), the echo workload as `echo` runs it; the instrumented server's counters
-/// read after each of its runs; then medians, ratios and verdicts.
+/// The `overhead` workload: kim instrumented and bare (and, with `--attribute`, with metrics
+/// only and tracing only), alternating (every other round in reverse order), the echo
+/// workload as `echo` runs it; the counters of each server with metrics on read after its
+/// run; then medians, ratios and verdicts.
 #[allow(clippy::too_many_arguments)]
 fn overhead(
     cli: &Cli,
@@ -1093,9 +1495,13 @@ fn overhead(
     let mut checks: Vec<MetricsCheck> = Vec::new();
     let res = bench.each(&label, false, |server, target| {
         let run = echo_run(server, target.wire(), conns, size, warmup, duration)?;
-        if matches!(target, Target::KimObserved(_)) {
+        if let Target::KimObs(_, obs) = target {
+            if !obs.metrics {
+                return Ok(run);
+            }
             let n = checks.iter().filter(|c| c.target == target.name()).count();
-            let check = MetricsCheck::read(server, target, n + 1, &run, &bench.server_log);
+            let log = obs.tracing.then_some(bench.server_log.as_path());
+            let check = MetricsCheck::read(server, target, n + 1, &run, log);
             eprintln!("  {}", check.describe());
             checks.push(check);
         }
@@ -1113,52 +1519,82 @@ fn overhead(
         &res,
         |r| r.server_cpu_us_per_msg,
     );
-    let med = |metric: &str, target: Target| {
+    let fig = |metric: &str, target: Target| {
         figs.iter()
             .find(|f| f.metric == metric && f.target == target.name())
-            .map_or(f64::NAN, |f| f.median)
     };
-    let mut verdicts = Vec::new();
+    let med = |metric: &str, target: Target| fig(metric, target).map_or(f64::NAN, |f| f.median);
+    let mut ratios = Vec::new();
     for &w in wires {
-        let (on, off) = (Target::KimObserved(w), Target::KimBare(w));
-        for (metric, name, higher_is_better) in [
-            ("messages per second", "msgs/s", true),
-            ("server CPU us per message", "server CPU us/msg", false),
-        ] {
-            let ratio = med(metric, on) / med(metric, off);
-            let cost = if higher_is_better {
-                1.0 - ratio
-            } else {
-                ratio - 1.0
+        let off = Target::KimObs(w, Obs::NONE);
+        for &target in &bench.targets {
+            let Target::KimObs(tw, obs) = target else {
+                continue;
             };
-            verdicts.push(OverheadVerdict {
-                wire: w,
-                metric: name,
-                ratio,
-                cost,
-                max_cost: OVERHEAD_MAX_COST,
-                met: cost <= OVERHEAD_MAX_COST,
-            });
+            let variant = match (obs.metrics, obs.tracing) {
+                _ if tw != w => continue,
+                (true, true) => "instrumented",
+                (true, false) => "metrics only",
+                (false, true) => "tracing only",
+                (false, false) => continue,
+            };
+            for (metric, name, higher_is_better) in [
+                ("messages per second", "msgs/s", true),
+                ("server CPU us per message", "server CPU us/msg", false),
+            ] {
+                let ratio = med(metric, target) / med(metric, off);
+                let cost = if higher_is_better {
+                    1.0 - ratio
+                } else {
+                    ratio - 1.0
+                };
+                let paired: Vec<f64> = match (fig(metric, target), fig(metric, off)) {
+                    (Some(a), Some(b)) => a.runs.iter().zip(&b.runs).map(|(a, b)| a / b).collect(),
+                    _ => Vec::new(),
+                };
+                ratios.push(OverheadRatio {
+                    wire: w,
+                    variant,
+                    metric: name,
+                    ratio,
+                    cost,
+                    paired_median: median(&paired),
+                    paired,
+                    max_cost: OVERHEAD_MAX_COST,
+                    met: cost <= OVERHEAD_MAX_COST,
+                });
+            }
         }
     }
-    let verdict_line = |v: &OverheadVerdict| {
+    let (verdicts, attribution): (Vec<OverheadRatio>, Vec<OverheadRatio>) = ratios
+        .into_iter()
+        .partition(|r| r.variant == "instrumented");
+    let ratio_line = |v: &OverheadRatio| {
+        let end = if v.variant != "instrumented" {
+            ")".to_string()
+        } else {
+            format!(
+                ", target <= {:.0}%): {}{}",
+                v.max_cost * 100.0,
+                if v.met { "PASS" } else { "FAIL" },
+                if indicative {
+                    format!(" (indicative: {runs} runs < {OVERHEAD_MIN_RUNS})")
+                } else {
+                    String::new()
+                }
+            )
+        };
         format!(
-            "{}instrumented/bare {} = {:.3} (cost {:.1}%, target <= {:.0}%): {}{}",
+            "{}{}/bare {} = {:.3} (cost {:.1}%{end}",
             if wires.len() > 1 {
                 format!("[{}] ", v.wire.name())
             } else {
                 String::new()
             },
+            v.variant,
             v.metric,
             v.ratio,
             v.cost * 100.0,
-            v.max_cost * 100.0,
-            if v.met { "PASS" } else { "FAIL" },
-            if indicative {
-                format!(" (indicative: {runs} runs < {OVERHEAD_MIN_RUNS})")
-            } else {
-                String::new()
-            }
         )
     };
     let failed: Vec<String> = checks
@@ -1197,6 +1633,7 @@ fn overhead(
             },
             "figures": figs,
             "targets": verdicts,
+            "attribution": attribution,
             "metrics": checks,
             "metrics_ok": failed.is_empty(),
             "details": { label.clone(): detail(&res) },
@@ -1207,15 +1644,15 @@ fn overhead(
     if cli.markdown {
         print_markdown(&figs);
         println!();
-        for v in &verdicts {
-            println!("- {}", verdict_line(v));
+        for v in verdicts.iter().chain(&attribution) {
+            println!("- {}", ratio_line(v));
         }
         println!("- {metrics_line}");
         return Ok(());
     }
     println!(
         "machine: {cpus} cpus; server {} (runtime threads {}); {runs} runs per target, \
-         alternating (every other pair reversed), medians",
+         alternating (every other round in reverse order), medians",
         if pin {
             "pinned to cpu 0, load generator to cpu 1"
         } else {
@@ -1223,11 +1660,24 @@ fn overhead(
         },
         bench.threads,
     );
+    let w = wires.iter().map(|w| w.name()).collect::<Vec<_>>().join("|");
     println!(
-        "instrumented (kim-{w}): --metrics on, RUST_LOG=info (log to a file), --debug-listen; \
-         bare (kim-{w}-bare): --metrics off, RUST_LOG=off",
-        w = wires.iter().map(|w| w.name()).collect::<Vec<_>>().join("|")
+        "instrumented (kim-{w}): --metrics on, --debug-listen, RUST_LOG=info (log to a file); \
+         bare (kim-{w}-bare): --metrics off, RUST_LOG=off"
     );
+    if !attribution.is_empty() {
+        println!(
+            "metrics only (kim-{w}-metrics): --metrics on, --debug-listen, RUST_LOG=off; \
+             tracing only (kim-{w}-tracing): --metrics off, RUST_LOG=info (log to a file)"
+        );
+    }
+    // Each kim target's bare counterpart, by name.
+    let bare_of = |name: &str| {
+        bench.targets.iter().find_map(|&t| match t {
+            Target::KimObs(w, _) if t.name() == name => Some(Target::KimObs(w, Obs::NONE).name()),
+            _ => None,
+        })
+    };
     let mut metrics: Vec<&str> = Vec::new();
     for f in &figs {
         if !metrics.contains(&f.metric.as_str()) {
@@ -1239,9 +1689,9 @@ fn overhead(
         println!("\n{label}: {metric}");
         println!("  {:<16} {:>14} {:>8}   runs", "target", "median", "/bare");
         for f in &rows {
-            let bare = rows
-                .iter()
-                .find(|b| b.target == format!("{}-bare", f.target))
+            let bare = bare_of(&f.target)
+                .filter(|b| *b != f.target)
+                .and_then(|b| rows.iter().find(|r| r.target == b))
                 .map(|b| b.median)
                 .filter(|b| *b != 0.0);
             let runs: Vec<String> = f.runs.iter().map(|r| format!("{r:.3}")).collect();
@@ -1255,16 +1705,32 @@ fn overhead(
         }
     }
     println!(
-        "\nmetrics (GET /metrics after each instrumented run; the clients' counts include the \
+        "\nmetrics (GET /metrics after each run with metrics on; the clients' counts include the \
          warm-up):"
     );
     for c in &checks {
         println!("  {}", c.describe());
     }
     println!("  {metrics_line}");
+    let paired_line = |v: &OverheadRatio| {
+        let rounds: Vec<String> = v.paired.iter().map(|r| format!("{r:.3}")).collect();
+        format!(
+            "    paired by round: median {:.3}; rounds {}",
+            v.paired_median,
+            rounds.join(" ")
+        )
+    };
     println!("\ntargets (medians):");
     for v in &verdicts {
-        println!("  {}", verdict_line(v));
+        println!("  {}", ratio_line(v));
+        println!("{}", paired_line(v));
+    }
+    if !attribution.is_empty() {
+        println!("\nattribution (medians):");
+        for v in &attribution {
+            println!("  {}", ratio_line(v));
+            println!("{}", paired_line(v));
+        }
     }
     Ok(())
 }

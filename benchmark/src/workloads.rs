@@ -231,3 +231,149 @@ pub fn large(addr: &str, wire: Wire, count: usize, size: usize) -> anyhow::Resul
         mb_per_sec: (count * size) as f64 / 1e6 / secs,
     })
 }
+
+/// One slice of an interleaved echo run: which server was loaded, the round trips completed
+/// and how long the slice took (its in-flight echoes drained).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Slice {
+    /// Index of the server in the addresses given.
+    pub server: usize,
+    /// Round trips completed in the slice.
+    pub echoes: u64,
+    /// Seconds from the slice's first request to its last echo.
+    pub secs: f64,
+}
+
+/// Echo against several servers in turn, in short slices, from the same client thread: each
+/// server gets `conns` connections up front; in a slice only one server's connections send
+/// (each one message at a time, as in [`echo`]); at the end of a slice its in-flight echoes
+/// are drained before the next server's slice starts. Rounds visit the servers in order and
+/// in reverse order alternately (A B, B A, ...), so that the machine's drift, which moves
+/// much more slowly than a slice, weighs on every server alike. Slices during `warmup` are
+/// not returned.
+pub fn echo_interleaved(
+    addrs: &[String],
+    wire: Wire,
+    conns: usize,
+    size: usize,
+    warmup: Duration,
+    slice: Duration,
+    rounds: usize,
+) -> anyhow::Result<Vec<Slice>> {
+    let request: Arc<[u8]> = wire.request(&vec![b'e'; size]).into();
+    let reply_len = wire.reply_len(size);
+    let mut poll = Poll::new()?;
+    let mut sets: Vec<Vec<EchoConn>> = Vec::new();
+    for (k, addr) in addrs.iter().enumerate() {
+        let mut list = Vec::with_capacity(conns);
+        for i in 0..conns {
+            let s = wire::connect(addr, wire)?;
+            s.set_nonblocking(true)?;
+            let mut stream = MioStream::from_std(s);
+            poll.registry().register(
+                &mut stream,
+                Token(k * conns + i),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            list.push(EchoConn {
+                stream,
+                written: request.len(),
+                got: 0,
+            });
+        }
+        sets.push(list);
+    }
+    let mut events = Events::with_capacity(1024);
+    let mut scratch = vec![0u8; 64 * 1024];
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let total = rounds;
+    let pb = bar(total as u64, "interleaved rounds");
+    let mut round = 0usize;
+    let mut warming = true;
+    while round < total {
+        let order: Vec<usize> = if round & 1 == 0 {
+            (0..addrs.len()).collect()
+        } else {
+            (0..addrs.len()).rev().collect()
+        };
+        for &k in &order {
+            let set = &mut sets[k];
+            let t0 = Instant::now();
+            let end = t0 + slice;
+            let mut echoes = 0u64;
+            let mut in_flight = 0usize;
+            // Start one request on every connection of this server.
+            for c in set.iter_mut() {
+                c.written = 0;
+                c.got = 0;
+                in_flight += 1;
+                write_request(c, &request)?;
+            }
+            while in_flight > 0 {
+                poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+                let sending = Instant::now() < end;
+                for ev in events.iter() {
+                    let (owner, i) = (ev.token().0 / conns, ev.token().0 % conns);
+                    if owner != k {
+                        continue;
+                    }
+                    let c = &mut set[i];
+                    loop {
+                        write_request(c, &request)?;
+                        if c.written < request.len() || c.got == reply_len {
+                            break;
+                        }
+                        match c.stream.read(&mut scratch[..reply_len - c.got]) {
+                            Ok(0) => bail!("the server closed a connection"),
+                            Ok(n) => {
+                                c.got += n;
+                                if c.got == reply_len {
+                                    echoes += 1;
+                                    if sending {
+                                        c.written = 0;
+                                        c.got = 0;
+                                    } else {
+                                        in_flight -= 1;
+                                        break;
+                                    }
+                                }
+                            }
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(e).context("reading a reply"),
+                        }
+                    }
+                }
+            }
+            if !warming {
+                out.push(Slice {
+                    server: k,
+                    echoes,
+                    secs: t0.elapsed().as_secs_f64(),
+                });
+            }
+        }
+        if warming && started.elapsed() >= warmup {
+            warming = false;
+            continue;
+        }
+        if !warming {
+            round += 1;
+            pb.set_position(round as u64);
+        }
+    }
+    pb.finish_and_clear();
+    Ok(out)
+}
+
+/// Writes what is left of the current request (nothing once it is all written).
+fn write_request(c: &mut EchoConn, request: &[u8]) -> anyhow::Result<()> {
+    while c.written < request.len() {
+        match c.stream.write(&request[c.written..]) {
+            Ok(n) => c.written += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e).context("writing a request"),
+        }
+    }
+    Ok(())
+}

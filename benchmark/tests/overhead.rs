@@ -165,6 +165,7 @@ fn the_overhead_subcommand_runs_both_targets_and_checks_the_counters() {
     };
     let tiny = [
         "overhead",
+        "--separate",
         "--preset",
         "4x20",
         "--warmup",
@@ -189,10 +190,55 @@ fn the_overhead_subcommand_runs_both_targets_and_checks_the_counters() {
 
     let mut args = vec!["--runs", "1", "--json"];
     args.extend(tiny);
+    args.push("--attribute");
     let doc: serde_json::Value = serde_json::from_str(&benchmark(&bins, &args)).unwrap();
     assert_eq!(doc["targets"].as_array().unwrap().len(), 2, "{doc:#}");
-    let check = &doc["metrics"][0];
-    assert_eq!(check["target"], "kim-ws", "{doc:#}");
-    assert!(check["received"].as_f64().unwrap() > 0.0, "{doc:#}");
+    // Metrics only and tracing only, each on both metrics.
+    assert_eq!(doc["attribution"].as_array().unwrap().len(), 4, "{doc:#}");
+    let checks = doc["metrics"].as_array().unwrap();
+    let names: Vec<&str> = checks
+        .iter()
+        .map(|c| c["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["kim-ws", "kim-ws-metrics"], "{doc:#}");
+    for c in checks {
+        assert!(c["received"].as_f64().unwrap() > 0.0, "{doc:#}");
+    }
     assert_eq!(doc["metrics_ok"], true, "{doc:#}");
+}
+
+#[test]
+fn the_interleaved_overhead_runs_the_servers_in_turn() {
+    let Some(bins) = example_servers() else {
+        eprintln!("skipped: no echo-server with --debug-listen built");
+        return;
+    };
+    let args = [
+        "--runs",
+        "2",
+        "overhead",
+        "--preset",
+        "4x20",
+        "--warmup",
+        "0.2",
+        "--slice-ms",
+        "50",
+        "--rounds",
+        "4",
+        "--attribute",
+    ];
+    let out = benchmark(&bins, &args);
+    for needle in [
+        "\n  kim-ws ",
+        "\n  kim-ws-bare ",
+        "\n  kim-ws-metrics ",
+        "\n  kim-ws-tracing ",
+        "kim-ws/kim-ws-bare messages per second = ",
+        "kim-ws/kim-ws-bare server CPU us per message = ",
+        "metrics check: ok (kim_messages_received_total at least the echoes the client counted, in all 4 scrapes)",
+        "run 2 kim-ws: per-round msgs/s ratio median",
+    ] {
+        assert!(out.contains(needle), "no {needle:?} in\n{out}");
+    }
+    assert!(out.contains(": PASS") || out.contains(": FAIL"), "{out}");
 }

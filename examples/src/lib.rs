@@ -336,15 +336,44 @@ where
 
 /// Installs a log subscriber filtered by `RUST_LOG` (default `info`), writing to stderr (in
 /// color only on a terminal).
+///
+/// Directives by target and level (`info`, `warn,kim_core=debug`) use a static filter, which
+/// costs nothing when a span is entered; only directives that select spans or fields
+/// (`[channel{id=alice}]=debug`) use `EnvFilter`, whose span tracking takes a lock on every
+/// enter and exit of every span, kim's per-channel spans included.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    let ansi = std::io::stderr().is_terminal();
+    macro_rules! fmt {
+        () => {
+            tracing_subscriber::fmt::layer()
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr)
+        };
+    }
+    let dynamic = spec.contains('[') || spec.contains('{');
+    let targets = (!dynamic)
+        .then(|| spec.parse::<tracing_subscriber::filter::Targets>().ok())
+        .flatten();
+    // A global filter, not a per-layer one: per-layer filtering looks the span up on every
+    // enter and exit.
+    match targets {
+        Some(t) => tracing_subscriber::registry().with(t).with(fmt!()).init(),
+        None => {
+            let filter = tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+                eprintln!("RUST_LOG={spec:?}: {e}; logging at info");
+                tracing_subscriber::EnvFilter::new("info")
+            });
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(fmt!())
+                .init()
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

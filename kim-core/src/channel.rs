@@ -163,6 +163,10 @@ pub(crate) struct Outbox {
     pub(crate) ended: bool,
     /// The task's waker, set while the task waits for work.
     pub(crate) waker: Option<Waker>,
+    /// Set while the task is running its loop: a push then needs no wake-up, because the
+    /// task looks at the outbox again before it waits (a handler's reply to its own channel
+    /// would otherwise schedule the task once more for nothing).
+    pub(crate) running: bool,
 }
 
 pub(crate) struct ChannelInner {
@@ -271,7 +275,11 @@ impl Channel {
             }
             ob.bytes += frame.payload.len();
             ob.frames.push_back(frame);
-            ob.waker.take()
+            if ob.running {
+                None
+            } else {
+                ob.waker.take()
+            }
         };
         if let Some(w) = waker {
             w.wake();

@@ -183,6 +183,7 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
             let queued = if self.writer.pending() == 0 {
                 let (batch, close) = {
                     let mut ob = self.chan.inner.outbox.lock();
+                    ob.running = true;
                     ob.bytes = 0;
                     (std::mem::take(&mut ob.frames), ob.close.take())
                 };
@@ -208,7 +209,8 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
                 }
                 (0, 0)
             } else {
-                let ob = self.chan.inner.outbox.lock();
+                let mut ob = self.chan.inner.outbox.lock();
+                ob.running = true;
                 if let Some((_, CloseMode::Abort, cause)) = ob.close {
                     self.cause.get_or_insert(cause);
                     return Poll::Ready(End::Aborted);
@@ -289,6 +291,7 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
                     None => idle_writer && !ob.frames.is_empty(),
                 };
                 if !work {
+                    ob.running = false;
                     match &ob.waker {
                         Some(w) if w.will_wake(cx.waker()) => {}
                         _ => ob.waker = Some(cx.waker().clone()),
