@@ -72,6 +72,27 @@ pub(crate) const HANDLER_BOUNDS_NS: [u64; 14] = [
 /// Buckets of the handler histogram, +Inf included.
 pub(crate) const HANDLER_BUCKETS: usize = HANDLER_BOUNDS_NS.len() + 1;
 
+/// The clock of the handler histogram: the CPU's time-stamp counter where it is invariant,
+/// calibrated against the system clock once per process (about 0.1 s, on a thread of its
+/// own started with the first server), the system clock elsewhere. Two reads per message
+/// cost about half of what `std::time::Instant` does.
+#[inline]
+pub(crate) fn clock() -> quanta::Instant {
+    quanta::Instant::now()
+}
+
+/// Calibrates [`clock`] in the background, once per process.
+fn warm_clock() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = std::thread::Builder::new()
+            .name("kim-clock".into())
+            .spawn(|| {
+                let _ = clock();
+            });
+    });
+}
+
 /// Why a login failed, a label of `kim_login_rejections_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rejection {
@@ -338,6 +359,9 @@ pub struct Metrics {
 
 impl Metrics {
     pub(crate) fn new(per_message: bool) -> Metrics {
+        if per_message {
+            warm_clock();
+        }
         let registry = Registry::new();
         // Names and labels are fixed and distinct, so registering cannot fail.
         let counter = |name: &str, help: &str| {

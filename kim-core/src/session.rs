@@ -22,8 +22,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use std::time::Instant;
-
 use tokio::time::Sleep;
 
 use crate::channel::{Channel, CloseMode};
@@ -322,9 +320,10 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
                     let handlers = self.handlers.clone();
                     self.running = Some(if self.count {
                         Box::pin(async move {
-                            let started = Instant::now();
+                            let started = crate::metrics::clock();
                             handlers.listener().receive(&agent, frame).await;
-                            agent.inner.core.metrics.hot.handled(started.elapsed());
+                            let took = crate::metrics::clock().duration_since(started);
+                            agent.inner.core.metrics.hot.handled(took);
                         })
                     } else {
                         Box::pin(async move { handlers.listener().receive(&agent, frame).await })

@@ -165,12 +165,14 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
                 Work::Message(frame) => {
                     let cost = super::ipc_cost(frame.payload.len()) as u64;
                     let metrics = &self.core.metrics;
-                    let started = metrics.per_message.then(std::time::Instant::now);
+                    let started = metrics.per_message.then(crate::metrics::clock);
                     let r = AssertUnwindSafe(self.listener.receive(&wc.chan, frame))
                         .catch_unwind()
                         .await;
                     if let Some(t) = started {
-                        metrics.hot.handled(t.elapsed());
+                        metrics
+                            .hot
+                            .handled(crate::metrics::clock().duration_since(t));
                     }
                     if r.is_err() {
                         error!(id = %wc.chan.id(), "message listener panicked");
