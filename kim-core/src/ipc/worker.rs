@@ -224,13 +224,21 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
             warn!(serial, "ipc: malformed channel event");
             return;
         };
+        let mut chans = self.chans.lock();
+        // A channel can be announced twice: once when it logged in and once in the directory
+        // a (re)started worker asks for. A serial names one login, so the first stays: its
+        // queue may be running, and a second queue would handle the channel's messages
+        // concurrently, out of order.
+        if chans.contains_key(&serial) {
+            return;
+        }
         let chan = Channel::new(id, meta, serial, self.core.clone());
         self.core.channels.replace(chan.clone());
         let wc = Arc::new(WorkerChan {
             chan,
             queue: Mutex::new((VecDeque::new(), false)),
         });
-        self.chans.lock().insert(serial, wc);
+        chans.insert(serial, wc);
     }
 
     fn disconnect(self: &Arc<Self>, serial: u64, owner: bool, payload: &[u8]) {
@@ -399,7 +407,11 @@ where
         match m.kind {
             Kind::Message => {
                 worker.in_flight.fetch_add(1, Ordering::AcqRel);
-                if !worker.message(&m) {
+                // Until the directory is complete, a channel with messages held keeps holding
+                // the next ones, so they are handled in order once it is.
+                if !synced && held.iter().any(|h| h.key == m.key) {
+                    held.push(m);
+                } else if !worker.message(&m) {
                     if synced {
                         worker.unknown.fetch_add(1, Ordering::Relaxed);
                         debug!(serial = m.key, "message for an unknown channel dropped");
