@@ -153,7 +153,7 @@ enum Output {
 }
 
 /// The profile's length from the query: `seconds=N`, 1 to [`MAX_PROFILE_SECONDS`].
-pub(crate) fn parse_seconds(query: &str) -> Result<u64, String> {
+pub fn parse_seconds(query: &str) -> Result<u64, String> {
     let mut seconds = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));

@@ -45,3 +45,10 @@ pub use options::{
 };
 pub use server::{DefaultServer, ServerHandle, ServerStats, ShutdownReport};
 pub use upgrade::{ConnConfig, Upgrader};
+
+/// Entry points for kim's fuzz targets (the `fuzz/` directory): decoders of outside input that
+/// are not otherwise reachable without a running server. Not part of the supported API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::debug::parse_seconds;
+}
