@@ -155,6 +155,10 @@ pub struct ServerArgs {
     /// Largest IPC datagram payload in bytes (with `--backend dgram`).
     #[arg(long, default_value_t = kim_core::Backend::DEFAULT_IPC_MAX_SIZE)]
     pub ipc_max_size: usize,
+    /// Bytes queued towards a worker (and from a worker towards the master) before the
+    /// sender waits (with `--backend dgram`).
+    #[arg(long, default_value_t = 16 << 20)]
+    pub ipc_queue_bytes: usize,
     /// Which worker handles a message (with `--backend dgram`).
     #[arg(long, value_enum, default_value = "fixed")]
     pub dispatch: DispatchArg,
@@ -214,6 +218,7 @@ impl ServerArgs {
             .write_wait(secs("write-wait", self.write_wait)?)
             .max_connections(self.max_connections)
             .max_message_size(self.max_message_size)
+            .ipc_queue_bytes(self.ipc_queue_bytes)
             .duplicate_policy(if self.kick {
                 kim_core::DuplicatePolicy::Kick
             } else {

@@ -28,6 +28,11 @@ fn dispatch_flag(d: Dispatch) -> &'static str {
 
 /// The options of a master whose workers are `mock-server` with matching flags.
 fn dgram_options(workers: usize, dispatch: Dispatch) -> ServerOptions {
+    dgram_options_with(workers, dispatch, 16 << 20)
+}
+
+/// The same, with `ipc_queue_bytes` set in the master and the workers.
+fn dgram_options_with(workers: usize, dispatch: Dispatch, ipc_queue: usize) -> ServerOptions {
     let args = [
         "--backend".to_string(),
         "dgram".into(),
@@ -39,9 +44,12 @@ fn dgram_options(workers: usize, dispatch: Dispatch) -> ServerOptions {
         CHUNK.to_string(),
         "--dispatch".into(),
         dispatch_flag(dispatch).into(),
+        "--ipc-queue-bytes".into(),
+        ipc_queue.to_string(),
     ];
     ServerOptions::builder()
         .max_message_size(MAX)
+        .ipc_queue_bytes(ipc_queue)
         .outbound_queue_bytes(128 << 20)
         .backend(Backend::UnixDatagram {
             workers,
@@ -57,10 +65,14 @@ fn dgram_options(workers: usize, dispatch: Dispatch) -> ServerOptions {
 }
 
 async fn start_tcp(workers: usize, dispatch: Dispatch) -> (ServerHandle, String) {
+    start_tcp_with(dgram_options(workers, dispatch)).await
+}
+
+async fn start_tcp_with(options: ServerOptions) -> (ServerHandle, String) {
     let h = DefaultServer::new(kim_tcp::TcpUpgrader, MockListener)
         .with_acceptor(MockAcceptor)
         .with_state_listener(LogState)
-        .with_options(dgram_options(workers, dispatch))
+        .with_options(options)
         .start("127.0.0.1:0")
         .await
         .expect("starts");
@@ -250,6 +262,64 @@ async fn a_hundred_channels_interleave_large_messages_into_one_worker() {
     assert_eq!(s.dispatched, 200);
     assert_eq!(s.worker_recv.orphan_chunks, 0);
     assert_eq!(s.master_recv.orphan_chunks, 0);
+    stop(h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_channels_do_not_make_a_workers_replies_fail_for_anyone() {
+    // One worker, a queue towards the master far smaller than what the heavy channels have
+    // in flight: replies wait for room instead of being refused, for the light channel too.
+    const HEAVY: usize = 8;
+    const ROUNDS: usize = 12;
+    const SIZE: usize = 256 * 1024;
+    const LIGHT: usize = 300;
+    let (h, addr) = start_tcp_with(dgram_options_with(1, Dispatch::Fixed, 256 * 1024)).await;
+    let mut tasks = Vec::new();
+    for i in 0..HEAVY {
+        let addr = addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = tcp(&addr, &format!("heavy{i}")).await;
+            let tx = c.sender();
+            let send = tokio::spawn(async move {
+                for k in 0..ROUNDS {
+                    tx.send(Frame::binary(pattern(SIZE, (i * ROUNDS + k) as u8)))
+                        .await
+                        .unwrap();
+                }
+            });
+            for k in 0..ROUNDS {
+                let f = read(&mut c)
+                    .await
+                    .unwrap_or_else(|e| panic!("heavy{i}: echo {k} of {ROUNDS} lost: {e:?}"));
+                assert!(
+                    f.payload == pattern(SIZE, (i * ROUNDS + k) as u8),
+                    "heavy{i}: echo {k} differs"
+                );
+            }
+            send.await.unwrap();
+        }));
+    }
+    let mut light = tcp(&addr, "light").await;
+    let tx = light.sender();
+    let send = tokio::spawn(async move {
+        for k in 0..LIGHT {
+            tx.send(Frame::text(format!("light {k}"))).await.unwrap();
+        }
+    });
+    for k in 0..LIGHT {
+        let f = read(&mut light)
+            .await
+            .unwrap_or_else(|e| panic!("light: echo {k} of {LIGHT} lost: {e:?}"));
+        assert_eq!(f.payload, format!("light {k}").as_bytes());
+    }
+    send.await.unwrap();
+    for t in tasks {
+        t.await.expect("heavy client");
+    }
+    let s = h.ipc_stats().unwrap();
+    assert_eq!(s.dispatched, (HEAVY * ROUNDS + LIGHT) as u64);
+    assert_eq!(s.pushes, s.dispatched, "every message echoed once: {s:?}");
+    assert_eq!(s.push_failed, 0, "{s:?}");
     stop(h).await;
 }
 

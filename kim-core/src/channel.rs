@@ -178,9 +178,11 @@ pub(crate) struct ChannelInner {
     /// The server clock (ms) at the last frame read; checked against read_wait by the sweeper.
     pub(crate) last_read: AtomicU64,
     pub(crate) outbox: Mutex<Outbox>,
-    /// Process mode: bytes of this channel's messages sent to workers and not yet handled
-    /// there. Reading pauses while it is high, as it does while replies wait in the outbox,
-    /// so the replies still in transit always fit the outbox.
+    /// Process mode: bytes of this channel's traffic on its way between master and worker.
+    /// In the master, its messages sent to workers and not yet handled there: reading pauses
+    /// while it is high, as it does while replies wait in the outbox, so the replies still in
+    /// transit always fit the outbox. In a worker, pushes to it not yet sent to the master
+    /// (see `ipc::InTransit`).
     pub(crate) ipc_pending: AtomicUsize,
 }
 

@@ -2,10 +2,10 @@
 //! task, and the reading side driven by its owner.
 //!
 //! The writer never spins: when the socket is full (`EAGAIN`) it waits for writability. The
-//! queue is bounded in payload bytes: callers that must never lose a message (channel events,
-//! control) enqueue regardless of the bound, callers that can be slowed down (a channel's
-//! messages) first wait for room with [`Link::poll_room`], and callers that can fail (pushes
-//! from a worker) use [`Link::try_enqueue`].
+//! queue is bounded in payload bytes, and never refuses a message: whoever produces the
+//! messages waits for room first ([`Link::poll_room`], [`Link::room`]) where it can be slowed
+//! down (a channel's reading in the master, a worker's intake), and channel events and
+//! control messages, bounded elsewhere, go in regardless.
 
 use std::collections::VecDeque;
 use std::io;
@@ -68,20 +68,6 @@ impl Link {
         self.wake_writer.notify_one();
     }
 
-    /// Queues a message if the queue is under its bound.
-    pub(crate) fn try_enqueue(&self, msg: Outgoing) -> Result<(), Outgoing> {
-        {
-            let mut q = self.queue.lock();
-            if q.bytes >= self.limit || q.closing {
-                return Err(msg);
-            }
-            q.bytes += msg.payload.len();
-            q.msgs.push_back(msg);
-        }
-        self.wake_writer.notify_one();
-        Ok(())
-    }
-
     /// Ready while the queue is under its bound; otherwise the task is woken once the writer
     /// has brought it under half the bound.
     pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
@@ -93,6 +79,11 @@ impl Link {
             q.waiters.push(cx.waker().clone());
         }
         Poll::Pending
+    }
+
+    /// Waits until the queue is under its bound.
+    pub(crate) async fn room(&self) {
+        std::future::poll_fn(|cx| self.poll_room(cx)).await
     }
 
     /// True while the queue is under its bound.

@@ -28,9 +28,11 @@ mod master;
 pub mod wire;
 pub(crate) mod worker;
 
+use std::sync::atomic::Ordering;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::channel::{ChannelId, Meta};
+use crate::channel::{Channel, ChannelId, Meta};
 use crate::frame::CloseReason;
 use crate::metrics::{HandlerHistogram, HANDLER_BUCKETS};
 
@@ -224,6 +226,41 @@ pub struct IpcStats {
 /// bytes plus a fixed share, so that empty messages count too.
 fn ipc_cost(len: usize) -> usize {
     len + 64
+}
+
+/// A push from a worker, counted against its channel's `ipc_pending` until it has left the
+/// worker (sent to the master, or dropped with a broken link). It is the worker's view of the
+/// channel's outbox: a push fails when its own channel has too much on the way, whatever the
+/// other channels push, as it does in-process.
+#[derive(Debug)]
+pub(crate) struct InTransit {
+    chan: Channel,
+    cost: usize,
+}
+
+impl InTransit {
+    /// Counts `len` bytes against `chan`, unless it already has `limit` or more on the way.
+    fn reserve(chan: &Channel, len: usize, limit: usize) -> Option<InTransit> {
+        let cost = ipc_cost(len);
+        let before = chan.inner.ipc_pending.fetch_add(cost, Ordering::AcqRel);
+        if before >= limit {
+            chan.inner.ipc_pending.fetch_sub(cost, Ordering::AcqRel);
+            return None;
+        }
+        Some(InTransit {
+            chan: chan.clone(),
+            cost,
+        })
+    }
+}
+
+impl Drop for InTransit {
+    fn drop(&mut self) {
+        self.chan
+            .inner
+            .ipc_pending
+            .fetch_sub(self.cost, Ordering::AcqRel);
+    }
 }
 
 /// A channel's id and metadata, as carried by `Open` and `Disconnect`.

@@ -135,7 +135,7 @@ impl Header {
 }
 
 /// A message to send: what it is, for which channel, and its payload (shared, never copied).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outgoing {
     /// What the message is.
     pub kind: Kind,
@@ -149,6 +149,8 @@ pub struct Outgoing {
     sent: usize,
     /// The message id, once its first datagram went out.
     id: Option<u32>,
+    /// A push from a worker: counted against its channel until this message is dropped.
+    pub(crate) in_transit: Option<super::InTransit>,
 }
 
 impl Outgoing {
@@ -161,6 +163,7 @@ impl Outgoing {
             payload,
             sent: 0,
             id: None,
+            in_transit: None,
         }
     }
 

@@ -82,15 +82,24 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
+    /// Sends a push to the master. It fails only as a push fails in-process: the channel is
+    /// closed, or its own pushes on the way to the master (this worker's view of its outbox)
+    /// reach the outbox bound. The queue towards the master is shared by every channel and
+    /// never refuses a push; it is kept bounded by this worker's intake, which pauses while
+    /// the queue is over `ipc_queue_bytes`.
     pub(crate) fn push(&self, chan: &Channel, frame: Frame) -> Result<(), PushError> {
         if chan.inner.outbox.lock().closing {
             return Err(PushError::Closed);
         }
-        let msg = Outgoing::new(Kind::Push, chan.inner.serial, frame.op as u8, frame.payload);
-        self.link.try_enqueue(msg).map_err(|_| {
+        let limit = chan.inner.core.options.outbound_queue_bytes();
+        let Some(in_transit) = super::InTransit::reserve(chan, frame.payload.len(), limit) else {
             self.push_failed.fetch_add(1, Ordering::Relaxed);
-            PushError::Full
-        })
+            return Err(PushError::Full);
+        };
+        let mut msg = Outgoing::new(Kind::Push, chan.inner.serial, frame.op as u8, frame.payload);
+        msg.in_transit = Some(in_transit);
+        self.link.enqueue(msg);
+        Ok(())
     }
 
     pub(crate) fn close(&self, chan: &Channel, reason: &CloseReason) {
@@ -395,6 +404,10 @@ where
     let mut held: Vec<Received> = Vec::new();
     loop {
         worker.wait_in_flight_below(MAX_IN_FLIGHT).await;
+        // Replies pile up no further than the queue's bound (plus what the handlers already
+        // running push): past it, the master's queue towards this worker fills instead, and
+        // the channels routed here pause reading.
+        link.room().await;
         let m = link.recv(&mut rx).await;
         *recv_stats.lock() = rx.stats();
         let m = match m {
