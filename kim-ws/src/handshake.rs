@@ -52,10 +52,20 @@ fn head_end(buf: &[u8], from: usize) -> Option<usize> {
 
 /// Reads an HTTP head of at most `limit` bytes. Returns the buffer and the head's length;
 /// whatever follows the head stays in the buffer.
-pub(crate) async fn read_head<R: AsyncRead + Unpin>(
+///
+/// While the head is incomplete, `check` sees the bytes received so far (and how many of them
+/// it saw before) after every read; a refusal from it ends the read at once, so a request that
+/// the bytes already prove invalid is answered without waiting for a blank line that may never
+/// come.
+pub(crate) async fn read_head<R, C>(
     io: &mut R,
     limit: usize,
-) -> Result<(BytesMut, usize), HeadError> {
+    mut check: C,
+) -> Result<(BytesMut, usize), HeadError>
+where
+    R: AsyncRead + Unpin,
+    C: FnMut(&[u8], usize) -> Result<(), Refusal>,
+{
     let mut buf = BytesMut::with_capacity(1024.min(limit + 4));
     loop {
         let searched = buf.len();
@@ -75,6 +85,7 @@ pub(crate) async fn read_head<R: AsyncRead + Unpin>(
         if buf.len() > limit {
             return Err(HeadError::TooLarge);
         }
+        check(&buf, searched).map_err(HeadError::Invalid)?;
     }
 }
 
@@ -84,13 +95,144 @@ pub(crate) enum HeadError {
     Io(std::io::Error),
     Eof,
     TooLarge,
+    /// The bytes received so far cannot start a valid head.
+    Invalid(Refusal),
 }
 
-fn header<'a>(headers: &'a [httparse::Header<'a>], name: &str) -> Option<&'a [u8]> {
+/// The reason given to a TLS client that reached the plaintext port.
+const NOT_TLS: &str = "malformed request: this port speaks plain HTTP, not TLS";
+/// The reason given to a request whose lines end in a bare LF.
+const BARE_LF: &str = "malformed request: lines must end in CRLF, not in a bare LF";
+
+/// The first byte of a TLS handshake record (a ClientHello starts with it).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// True if some LF in `buf[from..]` does not follow a CR. Kim does not take a bare LF as a
+/// line end (RFC 9112 section 2.2 allows either), so a head with one can never be complete.
+fn has_bare_lf(buf: &[u8], from: usize) -> bool {
+    let from = from.min(buf.len());
+    buf.iter()
+        .enumerate()
+        .skip(from)
+        .any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'))
+}
+
+fn check_line_ends(buf: &[u8], from: usize) -> Result<(), Refusal> {
+    if has_bare_lf(buf, from) {
+        return Err(Refusal::new(400, BARE_LF));
+    }
+    Ok(())
+}
+
+/// Checks the bytes of a response head received so far (the client's side): a bare LF can
+/// never be part of a head that ends.
+pub(crate) fn check_response_prefix(buf: &[u8], from: usize) -> Result<(), Refusal> {
+    if has_bare_lf(buf, from) {
+        return Err(Refusal::new(
+            400,
+            "lines must end in CRLF, not in a bare LF",
+        ));
+    }
+    Ok(())
+}
+
+/// Header fields an upgrade request must carry exactly once. Host: RFC 9112 section 3.2;
+/// the other two: RFC 6455 sections 11.3.1 and 11.3.5.
+const ONCE: [&str; 3] = ["Host", "Sec-WebSocket-Key", "Sec-WebSocket-Version"];
+
+fn repeated(name: &str) -> Refusal {
+    Refusal::new(400, format!("{name} header given more than once"))
+}
+
+/// Checks the bytes of an upgrade request received so far, its head still incomplete (`from`:
+/// how many of them were checked before). Refuses only what no further byte could make valid:
+/// a TLS handshake, a bare LF, a method other than GET, a version other than HTTP/1.1, bytes
+/// the HTTP grammar does not allow, too many header fields, or a field that must appear once
+/// appearing twice. A valid request split across any number of reads always passes.
+pub(crate) fn check_request_prefix(buf: &[u8], from: usize) -> Result<(), Refusal> {
+    if buf.first() == Some(&TLS_HANDSHAKE) {
+        return Err(Refusal::new(400, NOT_TLS));
+    }
+    check_line_ends(buf, from)?;
+    // Empty lines before the request line are allowed (RFC 9112 section 2.2).
+    let mut start = 0;
+    while buf[start..].starts_with(b"\r\n") {
+        start += 2;
+    }
+    let method = &buf[start..];
+    let n = method.len().min(4);
+    // (A lone CR may be the start of one more empty line: the parser judges what follows it.)
+    if method.first() != Some(&b'\r') && method[..n] != b"GET "[..n] {
+        return Err(Refusal::new(400, "the upgrade request must be a GET"));
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(_) => {}
+        Err(e) => return Err(parse_error(e)),
+    }
+    check_request_line(req.method, req.version)?;
+    // Fields on complete lines (behind the request line) are final: count those that must
+    // appear once.
+    let mut counts = [0usize; ONCE.len()];
+    let mut lines = buf[start..].split(|&b| b == b'\n');
+    lines.next(); // the request line
+    let complete = buf[start..].iter().filter(|&&b| b == b'\n').count();
+    for line in lines.take(complete.saturating_sub(1)) {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = &line[..colon];
+        for (i, once) in ONCE.iter().enumerate() {
+            if name.eq_ignore_ascii_case(once.as_bytes()) {
+                counts[i] += 1;
+                if counts[i] > 1 {
+                    return Err(repeated(once));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_error(e: httparse::Error) -> Refusal {
+    match e {
+        httparse::Error::TooManyHeaders => Refusal::new(431, "too many header fields"),
+        e => Refusal::new(400, format!("malformed request: {e}")),
+    }
+}
+
+/// Checks the method and version, as far as they are known.
+fn check_request_line(method: Option<&str>, version: Option<u8>) -> Result<(), Refusal> {
+    if method.is_some_and(|m| m != "GET") {
+        return Err(Refusal::new(400, "the upgrade request must be a GET"));
+    }
+    if version.is_some_and(|v| v != 1) {
+        return Err(Refusal::new(400, "the upgrade request must be HTTP/1.1"));
+    }
+    Ok(())
+}
+
+/// The value of the one field called `name`; a refusal if there are several.
+fn single<'a>(
+    headers: &'a [httparse::Header<'a>],
+    name: &str,
+) -> Result<Option<&'a [u8]>, Refusal> {
+    let mut found = headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
+    let first = found.next().map(|h| h.value);
+    if found.next().is_some() {
+        return Err(repeated(name));
+    }
+    Ok(first)
+}
+
+/// True if any field called `name` (a comma-separated list, possibly split over several
+/// field lines) contains `token` (case-insensitive).
+fn list_has(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
     headers
         .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value)
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .any(|h| has_token(h.value, token))
 }
 
 /// True if a comma-separated header value contains `token` (case-insensitive).
@@ -102,39 +244,38 @@ fn has_token(value: &[u8], token: &str) -> bool {
 
 /// Parses and checks an upgrade request head.
 pub(crate) fn parse_request(head: &[u8]) -> Result<Request, Refusal> {
+    if head.first() == Some(&TLS_HANDSHAKE) {
+        return Err(Refusal::new(400, NOT_TLS));
+    }
+    check_line_ends(head, 0)?;
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(Refusal::new(400, "incomplete request")),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(Refusal::new(431, "too many header fields"))
-        }
-        Err(e) => return Err(Refusal::new(400, format!("malformed request: {e}"))),
+        Err(e) => return Err(parse_error(e)),
     }
-    if req.method != Some("GET") {
-        return Err(Refusal::new(400, "the upgrade request must be a GET"));
-    }
-    if req.version != Some(1) {
-        return Err(Refusal::new(400, "the upgrade request must be HTTP/1.1"));
-    }
+    check_request_line(req.method, req.version)?;
     let h = &*req.headers;
-    if header(h, "host").is_none() {
+    let host = single(h, "Host")?;
+    let version = single(h, "Sec-WebSocket-Version")?;
+    let key = single(h, "Sec-WebSocket-Key")?;
+    if host.is_none() {
         return Err(Refusal::new(400, "missing Host header"));
     }
-    if !header(h, "upgrade").is_some_and(|v| has_token(v, "websocket")) {
+    if !list_has(h, "upgrade", "websocket") {
         return Err(Refusal::new(400, "missing Upgrade: websocket"));
     }
-    if !header(h, "connection").is_some_and(|v| has_token(v, "upgrade")) {
+    if !list_has(h, "connection", "upgrade") {
         return Err(Refusal::new(400, "missing Connection: upgrade"));
     }
-    if header(h, "sec-websocket-version").map(|v| v.trim_ascii()) != Some(b"13") {
+    if version.map(|v| v.trim_ascii()) != Some(b"13") {
         return Err(Refusal::new(
             426,
             "unsupported Sec-WebSocket-Version; use 13",
         ));
     }
-    let key = header(h, "sec-websocket-key")
+    let key = key
         .map(|v| v.trim_ascii())
         .ok_or_else(|| Refusal::new(400, "missing Sec-WebSocket-Key"))?;
     let decoded = base64::engine::general_purpose::STANDARD
@@ -287,17 +428,183 @@ mod tests {
     async fn head_reading_keeps_what_follows_and_enforces_the_limit() {
         let mut input = GOOD.as_bytes().to_vec();
         input.extend_from_slice(b"\x81\x80rest");
-        let (buf, end) = read_head(&mut &input[..], 8192).await.unwrap();
+        let (buf, end) = read_head(&mut &input[..], 8192, check_request_prefix)
+            .await
+            .unwrap();
         assert_eq!(end, GOOD.len());
         assert_eq!(&buf[end..], b"\x81\x80rest");
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
         assert!(matches!(
-            read_head(&mut big.as_bytes(), 8192).await,
+            read_head(&mut big.as_bytes(), 8192, check_request_prefix).await,
             Err(HeadError::TooLarge)
         ));
         assert!(matches!(
-            read_head(&mut &b"GET / HT"[..], 8192).await,
+            read_head(&mut &b"GET / HT"[..], 8192, check_request_prefix).await,
             Err(HeadError::Eof)
         ));
+    }
+
+    /// Reads a head from `pieces`, one read per piece, as a socket might deliver them.
+    struct Pieces(std::collections::VecDeque<Vec<u8>>);
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if let Some(mut p) = self.0.pop_front() {
+                let n = p.len().min(buf.remaining());
+                buf.put_slice(&p[..n]);
+                if n < p.len() {
+                    self.0.push_front(p.split_off(n));
+                }
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    async fn read_pieces(pieces: &[&[u8]]) -> Result<(BytesMut, usize), HeadError> {
+        let mut io = Pieces(pieces.iter().map(|p| p.to_vec()).collect());
+        read_head(&mut io, 8192, check_request_prefix).await
+    }
+
+    #[test]
+    fn fields_that_must_appear_once_are_refused_when_repeated() {
+        let twice = [
+            (
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+                "Sec-WebSocket-Key",
+            ),
+            ("Sec-WebSocket-Version: 13\r\n", "Sec-WebSocket-Version"),
+            ("Host: x\r\n", "Host"),
+            // Case does not make a field another one.
+            (
+                "sec-websocket-key: AAAAAAAAAAAAAAAAAAAAAA==\r\n",
+                "Sec-WebSocket-Key",
+            ),
+            ("HOST: y\r\n", "Host"),
+        ];
+        for (line, name) in twice {
+            let req = GOOD.replacen("\r\n\r\n", &format!("\r\n{line}\r\n"), 1);
+            let e = parse_request(req.as_bytes()).unwrap_err();
+            assert_eq!(e.status, 400, "{req:?}");
+            assert!(e.reason.contains(name), "{:?} lacks {name:?}", e.reason);
+            assert!(e.reason.contains("more than once"), "{:?}", e.reason);
+            // The partial check refuses it as soon as the second line is complete.
+            let at = req.rfind(line).unwrap() + line.len();
+            assert_eq!(check_request_prefix(&req.as_bytes()[..at], 0), Err(e));
+            assert!(check_request_prefix(&req.as_bytes()[..at - 1], 0).is_ok());
+        }
+    }
+
+    #[test]
+    fn list_fields_may_be_split_over_several_lines() {
+        let req = GOOD.replace(
+            "Connection: keep-alive, Upgrade\r\n",
+            "Connection: keep-alive\r\nConnection: Upgrade\r\n",
+        );
+        assert!(parse_request(req.as_bytes()).is_ok());
+        let req = GOOD.replace(
+            "Upgrade: WebSocket\r\n",
+            "Upgrade: h2c\r\nUpgrade: websocket\r\n",
+        );
+        assert!(parse_request(req.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn bare_lf_and_tls_are_refused_from_any_prefix_that_shows_them() {
+        let lf = GOOD.replace("\r\n", "\n");
+        let e = parse_request(lf.as_bytes()).unwrap_err();
+        assert_eq!((e.status, e.reason.as_str()), (400, BARE_LF));
+        let first_lf = lf.find('\n').unwrap();
+        assert!(check_request_prefix(&lf.as_bytes()[..first_lf], 0).is_ok());
+        assert_eq!(
+            check_request_prefix(&lf.as_bytes()[..first_lf + 1], 0).unwrap_err(),
+            e
+        );
+        // One bare LF among CRLFs is enough.
+        let mixed = GOOD.replacen("Host: x\r\n", "Host: x\n", 1);
+        assert_eq!(parse_request(mixed.as_bytes()).unwrap_err(), e);
+        let hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+        for n in 1..hello.len() {
+            let e = check_request_prefix(&hello[..n], 0).unwrap_err();
+            assert_eq!((e.status, e.reason.as_str()), (400, NOT_TLS));
+        }
+        assert_eq!(
+            parse_request(b"\x16\x03\x01\r\n\r\n").unwrap_err().reason,
+            NOT_TLS
+        );
+    }
+
+    #[test]
+    fn prefixes_of_a_valid_request_all_pass() {
+        let with_empty_lines = format!("\r\n\r\n{GOOD}");
+        for req in [GOOD, with_empty_lines.as_str()] {
+            let bytes = req.as_bytes();
+            let end = head_end(bytes, 0).unwrap();
+            for n in 1..end {
+                for from in [0, n / 2, n - 1] {
+                    let r = check_request_prefix(&bytes[..n], from);
+                    assert!(r.is_ok(), "{:?} from {from}: {r:?}", &req[..n]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prefixes_that_prove_a_bad_request_are_refused() {
+        let cases: [(&[u8], u16, &str); 7] = [
+            (b"P", 400, "GET"),
+            (b"\r\nGE ", 400, "GET"),
+            (b"GET / HTTP/1.0\r", 400, "HTTP/1.1"),
+            (b"GET / HTTP/1.1\r\nHo st", 400, "malformed"),
+            (b"GET /\x00", 400, "malformed"),
+            (b"GET / HTTP/1.1\rX", 400, "malformed"),
+            (b"\n", 400, "CRLF"),
+        ];
+        for (bytes, status, text) in cases {
+            let e = check_request_prefix(bytes, 0).unwrap_err();
+            assert_eq!(e.status, status, "{bytes:?}");
+            assert!(
+                e.reason.contains(text),
+                "{bytes:?}: {:?} lacks {text:?}",
+                e.reason
+            );
+        }
+        let many: String = (0..70).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let req = format!("GET / HTTP/1.1\r\n{many}");
+        assert_eq!(
+            check_request_prefix(req.as_bytes(), 0).unwrap_err().status,
+            431
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_split_into_single_bytes_is_read_whole() {
+        let pieces: Vec<&[u8]> = GOOD.as_bytes().chunks(1).collect();
+        let (buf, end) = read_pieces(&pieces).await.unwrap();
+        assert_eq!(&buf[..end], GOOD.as_bytes());
+        assert!(parse_request(&buf[..end]).is_ok());
+        // The CR and LF of the blank line in separate reads.
+        let n = GOOD.len();
+        let pieces = [&GOOD.as_bytes()[..n - 1], &GOOD.as_bytes()[n - 1..]];
+        let (_, end) = read_pieces(&pieces).await.unwrap();
+        assert_eq!(end, n);
+    }
+
+    #[tokio::test]
+    async fn head_reading_stops_at_the_first_read_that_proves_the_request_bad() {
+        let lf = GOOD.replace("\r\n", "\n");
+        let pieces: Vec<&[u8]> = lf.as_bytes().chunks(10).collect();
+        match read_pieces(&pieces).await {
+            Err(HeadError::Invalid(r)) => assert_eq!(r.reason, BARE_LF),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // A TLS ClientHello never ends in a blank line: refused from its first byte.
+        match read_pieces(&[b"\x16", b"\x03\x01"]).await {
+            Err(HeadError::Invalid(r)) => assert_eq!(r.reason, NOT_TLS),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 }

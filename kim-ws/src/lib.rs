@@ -135,7 +135,8 @@ impl<IO: Io> Upgrader<IO> for WsUpgrader {
         config: ConnConfig,
     ) -> Result<Conn<Self::Reader, Self::Writer>, UpgradeError> {
         let (mut rd, mut wr) = io.split_io();
-        let (mut buf, head_len) = match handshake::read_head(&mut rd, self.max_header).await {
+        let head = handshake::read_head(&mut rd, self.max_header, handshake::check_request_prefix);
+        let (mut buf, head_len) = match head.await {
             Ok(x) => x,
             Err(HeadError::Io(e)) => return Err(UpgradeError::Io(e)),
             Err(HeadError::Eof) => {
@@ -147,6 +148,9 @@ impl<IO: Io> Upgrader<IO> for WsUpgrader {
             Err(HeadError::TooLarge) => {
                 let reason = format!("request head over {} bytes", self.max_header);
                 return Err(handshake::refuse(&mut wr, Refusal::new(431, reason)).await);
+            }
+            Err(HeadError::Invalid(refusal)) => {
+                return Err(handshake::refuse(&mut wr, refusal).await);
             }
         };
         let request = match handshake::parse_request(&buf[..head_len]) {
@@ -232,13 +236,19 @@ pub async fn connect_with(
         }
         req.push_str("\r\n");
         wr.write_all(req.as_bytes()).await?;
-        let (mut buf, head_len) = handshake::read_head(&mut rd, DEFAULT_MAX_HEADER)
-            .await
-            .map_err(|e| match e {
-                HeadError::Io(e) => ClientError::Io(e),
-                HeadError::Eof => ClientError::Handshake("connection closed".into()),
-                HeadError::TooLarge => ClientError::Handshake("response head too large".into()),
-            })?;
+        let head = handshake::read_head(
+            &mut rd,
+            DEFAULT_MAX_HEADER,
+            handshake::check_response_prefix,
+        );
+        let (mut buf, head_len) = head.await.map_err(|e| match e {
+            HeadError::Io(e) => ClientError::Io(e),
+            HeadError::Eof => ClientError::Handshake("connection closed".into()),
+            HeadError::TooLarge => ClientError::Handshake("response head too large".into()),
+            HeadError::Invalid(r) => {
+                ClientError::Handshake(format!("malformed response: {}", r.reason))
+            }
+        })?;
         let mut hdrs = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut hdrs);
         resp.parse(&buf[..head_len])
@@ -252,12 +262,14 @@ pub async fn connect_with(
             )));
         }
         let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
-        let accept = resp
+        let mut accepts = resp
             .headers
             .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
-            .map(|h| h.value);
-        if accept != Some(expected.as_bytes()) {
+            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+            .map(|h| h.value.trim_ascii());
+        let accept = accepts.next();
+        // RFC 6455 section 11.3.3: the field must not appear more than once.
+        if accept != Some(expected.as_bytes()) || accepts.next().is_some() {
             return Err(ClientError::Handshake("wrong Sec-WebSocket-Accept".into()));
         }
         let rest = buf.split_off(head_len);
