@@ -25,6 +25,10 @@ pub trait FrameReader: Send + Unpin + 'static {
     /// Decodes the payload of a close frame this reader returned.
     fn close_reason(&self, payload: &Bytes) -> CloseReason;
 
+    /// Changes the largest frame (and message) accepted from now on. The server reads the
+    /// login under a small limit and raises it once the connection has logged in.
+    fn set_max_message_size(&mut self, max: usize);
+
     /// Memory held by the reader's buffers (0 while the connection is idle).
     fn buffered_capacity(&self) -> usize {
         0

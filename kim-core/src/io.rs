@@ -162,9 +162,14 @@ impl ReadBuffer {
         self.buf.capacity()
     }
 
-    /// Reads once from `io`, making room for at least `want` more bytes first (a decoder that
-    /// knows the length of the frame it is reading passes the missing length, so a large frame
-    /// is read straight into one allocation of its final size).
+    /// Reads once from `io`, making room first for `want` more bytes (a decoder that knows the
+    /// length of the frame it is reading passes the missing length).
+    ///
+    /// A declared length is the peer's word, not bytes: room grows with what has arrived, at
+    /// most doubling the buffered bytes per step (or one read size, [`MAX_READ_SIZE`], when
+    /// little is buffered), so a header that claims 4 MiB costs nothing until the 4 MiB come.
+    /// The memory for a growth step is requested fallibly: when it cannot be had, the read
+    /// fails with [`io::ErrorKind::OutOfMemory`] and only this connection ends.
     ///
     /// Returns the number of bytes read; 0 means end of stream. When the read would block and
     /// nothing is buffered, the memory is released before returning `Pending`.
@@ -174,6 +179,7 @@ impl ReadBuffer {
         cx: &mut Context<'_>,
         want: usize,
     ) -> Poll<io::Result<usize>> {
+        let want = want.min(self.buf.len().max(MAX_READ_SIZE));
         let size = want.max(self.next);
         if self.buf.capacity() == 0 {
             if let Some(b) = pool::take(size) {
@@ -182,7 +188,9 @@ impl ReadBuffer {
         }
         let spare = self.buf.capacity() - self.buf.len();
         if spare < want.max(1) || spare < 64 {
-            self.buf.reserve(size);
+            if let Err(e) = self.grow(size) {
+                return Poll::Ready(Err(e));
+            }
         }
         let room = self.buf.capacity() - self.buf.len();
         match tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf) {
@@ -202,6 +210,31 @@ impl ReadBuffer {
             }
             err => err,
         }
+    }
+
+    /// Makes room for `additional` more bytes: in place when the buffer's own memory can be
+    /// reclaimed, otherwise in a new allocation that is allowed to fail.
+    fn grow(&mut self, additional: usize) -> io::Result<()> {
+        if self.buf.try_reclaim(additional) {
+            return Ok(());
+        }
+        let len = self.buf.len();
+        let mut v: Vec<u8> = Vec::new();
+        len.checked_add(additional)
+            .and_then(|cap| v.try_reserve_exact(cap).ok())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!(
+                        "cannot allocate {} bytes for a read buffer",
+                        len + additional
+                    ),
+                )
+            })?;
+        v.extend_from_slice(&self.buf);
+        // A Vec with spare capacity becomes a BytesMut without a copy.
+        self.buf = BytesMut::from(Bytes::from(v));
+        Ok(())
     }
 }
 
@@ -451,6 +484,49 @@ mod tests {
         assert_eq!(w.out, expect);
         assert!(wb.is_empty());
         assert_eq!(wb.capacity(), 0, "memory is released after a flush");
+    }
+
+    #[tokio::test]
+    async fn read_buffer_grows_with_the_bytes_that_arrive_not_with_what_is_declared() {
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        let (mut rd, _wr) = tokio::io::split(b);
+        let mut rb = ReadBuffer::new(4096);
+        let declared = 4 << 20;
+        tokio::io::AsyncWriteExt::write_all(&mut a, &[7u8; 15])
+            .await
+            .unwrap();
+        let n = poll_fn(|cx| rb.poll_fill(&mut rd, cx, declared))
+            .await
+            .unwrap();
+        assert_eq!(n, 15);
+        assert!(
+            rb.capacity() <= 2 * MAX_READ_SIZE,
+            "15 bytes declaring 4 MiB hold {} bytes",
+            rb.capacity()
+        );
+        // As the bytes come, room grows in steps that at most double what is buffered.
+        let chunk = vec![1u8; 256 * 1024];
+        while rb.len() < declared {
+            tokio::io::AsyncWriteExt::write_all(&mut a, &chunk)
+                .await
+                .unwrap();
+            while rb.len() < declared {
+                let want = declared - rb.len();
+                let before = rb.len();
+                let r = poll_fn(|cx| Poll::Ready(rb.poll_fill(&mut rd, cx, want))).await;
+                match r {
+                    Poll::Ready(Ok(n)) => assert!(n > 0),
+                    _ => break,
+                }
+                assert!(
+                    rb.capacity() <= 4 * before.max(MAX_READ_SIZE) + 2 * MAX_READ_SIZE,
+                    "{} bytes buffered hold {} bytes",
+                    rb.len(),
+                    rb.capacity()
+                );
+            }
+        }
+        assert!(rb.len() >= declared);
     }
 
     #[tokio::test]

@@ -96,6 +96,7 @@ pub struct ServerOptions {
     write_wait: Duration,
     close_wait: Duration,
     max_message_size: usize,
+    max_login_message_size: usize,
     outbound_queue: usize,
     outbound_queue_bytes: usize,
     read_buffer_size: usize,
@@ -117,6 +118,7 @@ impl Default for ServerOptions {
             write_wait: Duration::from_secs(10),
             close_wait: Duration::from_secs(1),
             max_message_size: 4 << 20,
+            max_login_message_size: 16 << 10,
             outbound_queue: 1024,
             outbound_queue_bytes: 8 << 20,
             read_buffer_size: 4096,
@@ -159,6 +161,12 @@ impl ServerOptions {
     /// The largest frame or message accepted, and the largest payload that can be pushed.
     pub fn max_message_size(&self) -> usize {
         self.max_message_size
+    }
+
+    /// The largest frame accepted before login: the smaller of its own setting and
+    /// [`ServerOptions::max_message_size`].
+    pub fn max_login_message_size(&self) -> usize {
+        self.max_login_message_size.min(self.max_message_size)
     }
     /// Frames a channel's outbox holds before pushes fail.
     pub fn outbound_queue(&self) -> usize {
@@ -237,6 +245,13 @@ impl OptionsBuilder {
     /// Largest frame or message. Default 4 MiB; at most 4 GiB - 1.
     pub fn max_message_size(mut self, n: usize) -> Self {
         self.opts.max_message_size = n;
+        self
+    }
+    /// Largest frame accepted while the connection logs in, before the acceptor has said who
+    /// it is. Default 16 KiB: a login carries a token, and an unauthenticated peer should not
+    /// get to send megabytes. A larger login frame is refused with a "too big" close.
+    pub fn max_login_message_size(mut self, n: usize) -> Self {
+        self.opts.max_login_message_size = n;
         self
     }
     /// Outbox bound in frames. Default 1024.
@@ -324,6 +339,9 @@ impl OptionsBuilder {
         }
         if o.max_message_size == 0 || o.max_message_size > u32::MAX as usize {
             return err("max_message_size", "must be between 1 and 4294967295");
+        }
+        if o.max_login_message_size == 0 {
+            return err("max_login_message_size", "must be at least 1");
         }
         if o.outbound_queue == 0 {
             return err("outbound_queue", "must be at least 1");

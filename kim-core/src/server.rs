@@ -533,7 +533,7 @@ where
     let opts = &core.options;
     let deadline = tokio::time::Instant::now() + opts.login_wait();
     let config = ConnConfig {
-        max_message_size: opts.max_message_size(),
+        max_message_size: opts.max_login_message_size(),
         read_buffer_size: opts.read_buffer_size(),
     };
     let transport = shared.upgrader.name();
@@ -568,7 +568,10 @@ where
     };
     conn.handshake = None;
     let accepted = match accepted {
-        Ok(a) => a,
+        Ok(a) => {
+            crate::FrameReader::set_max_message_size(&mut conn.reader, opts.max_message_size());
+            a
+        }
         Err((reason, why)) => {
             core.metrics.rejected(why);
             info!(%reason, cause = why.label(), "login rejected");

@@ -13,7 +13,9 @@ use crate::io::Io;
 /// Limits a transport applies to the connections it upgrades.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnConfig {
-    /// The largest frame (and, for fragmented transports, message) accepted.
+    /// The largest frame (and, for fragmented transports, message) accepted until
+    /// [`FrameReader::set_max_message_size`] says otherwise (the server starts a connection
+    /// with its login limit).
     pub max_message_size: usize,
     /// Bytes per socket read.
     pub read_buffer_size: usize,

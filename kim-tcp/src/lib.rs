@@ -149,6 +149,10 @@ impl<R: AsyncRead + Send + Unpin + 'static> FrameReader for TcpReader<R> {
         )
     }
 
+    fn set_max_message_size(&mut self, max: usize) {
+        self.max = max;
+    }
+
     fn buffered_capacity(&self) -> usize {
         self.buf.capacity()
     }

@@ -365,6 +365,10 @@ impl<R: AsyncRead + Send + Unpin + 'static> FrameReader for WsReader<R> {
         decode_close(payload)
     }
 
+    fn set_max_message_size(&mut self, max: usize) {
+        self.max = max;
+    }
+
     fn buffered_capacity(&self) -> usize {
         self.buf.capacity() + self.partial.as_ref().map_or(0, |p| p.data.capacity())
     }
