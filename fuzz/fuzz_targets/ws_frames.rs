@@ -132,6 +132,61 @@ fn first_whole_frame(stream: &[u8]) -> Option<(u8, Option<[u8; 4]>, usize, usize
     Some((b0, mask, at, len))
 }
 
+/// A reading of the stream of our own, lenient (no check but the structure): the messages
+/// and control frames in order, up to the first frame that is incomplete or out of place.
+fn reference(stream: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut partial: Option<(u8, Vec<u8>)> = None;
+    let mut at = 0;
+    while let Some(h) = stream.get(at..at + 2) {
+        let (b0, b1) = (h[0], h[1]);
+        let (len, mut next) = match b1 & 0x7f {
+            126 => match stream.get(at + 2..at + 4) {
+                Some(b) => (u16::from_be_bytes([b[0], b[1]]) as u64, at + 4),
+                None => break,
+            },
+            127 => match stream.get(at + 2..at + 10) {
+                Some(b) => (u64::from_be_bytes(b.try_into().unwrap()), at + 10),
+                None => break,
+            },
+            n => (n as u64, at + 2),
+        };
+        let mask = if b1 & 0x80 != 0 {
+            let Some(m) = stream.get(next..next + 4) else {
+                break;
+            };
+            next += 4;
+            [m[0], m[1], m[2], m[3]]
+        } else {
+            [0; 4]
+        };
+        if len > (stream.len() - next) as u64 {
+            break;
+        }
+        let len = len as usize;
+        let payload: Vec<u8> = stream[next..next + len]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4])
+            .collect();
+        at = next + len;
+        let (fin, op) = (b0 & 0x80 != 0, b0 & 0x0f);
+        match (op, partial.as_mut()) {
+            (8.., _) => out.push((op, payload)),
+            (0, Some(p)) => {
+                p.1.extend_from_slice(&payload);
+                if fin {
+                    out.push(partial.take().unwrap());
+                }
+            }
+            (0, None) | (1..=7, Some(_)) => break,
+            (_, None) if fin => out.push((op, payload)),
+            (_, None) => partial = Some((op, payload)),
+        }
+    }
+    out
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&config, rest)) = data.split_first() else {
         return;
@@ -159,6 +214,19 @@ fuzz_target!(|data: &[u8]| {
             "an allocation of {size} bytes after {fed} bytes fed (max message {max}, read size {chunk}): over twice the input plus {} KiB",
             watch::SLACK / 1024
         );
+    }
+
+    // What the reader delivered is what our own reading of the stream finds, in order.
+    let expected = reference(stream);
+    assert!(
+        frames.len() <= expected.len(),
+        "{} messages read, {} in the stream",
+        frames.len(),
+        expected.len()
+    );
+    for (i, (f, (op, payload))) in frames.iter().zip(&expected).enumerate() {
+        assert_eq!(f.op as u8, *op, "opcode of message {i}");
+        assert!(f.payload == payload[..], "payload of message {i} differs");
     }
 
     // A first frame sent whole re-encodes to its very bytes.
