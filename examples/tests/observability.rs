@@ -16,6 +16,9 @@ use kim_ws::WsUpgrader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The CPU profiler is process-wide: tests in this binary that take a profile take turns.
+static PROFILER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// An HTTP response as the test client saw it.
 struct Response {
     status: u16,
@@ -339,9 +342,9 @@ fn socket_linger_zero(s: &std::net::TcpStream) {
 
 /// Burns CPU in a function the profile can name.
 #[inline(never)]
-fn burn_cpu_for_profile(until: Instant) -> u64 {
+fn burn_cpu_for_profile(stop: &std::sync::atomic::AtomicBool) -> u64 {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    while Instant::now() < until {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         for _ in 0..10_000 {
             x = x.rotate_left(5) ^ x.wrapping_mul(0x2545_f491_4f6c_dd1d);
         }
@@ -353,6 +356,7 @@ fn burn_cpu_for_profile(until: Instant) -> u64 {
 async fn cpu_profile_and_flame_graph() {
     use pprof::protos::Message;
 
+    let _profiler = PROFILER.lock().await;
     let s = start(with_debug().build().unwrap()).await;
     let debug = s.handle.debug_addr().unwrap();
 
@@ -366,8 +370,18 @@ async fn cpu_profile_and_flame_graph() {
     assert_eq!(get(debug, "/nothing-here").await.status, 404);
 
     // A 1-second profile while a thread burns CPU; a second request meanwhile gets 409.
-    let burner =
-        std::thread::spawn(|| burn_cpu_for_profile(Instant::now() + Duration::from_secs(4)));
+    // Burns until both profiles are taken (each ends with symbolizing its samples).
+    struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let stop = StopOnDrop(Default::default());
+    let burner = std::thread::spawn({
+        let stop = stop.0.clone();
+        move || burn_cpu_for_profile(&stop)
+    });
     let profile = tokio::spawn(get(debug, "/debug/pprof/profile?seconds=1"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let busy = get(debug, "/debug/pprof/flamegraph?seconds=1").await;
@@ -445,7 +459,52 @@ async fn cpu_profile_and_flame_graph() {
         .count();
     assert!(frames > 0, "the busy function has a frame");
     assert!(doc.descendants().any(|n| n.has_tag_name("rect")));
+    drop(stop);
     burner.join().unwrap();
+    s.handle.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_keep_metrics_from_the_operator() {
+    let _profiler = PROFILER.lock().await;
+    let s = start(with_debug().build().unwrap()).await;
+    let debug = s.handle.debug_addr().unwrap();
+    // A request in progress keeps its connection.
+    let profile = tokio::spawn(get(debug, "/debug/pprof/profile?seconds=2"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Forty connections that send nothing, or half a request, and then wait.
+    let mut idle = Vec::new();
+    for i in 0..40 {
+        let mut c = TcpStream::connect(debug).await.unwrap();
+        if i % 2 == 1 {
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHo").await.unwrap();
+        }
+        idle.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let asked = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(3), get(debug, "/metrics"))
+        .await
+        .expect("/metrics answered while 40 idle connections are open");
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8(r.body)
+        .unwrap()
+        .contains("kim_connections"));
+    assert!(asked.elapsed() < Duration::from_secs(3));
+    // The oldest idle connections were closed to make room; the profile was not.
+    let mut closed = 0;
+    for c in idle.iter_mut().take(10) {
+        let mut b = [0u8; 64];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_secs(1), c.read(&mut b)).await {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 9,
+        "only {closed} of the 10 oldest idle connections were closed"
+    );
+    let p = profile.await.unwrap();
+    assert_eq!(p.status, 200, "the profile in progress was not evicted");
     s.handle.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -468,6 +527,73 @@ fn listening_sockets(pid: u32) -> usize {
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .filter(|l| inodes.contains(&*l.to_string_lossy()))
         .count()
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_servers_profiles_are_valid_and_repeated_ones_hold_no_more_memory() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    /// Kills the server however the test ends.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_mock-server"))
+            .args(["--listen", "127.0.0.1:0", "--debug-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let debug: SocketAddr = line
+        .trim()
+        .strip_prefix("debug listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    // An idle server has (almost) no samples: the flame graph is still an SVG.
+    let r = get(debug, "/debug/pprof/flamegraph?seconds=1").await;
+    assert_eq!(r.status, 200);
+    let svg = String::from_utf8(r.body).unwrap();
+    let xml = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..roxmltree::ParsingOptions::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&svg, xml)
+        .unwrap_or_else(|e| panic!("not an SVG document ({e}): {svg:.300}"));
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    // The profiler keeps one sample table for the next profile; repeated profiles hold no
+    // more than the first one did.
+    let mut rss = Vec::new();
+    for _ in 0..3 {
+        let r = get(debug, "/debug/pprof/profile?seconds=1").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(&r.body[..2], &[0x1f, 0x8b], "a gzip body");
+        rss.push(rss_bytes(child.0.id()));
+    }
+    drop(child);
+    let growth = rss[2].saturating_sub(rss[0]);
+    assert!(
+        growth < 16 << 20,
+        "RSS after three profiles {:?} MiB: grew {} MiB after the first",
+        rss.iter().map(|b| b >> 20).collect::<Vec<_>>(),
+        growth >> 20
+    );
 }
 
 #[test]

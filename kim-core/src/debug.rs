@@ -9,10 +9,18 @@
 //!
 //! The profile endpoints need kim-core's `pprof` feature (501 without it). The profiler is
 //! process-wide: a second profile requested while one runs gets 409, a bad `seconds` 400,
-//! both with the reason in the body.
+//! both with the reason in the body. A profile of an idle process has no samples: a valid
+//! empty pprof profile, and a flame graph that says so.
+//!
+//! Nobody can keep the operator out: at most [`MAX_CONNECTIONS`] connections are open, and a
+//! new one past that closes the oldest connection that is not serving a request. Memory a
+//! profile leaves behind is bounded: the profiler keeps one sample table (about 70 MiB) for the
+//! next profile, and the symbols parsed to write the report are freed after it.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -22,13 +30,16 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use parking_lot::Mutex;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::Core;
 
-/// Debug connections served at once; more wait in the backlog.
+/// Debug connections open at once. A connection past this evicts the oldest one that has no
+/// request in progress (idle, or still sending its headers), so idle connections can never
+/// lock the operator out of `/metrics`; only when every connection is busy serving a request
+/// is the new one closed.
 const MAX_CONNECTIONS: usize = 32;
 /// Time allowed for a request's headers.
 const HEADER_WAIT: Duration = Duration::from_secs(10);
@@ -51,16 +62,67 @@ pub(crate) fn start(core: &Arc<Core>, addr: SocketAddr) -> std::io::Result<Socke
     Ok(local)
 }
 
+/// An open debug connection, as the accept loop sees it.
+struct Slot {
+    id: u64,
+    /// Set while a request is being served.
+    busy: Arc<AtomicBool>,
+    /// Cancelled to close the connection in favour of a newer one.
+    evict: CancellationToken,
+}
+
+/// The open connections, oldest first.
+#[derive(Default)]
+struct Slots {
+    open: Mutex<VecDeque<Slot>>,
+}
+
+impl Slots {
+    /// Makes room for a new connection, evicting the oldest idle one if all are taken.
+    /// `None` when every connection is serving a request.
+    fn admit(&self, id: u64) -> Option<(Arc<AtomicBool>, CancellationToken)> {
+        let mut open = self.open.lock();
+        if open.len() >= MAX_CONNECTIONS {
+            let idle = open.iter().position(|s| !s.busy.load(Ordering::Acquire))?;
+            if let Some(old) = open.remove(idle) {
+                old.evict.cancel();
+            }
+        }
+        let busy = Arc::new(AtomicBool::new(false));
+        let evict = CancellationToken::new();
+        open.push_back(Slot {
+            id,
+            busy: busy.clone(),
+            evict: evict.clone(),
+        });
+        Some((busy, evict))
+    }
+
+    fn remove(&self, id: u64) {
+        self.open.lock().retain(|s| s.id != id);
+    }
+}
+
+/// Marks a connection busy for as long as one of its requests is served.
+struct Busy(Arc<AtomicBool>);
+
+impl Busy {
+    fn new(flag: &Arc<AtomicBool>) -> Busy {
+        flag.store(true, Ordering::Release);
+        Busy(flag.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 async fn accept_loop(listener: TcpListener, core: Weak<Core>, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Slots::default());
+    let mut next_id = 0u64;
     loop {
-        let permit = tokio::select! {
-            _ = stop.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let stream = tokio::select! {
             _ = stop.cancelled() => break,
             r = listener.accept() => match r {
@@ -72,13 +134,24 @@ async fn accept_loop(listener: TcpListener, core: Weak<Core>, stop: Cancellation
                 }
             },
         };
+        next_id += 1;
+        let id = next_id;
+        let Some((busy, evict)) = slots.admit(id) else {
+            tracing::debug!("debug listener: every connection is serving a request; closing");
+            continue;
+        };
         let core = core.clone();
         let stop = stop.clone();
+        let slots = slots.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
                 let core = core.clone();
-                async move { Ok::<_, Infallible>(route(req, core).await) }
+                let busy = Busy::new(&busy);
+                async move {
+                    let r = route(req, core).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(r)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -91,11 +164,15 @@ async fn accept_loop(listener: TcpListener, core: Weak<Core>, stop: Cancellation
                         tracing::debug!(error = %e, "debug listener: connection failed");
                     }
                 }
+                _ = evict.cancelled() => {
+                    tracing::debug!("debug listener: idle connection evicted for a new one");
+                }
                 _ = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
                 }
             }
+            slots.remove(id);
         });
     }
     tracing::debug!("debug listener stopped");
@@ -193,8 +270,6 @@ async fn take_profile(_seconds: u64, _output: Output) -> Response<Body> {
 
 #[cfg(feature = "pprof")]
 async fn take_profile(seconds: u64, output: Output) -> Response<Body> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
     /// The profiler samples the whole process: one profile at a time.
     static RUNNING: AtomicBool = AtomicBool::new(false);
     struct Running;
@@ -235,23 +310,10 @@ async fn take_profile(seconds: u64, output: Output) -> Response<Body> {
             .build()
             .map_err(|e| e.to_string())?;
         drop(guard);
-        match output {
-            Output::Pprof => {
-                use pprof::protos::Message;
-                use std::io::Write;
-                let profile = report.pprof().map_err(|e| e.to_string())?;
-                let raw = profile.encode_to_vec();
-                let mut gz =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                gz.write_all(&raw).map_err(|e| e.to_string())?;
-                gz.finish().map_err(|e| e.to_string())
-            }
-            Output::FlameGraph => {
-                let mut svg = Vec::new();
-                report.flamegraph(&mut svg).map_err(|e| e.to_string())?;
-                Ok(svg)
-            }
-        }
+        let body = render(&report, output);
+        drop(report);
+        release_profiler_memory();
+        body
     })
     .await;
     match done {
@@ -277,6 +339,56 @@ async fn take_profile(seconds: u64, output: Output) -> Response<Body> {
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("profile failed: {e}"),
         ),
+    }
+}
+
+/// Turns a finished profile into the response body: a gzipped pprof protobuf, or an SVG flame
+/// graph. A profile of an idle process has no samples: the protobuf is then a valid empty
+/// profile (as Go's is), and the flame graph a small SVG that says so, since an empty graph
+/// cannot be drawn.
+#[cfg(feature = "pprof")]
+fn render(report: &pprof::Report, output: Output) -> Result<Vec<u8>, String> {
+    match output {
+        Output::Pprof => {
+            use pprof::protos::Message;
+            use std::io::Write;
+            let profile = report.pprof().map_err(|e| e.to_string())?;
+            let raw = profile.encode_to_vec();
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(&raw).map_err(|e| e.to_string())?;
+            gz.finish().map_err(|e| e.to_string())
+        }
+        Output::FlameGraph if report.data.is_empty() => Ok(NO_SAMPLES_SVG.as_bytes().to_vec()),
+        Output::FlameGraph => {
+            let mut svg = Vec::new();
+            report.flamegraph(&mut svg).map_err(|e| e.to_string())?;
+            Ok(svg)
+        }
+    }
+}
+
+/// The flame graph of a profile without samples.
+#[cfg(feature = "pprof")]
+const NO_SAMPLES_SVG: &str = concat!(
+    r#"<?xml version="1.0" standalone="no"?>"#,
+    "\n",
+    r#"<svg version="1.1" width="600" height="60" xmlns="http://www.w3.org/2000/svg">"#,
+    r#"<text x="10" y="35" font-family="monospace" font-size="14">"#,
+    "no samples: the process used no CPU while it was profiled",
+    "</text></svg>\n"
+);
+
+/// Gives back what a profile left behind. The profiler's sample table (tens of MiB, in
+/// blocks small enough to come from the heap) and the symbol tables parsed from the binary's
+/// debug information stay allocated after the report otherwise: the symbol cache is dropped,
+/// and the allocator is asked to return its free pages to the system.
+#[cfg(feature = "pprof")]
+fn release_profiler_memory() {
+    backtrace::clear_symbol_cache();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
