@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kim_core::{
-    Accepted, Acceptor, Agent, ChannelId, Frame, LoginConn, MessageListener, Meta, PushError,
-    Reject, StateListener,
+    Accepted, Acceptor, Agent, ChannelId, Frame, LogThrottle, LoginConn, MessageListener, Meta,
+    PushError, Reject, StateListener,
 };
 
 /// The longest user id the mock protocol accepts, in bytes.
@@ -60,7 +60,7 @@ impl MessageListener for MockListener {
     async fn receive(&self, agent: &Agent, message: Frame) {
         let Some((to, text)) = parse_push(&message.payload) else {
             if let Err(e) = agent.push_frame(message) {
-                tracing::debug!(id = %agent.id(), error = %e, "echo not queued");
+                log_echo_failed(agent, &e);
             }
             return;
         };
@@ -76,7 +76,24 @@ impl MessageListener for MockListener {
                 let reply = Frame::new(message.op, format!("offline {to}"));
                 let _ = agent.push_frame(reply);
             }
-            Err(e) => tracing::warn!(from = %agent.id(), %to, error = %e, "push failed"),
+            Err(e) => {
+                // A client that floods a slow reader fails a push per message: one line a
+                // second says how many.
+                static PUSH_FAILED: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+                if let Some(suppressed) = PUSH_FAILED.allow() {
+                    tracing::warn!(from = %agent.id(), %to, error = %e, suppressed, "push failed");
+                }
+            }
+        }
+    }
+}
+
+/// Logs an echo that could not be queued, at most once a second.
+fn log_echo_failed(agent: &Agent, e: &PushError) {
+    static ECHO_FAILED: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        if let Some(suppressed) = ECHO_FAILED.allow() {
+            tracing::debug!(id = %agent.id(), error = %e, suppressed, "echo not queued");
         }
     }
 }
@@ -88,7 +105,7 @@ pub struct EchoListener;
 impl MessageListener for EchoListener {
     async fn receive(&self, agent: &Agent, message: Frame) {
         if let Err(e) = agent.push_frame(message) {
-            tracing::debug!(id = %agent.id(), error = %e, "echo not queued");
+            log_echo_failed(agent, &e);
         }
     }
 }

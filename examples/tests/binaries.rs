@@ -187,3 +187,71 @@ fn process_mode_re_executes_the_binary_reloads_on_sigusr1_and_leaves_no_orphans(
             .all(|w| !std::path::Path::new(&format!("/proc/{w}")).exists())
     });
 }
+
+#[test]
+fn a_flood_of_refused_pushes_logs_a_line_a_second_not_a_line_a_push() {
+    use std::time::{Duration, Instant};
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_mock-server"))
+        .args(["--transport", "tcp", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mock-server starts");
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    let mut stderr = server.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).unwrap();
+        s
+    });
+
+    // A client that never reads, and one that pushes to it as fast as it can for 2 s: once
+    // the reader's outbox is full, every push is refused.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sent = rt.block_on(async {
+        let opts = kim_core::client::ClientOptions {
+            heartbeat: None,
+            ..Default::default()
+        };
+        let mut sink = kim_tcp::connect(&addr, &opts).await.unwrap();
+        sink.login("sink".to_string()).await.unwrap();
+        let mut flooder = kim_tcp::connect(&addr, &opts).await.unwrap();
+        flooder.login("flooder".to_string()).await.unwrap();
+        let message = format!("@sink {}", "x".repeat(1000));
+        let until = Instant::now() + Duration::from_secs(2);
+        let mut sent = 0u64;
+        while Instant::now() < until {
+            flooder.send_text(message.clone()).await.unwrap();
+            sent += 1;
+        }
+        drop(sink);
+        sent
+    });
+    // SAFETY: sending a signal to our own child process.
+    let rc = unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    server.wait().unwrap();
+    let log = log.join().unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("push failed")).collect();
+    assert!(sent > 10_000, "the flood was too slow to fill the outbox: {sent} pushes");
+    assert!(!lines.is_empty(), "refused pushes are logged: {log:.2000}");
+    assert!(
+        lines.len() <= 5,
+        "{} lines for {sent} pushes in 2 s: {:.2000}",
+        lines.len(),
+        log
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("suppressed=")),
+        "the lines say how many were held back: {lines:?}"
+    );
+}

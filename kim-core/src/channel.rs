@@ -13,6 +13,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -21,6 +22,7 @@ use crate::error::PushError;
 use crate::frame::{CloseReason, Frame};
 use crate::metrics::CloseCause;
 use crate::server::{Core, ServerHandle};
+use crate::throttle::LogThrottle;
 
 /// The id of a channel: the user (or device) id an [`Acceptor`](crate::Acceptor) assigned at
 /// login. Cheap to clone.
@@ -139,6 +141,17 @@ impl fmt::Debug for Meta {
     }
 }
 
+/// Logs a failed push at debug level, at most once a second: a client that floods a full
+/// outbox fails a push per message, and the metrics count every one of them.
+pub(crate) fn log_push_failed(id: &str, e: &PushError) {
+    static PUSH_FAILED: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        if let Some(suppressed) = PUSH_FAILED.allow() {
+            tracing::debug!(%id, error = %e, suppressed, "push failed");
+        }
+    }
+}
+
 /// How a close request treats what is still queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CloseMode {
@@ -247,7 +260,7 @@ impl Channel {
         let r = self.try_push(frame);
         if let Err(e) = &r {
             self.inner.core.metrics.push_failed(e);
-            tracing::debug!(id = %self.inner.id, error = %e, "push failed");
+            log_push_failed(self.inner.id.as_str(), e);
         }
         r
     }

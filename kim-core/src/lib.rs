@@ -29,6 +29,7 @@ pub mod metrics;
 mod options;
 mod server;
 mod session;
+mod throttle;
 mod upgrade;
 
 pub use channel::{Agent, Channel, ChannelId, Meta};
@@ -44,6 +45,7 @@ pub use options::{
     Backend, Dispatch, DuplicatePolicy, OptionsBuilder, ServerOptions, WorkerCommand,
 };
 pub use server::{DefaultServer, ServerHandle, ServerStats, ShutdownReport};
+pub use throttle::LogThrottle;
 pub use upgrade::{ConnConfig, Upgrader};
 
 /// Entry points for kim's fuzz targets (the `fuzz/` directory): decoders of outside input that

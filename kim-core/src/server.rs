@@ -29,6 +29,7 @@ use crate::listener::{
 use crate::metrics::{CloseCause, Metrics, Rejection};
 use crate::options::{DuplicatePolicy, ServerOptions};
 use crate::session::{Handlers, Session};
+use crate::throttle::LogThrottle;
 use crate::upgrade::{ConnConfig, Upgrader};
 
 /// Server state that channels and handles share; not generic.
@@ -418,7 +419,10 @@ where
                 core.metrics.accepted.inc();
                 if core.active.load(Ordering::SeqCst) >= core.options.max_connections() {
                     core.metrics.refused_over_limit.inc();
-                    debug!(%peer, "over max_connections: closing");
+                    static OVER_LIMIT: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+                    if let Some(suppressed) = OVER_LIMIT.allow() {
+                        debug!(%peer, suppressed, "over max_connections: closing");
+                    }
                     refuse_over_limit(core, stream);
                     continue;
                 }
@@ -756,7 +760,7 @@ impl ServerHandle {
             None => {
                 let e = PushError::NotFound(ChannelId::new(id));
                 self.core.metrics.push_failed(&e);
-                debug!(%id, error = %e, "push failed");
+                crate::channel::log_push_failed(id, &e);
                 Err(e)
             }
         }

@@ -23,6 +23,7 @@ use crate::channel::Channel;
 use crate::frame::{Frame, OpCode};
 use crate::options::{Backend, Dispatch, ServerOptions, WorkerCommand};
 use crate::server::{Core, ServerHandle};
+use crate::throttle::LogThrottle;
 
 /// Shards of the serial -> channel index.
 const SHARDS: usize = 64;
@@ -301,7 +302,10 @@ impl Master {
                 };
                 if let Err(e) = result {
                     self.push_failed.fetch_add(1, Ordering::Relaxed);
-                    debug!(worker = i, serial = m.key, error = %e, "push from worker refused");
+                    static REFUSED: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+                    if let Some(suppressed) = REFUSED.allow() {
+                        debug!(worker = i, serial = m.key, error = %e, suppressed, "push from worker refused");
+                    }
                 }
             }
             Kind::Close => {

@@ -27,6 +27,7 @@ use crate::frame::{CloseReason, Frame, OpCode};
 use crate::listener::{MessageListener, StateListener};
 use crate::options::{Backend, ServerOptions};
 use crate::server::Core;
+use crate::throttle::LogThrottle;
 
 /// A worker stops reading from the master while this many messages wait or run.
 const MAX_IN_FLIGHT: usize = 4096;
@@ -427,7 +428,13 @@ where
                 } else if !worker.message(&m) {
                     if synced {
                         worker.unknown.fetch_add(1, Ordering::Relaxed);
-                        debug!(serial = m.key, "message for an unknown channel dropped");
+                        static UNKNOWN: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+                        if let Some(suppressed) = UNKNOWN.allow() {
+                            debug!(
+                                serial = m.key,
+                                suppressed, "message for an unknown channel dropped"
+                            );
+                        }
                         worker.done(1);
                     } else {
                         // Queued for this worker before it started: its channel arrives
