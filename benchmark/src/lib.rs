@@ -9,5 +9,6 @@ pub mod ipc;
 pub mod parallel;
 pub mod proc;
 pub mod prometheus;
+pub mod slow_consumers;
 pub mod wire;
 pub mod workloads;

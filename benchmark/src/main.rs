@@ -155,6 +155,27 @@ enum Workload {
         #[arg(long, default_value_t = 24)]
         rounds: usize,
     },
+    /// Slow consumers in bursts: clients that never read are flooded with pushes, round after
+    /// round on one mock-server; after each round (the consumers gone), the server's resident
+    /// memory and its heap in use and free (`kim_heap_bytes`). kim only; each run is a new
+    /// server.
+    SlowConsumers {
+        /// Clients that never read, per round.
+        #[arg(long, default_value_t = 200)]
+        consumers: usize,
+        /// Rounds per server.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds of pushing per round.
+        #[arg(long, default_value_t = 3.0)]
+        flood: f64,
+        /// Payload bytes per push.
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+        /// Seconds between the last channel closing and the measurement.
+        #[arg(long, default_value_t = 12.0)]
+        settle: f64,
+    },
     /// Print Markdown tables from the JSON output (`--json`) of earlier runs.
     Report {
         /// JSON files written by `--json`.
@@ -555,6 +576,23 @@ fn main() -> anyhow::Result<()> {
             .context("binary directory")?
             .to_path_buf(),
     };
+    if let Workload::SlowConsumers {
+        consumers,
+        rounds,
+        flood,
+        payload,
+        settle,
+    } = cli.workload
+    {
+        let config = kim_benchmark::slow_consumers::Config {
+            consumers,
+            rounds,
+            flood: Duration::try_from_secs_f64(flood)?,
+            payload,
+            settle: Duration::try_from_secs_f64(settle)?,
+        };
+        return slow_consumers(&cli, &bins, pin, &config);
+    }
     let wires = match cli.transport {
         TransportArg::Ws => vec![Wire::Ws],
         TransportArg::Tcp => vec![Wire::Tcp],
@@ -788,7 +826,10 @@ fn main() -> anyhow::Result<()> {
             }
         }
         // Handled above, before any server starts.
-        Workload::Report { .. } | Workload::Ipc { .. } | Workload::Overhead { .. } => return Ok(()),
+        Workload::Report { .. }
+        | Workload::Ipc { .. }
+        | Workload::Overhead { .. }
+        | Workload::SlowConsumers { .. } => return Ok(()),
         Workload::Large { count, size } => {
             let res = bench.each("large", false, |server, target| {
                 workloads::large(&server.addr, target.wire(), count, size)
@@ -878,6 +919,108 @@ const IPC_NAIVE_TARGET: f64 = 1.5;
 
 /// The `ipc` workload: the three variants alternated run by run, then medians, ratios and the
 /// targets.
+fn slow_consumers(
+    cli: &Cli,
+    bins: &std::path::Path,
+    pin: bool,
+    config: &kim_benchmark::slow_consumers::Config,
+) -> anyhow::Result<()> {
+    use kim_benchmark::slow_consumers::round;
+    let kim_benchmark::slow_consumers::Config {
+        consumers,
+        rounds,
+        flood,
+        payload,
+        ..
+    } = *config;
+    let wire = match cli.transport {
+        TransportArg::Tcp => Wire::Tcp,
+        _ => Wire::Ws,
+    };
+    let path = bins.join("mock-server");
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found: build with `cargo build --release -p kim-examples -p kim-benchmark`",
+        path.display()
+    );
+    let threads = cli
+        .server_threads
+        .unwrap_or(if pin { 1 } else { 2 })
+        .to_string();
+    let args: Vec<String> = [
+        "--transport",
+        wire.name(),
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        &threads,
+        "--debug-listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+    let opt_mb = |b: Option<u64>| b.map_or("-".to_string(), |b| format!("{:.1}", mb(b)));
+    println!(
+        "slow consumers: {consumers} x {rounds} rounds of {:.1} s, {payload} B pushes, {}",
+        flood.as_secs_f64(),
+        wire.name()
+    );
+    println!(
+        "| run | round | pushes | peak RSS MiB | RSS after MiB | heap in use MiB | heap free MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut all = Vec::new();
+    for run in 1..=cli.runs() {
+        let server = ServerProcess::start(&path, &args, &[], pin.then_some(0))?;
+        let debug = server
+            .debug_addr(Duration::from_secs(10))
+            .context("the server printed no debug address")?;
+        std::thread::sleep(Duration::from_millis(200));
+        let (in_use, free) = {
+            let text = kim_benchmark::prometheus::get(&debug, "/metrics", Duration::from_secs(10))?;
+            let v = |s: &str| {
+                text.lines().find_map(|l| {
+                    l.strip_prefix(&format!("kim_heap_bytes{{state=\"{s}\"}}"))?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .map(|v| v as u64)
+                })
+            };
+            (v("in_use"), v("free"))
+        };
+        println!(
+            "| {run} | start | | | {:.1} | {} | {} |",
+            mb(server.rss()?),
+            opt_mb(in_use),
+            opt_mb(free)
+        );
+        for r in 1..=rounds {
+            let res = round(&server, &debug, wire, config)
+                .with_context(|| format!("run {run}, round {r}"))?;
+            println!(
+                "| {run} | {r} | {} | {:.1} | {:.1} | {} | {} |",
+                res.pushes,
+                mb(res.peak_rss),
+                mb(res.rss_after),
+                opt_mb(res.heap_in_use),
+                opt_mb(res.heap_free)
+            );
+            all.push((run, r, res));
+        }
+    }
+    if cli.json {
+        let rows: Vec<_> = all
+            .iter()
+            .map(|(run, r, res)| serde_json::json!({"run": run, "round": r, "result": res}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(())
+}
+
 fn ipc(
     cli: &Cli,
     cpus: usize,

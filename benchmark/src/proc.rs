@@ -194,6 +194,13 @@ impl ServerProcess {
         Ok(total)
     }
 
+    /// A reader of the server process's own resident memory (not its workers'), for a thread
+    /// that samples it.
+    pub fn rss_reader(&self) -> impl Fn() -> anyhow::Result<u64> + Send + 'static {
+        let pid = self.child.id();
+        move || rss_of(pid)
+    }
+
     /// CPU time used so far (user + system), in seconds, by the server and its worker
     /// processes.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {

@@ -143,6 +143,9 @@ async fn metrics_count_a_known_exchange_exactly() {
     let debug = s.handle.debug_addr().expect("debug listener bound");
     let before = scrape(debug).await;
     assert_eq!(value(&before, "kim_channels"), 0.0);
+    // The heap as the allocator counts it (this test process runs on glibc).
+    assert!(value(&before, "kim_heap_bytes{state=\"in_use\"}") > 0.0);
+    assert!(value(&before, "kim_heap_bytes{state=\"free\"}") >= 0.0);
 
     let mut alice = ws_login(&s.addr, "alice").await;
     let mut bob = ws_login(&s.addr, "bob").await;
@@ -234,12 +237,17 @@ async fn every_close_cause_is_counted() {
     let before = scrape(debug).await;
     let cause = |c: &str| format!("kim_channels_closed_total{{cause=\"{c}\"}}");
 
+    // Clients that must not meet the 300 ms read deadline send heartbeats.
+    let lively = kim_core::client::ClientOptions {
+        heartbeat: Some(Duration::from_millis(50)),
+        ..kim_core::client::ClientOptions::default()
+    };
     // read_timeout: a client that says nothing after login.
     let mut idle = login(&s.addr, "idle").await;
     expect_close(&mut idle, "read timeout").await;
     // kicked: the same id logs in again.
-    let mut old = login(&s.addr, "dave").await;
-    let mut new = login(&s.addr, "dave").await;
+    let mut old = login_with(&s.addr, "dave", &lively).await;
+    let mut new = login_with(&s.addr, "dave", &lively).await;
     expect_close(&mut old, "kicked").await;
     // server: the app closes the channel.
     s.handle
@@ -281,10 +289,6 @@ async fn every_close_cause_is_counted() {
     );
 
     // shutdown: two channels open when the server shuts down (each reads its close).
-    let lively = kim_core::client::ClientOptions {
-        heartbeat: Some(Duration::from_millis(50)),
-        ..kim_core::client::ClientOptions::default()
-    };
     let mut a = login_with(&s.addr, "frank", &lively).await;
     let mut b = login_with(&s.addr, "gina", &lively).await;
     let h = s.handle.clone();

@@ -385,11 +385,7 @@ const NO_SAMPLES_SVG: &str = concat!(
 #[cfg(feature = "pprof")]
 fn release_profiler_memory() {
     backtrace::clear_symbol_cache();
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::heap::trim();
 }
 
 /// Removes the profiler's own frames from the top of a sample (the unwinder and the signal

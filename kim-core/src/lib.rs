@@ -22,6 +22,7 @@ mod conn;
 mod debug;
 mod error;
 mod frame;
+mod heap;
 pub mod io;
 pub mod ipc;
 mod listener;

@@ -16,6 +16,8 @@
 //! | `kim_push_failures_total` | counter | `reason`: `not_found`, `closed`, `full`, `not_data`, `too_large` |
 //! | `kim_channels_closed_total` | counter | `cause`: see below |
 //! | `kim_handler_duration_seconds` | histogram: time in [`MessageListener::receive`](crate::MessageListener::receive) | |
+//! | `kim_heap_bytes` | gauge: the process's heap, where the C allocator reports it (glibc) | `state`: `in_use`, `free` (kept by the allocator) |
+//! | `kim_heap_trims_total` | counter: free heap returned to the system after a burst | |
 //!
 //! Close causes: `peer` (the client closed), `peer_gone` (the stream ended without a close),
 //! `io_error`, `read_timeout`, `write_timeout`, `close_timeout` (our close was not answered),
@@ -349,6 +351,7 @@ pub struct Metrics {
     pub(crate) refused_over_limit: IntCounter,
     pub(crate) accept_errors: IntCounter,
     pub(crate) logins: IntCounter,
+    pub(crate) heap_trims: IntCounter,
     rejections: [IntCounter; 4],
     push_failures: [IntCounter; 5],
     closed: [IntCounter; 10],
@@ -404,6 +407,10 @@ impl Metrics {
             ),
             accept_errors: counter("kim_accept_errors_total", "Failed accepts."),
             logins: counter("kim_logins_total", "Successful logins."),
+            heap_trims: counter(
+                "kim_heap_trims_total",
+                "Times the allocator was asked to return free memory to the system.",
+            ),
             rejections: Rejection::ALL.map(|r| rejections.with_label_values(&[r.label()])),
             push_failures: PUSH_REASONS.map(|r| pushes.with_label_values(&[r])),
             closed: CloseCause::ALL.map(|c| closed.with_label_values(&[c.label()])),
@@ -507,6 +514,13 @@ const FAMILIES: &[Family] = &[
         help: "Time spent in the message listener per message.",
         kind: MetricType::HISTOGRAM,
         label: None,
+    },
+    Family {
+        name: "kim_heap_bytes",
+        help: "The process's heap as the C allocator counts it (glibc): bytes in use, and bytes \
+               in its free lists (resident, or already returned to the system by a trim).",
+        kind: MetricType::GAUGE,
+        label: Some("state"),
     },
     Family {
         name: "kim_ipc_workers",
@@ -674,6 +688,17 @@ impl Collector for CoreCollector {
             family("kim_messages_sent_total", vec![counter(mo, None)]),
             family("kim_sent_bytes_total", vec![counter(bo, None)]),
         ];
+        if let Some(crate::heap::HeapStats { in_use, free }) = crate::heap::stats() {
+            let state = |s, v: u64| {
+                let mut m = gauge(v as f64);
+                m.set_label(labels(Some(("state", s))));
+                m
+            };
+            out.push(family(
+                "kim_heap_bytes",
+                vec![state("in_use", in_use), state("free", free)],
+            ));
+        }
         if let Some(master) = core.master.get() {
             let st = master.stats();
             handler.add(&master.handler_histogram());

@@ -665,6 +665,8 @@ async fn sweep(core: Arc<Core>) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut expired = Vec::new();
+    // Once a second, the allocator is asked to return free memory if it holds much of it.
+    let mut next_heap_check = 0;
     loop {
         tokio::select! {
             _ = interval.tick() => {}
@@ -690,6 +692,12 @@ async fn sweep(core: Arc<Core>) {
                 CloseMode::Graceful,
                 CloseCause::ReadTimeout,
             );
+        }
+        if now >= next_heap_check {
+            next_heap_check = now + 1000;
+            if crate::heap::trim_if_bloated() {
+                core.metrics.heap_trims.inc();
+            }
         }
     }
 }

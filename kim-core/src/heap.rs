@@ -1,0 +1,91 @@
+//! The process's heap as the C allocator sees it, and giving its free memory back.
+//!
+//! A burst (slow consumers whose outboxes fill, large messages) raises the heap to its peak;
+//! when the burst is over kim frees all of it, but glibc's allocator keeps most freed memory
+//! in its arenas instead of returning it to the system, so resident memory stays at the peak.
+//! kim's metrics tell the two apart (`kim_heap_bytes{state="in_use"|"free"}`), and the
+//! server's sweeper asks the allocator to return free pages when it holds much more free
+//! memory than is in use. Elsewhere (another allocator, another libc) both are no-ops.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// The heap in use and the free heap the allocator keeps, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeapStats {
+    pub(crate) in_use: u64,
+    pub(crate) free: u64,
+}
+
+/// Where the allocator says (glibc's `mallinfo2`, summed over its arenas; large blocks it
+/// maps directly count as in use). It walks the allocator's free lists: for a scrape or a
+/// once-a-second check, not for a hot path.
+pub(crate) fn stats() -> Option<HeapStats> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let m = unsafe { libc::mallinfo2() };
+        Some(HeapStats {
+            in_use: (m.uordblks + m.hblkhd) as u64,
+            free: m.fordblks as u64,
+        })
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
+/// This process's resident memory, from `/proc/self/statm`.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// Asks the allocator to return the free pages it holds to the system.
+pub(crate) fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Resident memory above the heap in use by less than this is left alone: trimming costs a
+/// walk of the heap, and memory the allocator keeps is reused by the next allocations anyway.
+const TRIM_ABOVE: u64 = 64 << 20;
+/// At most one trim per this many milliseconds, process-wide.
+const TRIM_EVERY_MS: u64 = 10_000;
+
+/// Trims when the process's resident memory exceeds the heap in use by more than
+/// [`TRIM_ABOVE`] and by more than the heap in use itself (so a trim that returned what it
+/// could is not repeated while nothing changes), at most once every [`TRIM_EVERY_MS`] in the
+/// process. Returns whether it trimmed.
+pub(crate) fn trim_if_bloated() -> bool {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = BASE.get_or_init(Instant::now).elapsed().as_millis() as u64 + TRIM_EVERY_MS;
+    let last = LAST.load(Ordering::Relaxed);
+    if now < last + TRIM_EVERY_MS {
+        return false;
+    }
+    let (Some(s), Some(rss)) = (stats(), resident_bytes()) else {
+        return false;
+    };
+    let kept = rss.saturating_sub(s.in_use);
+    if kept <= TRIM_ABOVE || kept <= s.in_use {
+        return false;
+    }
+    if LAST
+        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    trim();
+    true
+}
