@@ -242,7 +242,10 @@ fn a_flood_of_refused_pushes_logs_a_line_a_second_not_a_line_a_push() {
     server.wait().unwrap();
     let log = log.join().unwrap();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("push failed")).collect();
-    assert!(sent > 10_000, "the flood was too slow to fill the outbox: {sent} pushes");
+    assert!(
+        sent > 10_000,
+        "the flood was too slow to fill the outbox: {sent} pushes"
+    );
     assert!(!lines.is_empty(), "refused pushes are logged: {log:.2000}");
     assert!(
         lines.len() <= 5,
