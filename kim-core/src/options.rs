@@ -200,8 +200,8 @@ impl ServerOptions {
     pub fn worker_command(&self) -> Option<&WorkerCommand> {
         self.worker_command.as_ref()
     }
-    /// Payload bytes queued towards one worker (or from a worker to the master) before the
-    /// channels routed to it pause reading (or its pushes fail).
+    /// Payload bytes queued towards one worker before the channels routed to it pause reading,
+    /// and from a worker towards the master before the worker stops taking new messages.
     pub fn ipc_queue_bytes(&self) -> usize {
         self.ipc_queue_bytes
     }
@@ -296,7 +296,9 @@ impl OptionsBuilder {
         self.opts.worker_command = Some(c);
         self
     }
-    /// Bound of each IPC queue in payload bytes. Default 16 MiB.
+    /// Bound of each IPC queue in payload bytes. Default 16 MiB. Neither direction refuses a
+    /// message over it: the side that feeds the queue waits (channels pause reading, a worker
+    /// pauses its intake).
     pub fn ipc_queue_bytes(mut self, n: usize) -> Self {
         self.opts.ipc_queue_bytes = n;
         self
