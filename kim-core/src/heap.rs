@@ -73,7 +73,11 @@ pub(crate) fn trim_if_bloated() -> bool {
     if now < last + TRIM_EVERY_MS {
         return false;
     }
-    let (Some(s), Some(rss)) = (stats(), resident_bytes()) else {
+    // The resident size first: a file read, where the heap's figures walk its free lists.
+    let Some(rss) = resident_bytes().filter(|&r| r > TRIM_ABOVE) else {
+        return false;
+    };
+    let Some(s) = stats() else {
         return false;
     };
     let kept = rss.saturating_sub(s.in_use);
