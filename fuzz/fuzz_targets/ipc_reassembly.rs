@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,22 +26,26 @@ use kim_core::ipc::wire::{
 use libfuzzer_sys::fuzz_target;
 
 /// Datagrams sent for one input at most.
-const MAX_DATAGRAMS: usize = 400;
+const MAX_DATAGRAMS: usize = 160;
 /// Crafted message ids carry this bit; `ChunkSender`'s ids (counting up from 1) never do.
 const CRAFTED: u32 = 0x8000_0000;
 /// Keys of `ChunkSender` messages carry this bit, their index and their length.
 const SENT: u64 = 1 << 63;
 
-/// The byte at position `j` of any crafted message.
-fn crafted_byte(j: usize) -> u8 {
-    ((j as u32).wrapping_mul(0x9e37_79b1) >> 24) as u8
-}
+/// Bytes that messages are cut from: crafted messages from the start (the byte at position
+/// `j` of any of them is `PATTERN[j]`), messages sent whole from an offset of their own.
+/// Compared as slices, not byte by byte.
+static PATTERN: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    (0..PATTERN_LEN as u32)
+        .map(|j| (j.wrapping_mul(0x9e37_79b1) >> 24) as u8 ^ (j >> 16) as u8)
+        .collect()
+});
+const PATTERN_LEN: usize = 160 * 1024;
 
 /// The payload of the `i`th message sent whole.
 fn sent_payload(i: usize, len: usize) -> Bytes {
-    (0..len)
-        .map(|j| (j as u8).wrapping_mul(13) ^ (i as u8).wrapping_mul(101) ^ (j >> 8) as u8)
-        .collect()
+    let at = 1 + i * 1031 % 8192;
+    Bytes::copy_from_slice(&PATTERN[at..at + len])
 }
 
 struct Input<'a>(&'a [u8]);
@@ -132,7 +137,13 @@ fuzz_target!(|data: &[u8]| {
     let Some(config) = input.u8() else {
         return;
     };
-    let max_message = if config & 1 == 0 { 64 * 1024 } else { 5000 };
+    // Maximum message sizes: above a chunk, between one and a few, below one, nothing.
+    let max_message = match config & 5 {
+        0 => 64 * 1024,
+        1 => 5000,
+        4 => 700,
+        _ => 0,
+    };
     let chunk = if config & 2 == 0 { 1024 } else { 4096 };
     let (tx, rx) = UnixDatagram::pair().expect("socketpair");
     tx.set_nonblocking(true).unwrap();
@@ -217,7 +228,9 @@ fuzz_target!(|data: &[u8]| {
                 if truncated {
                     bytes.truncate((f % HEADER_LEN as u8) as usize);
                 } else {
-                    bytes.extend((0..body_len).map(|i| crafted_byte(offset as usize + i)));
+                    // (Past the pattern, where no message that can be delivered reaches.)
+                    let at = (offset as usize).min(PATTERN_LEN - body_len);
+                    bytes.extend_from_slice(&PATTERN[at..at + body_len]);
                 }
                 let valid = !truncated
                     && flags != 0
@@ -241,7 +254,12 @@ fuzz_target!(|data: &[u8]| {
                 let (Some(len), Some(budget)) = (input.u16(), input.u8()) else {
                     break;
                 };
-                let len = len as usize % (max_message + 2000);
+                // Mostly up to a few chunks; sometimes up to past the maximum.
+                let len = if len & 0x8000 == 0 {
+                    len as usize % (3 * chunk + 1)
+                } else {
+                    (len & 0x7fff) as usize * 3 % (max_message + 2000)
+                };
                 let i = sent.len();
                 let payload = sent_payload(i, len);
                 let key = SENT | (i as u64) << 32 | len as u64;
@@ -296,13 +314,10 @@ fuzz_target!(|data: &[u8]| {
                 len as u64, m.key,
                 "delivered length differs from the declared total"
             );
-            for (j, &b) in m.payload.iter().enumerate() {
-                assert_eq!(
-                    b,
-                    crafted_byte(j),
-                    "byte {j} of a crafted message out of place"
-                );
-            }
+            assert!(
+                m.payload == PATTERN[..len],
+                "bytes of a crafted message out of place"
+            );
         }
     }
     let mut over = 0;
