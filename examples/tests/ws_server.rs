@@ -375,6 +375,30 @@ async fn invalid_utf8_is_closed_with_1007() {
 }
 
 #[tokio::test]
+async fn before_login_frames_are_held_to_the_login_limit() {
+    let s = start_on(
+        WsUpgrader::new(),
+        options()
+            .max_login_message_size(100)
+            .max_message_size(1 << 20)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    // A login frame over the login limit is refused from its header...
+    let mut header = vec![0x81, 0x80 | 126];
+    header.extend_from_slice(&101u16.to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    let mut raw = raw_ws(&s.addr, &header).await;
+    raw.expect_close(1009, "exceeds the limit of 100").await;
+    // ...and once logged in, the full limit applies.
+    let mut raw = raw_ws(&s.addr, &masked(0x81, b"after")).await;
+    assert_eq!(&raw.next().await.unwrap().payload[..], b"ok");
+    raw.send(&masked(0x82, &[7u8; 50_000])).await;
+    assert_eq!(raw.next().await.unwrap().payload.len(), 50_000);
+}
+
+#[tokio::test]
 async fn oversized_frames_and_messages_are_closed_with_1009() {
     let s = start_on(
         WsUpgrader::new(),
