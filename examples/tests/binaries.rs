@@ -1,8 +1,12 @@
 //! The example binaries run as a user would run them: mock-server in its own process,
 //! mock-client against it, and a clean shutdown on SIGTERM.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::{BufReader, Read};
 use std::process::{Command, Stdio};
+
+use common::first_line_addr;
 
 #[test]
 fn mock_server_and_mock_client_talk() {
@@ -13,13 +17,7 @@ fn mock_server_and_mock_client_talk() {
         .spawn()
         .expect("mock-server starts");
     let mut out = BufReader::new(server.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let addr = first_line_addr(&mut out, "listening on ");
 
     let run = |id: &str, message: &str| {
         let o = Command::new(env!("CARGO_BIN_EXE_mock-client"))
@@ -128,13 +126,7 @@ fn process_mode_re_executes_the_binary_reloads_on_sigusr1_and_leaves_no_orphans(
         .expect("mock-server starts");
     let master = server.id();
     let mut out = BufReader::new(server.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let addr = first_line_addr(&mut out, "listening on ");
     // The workers are this same binary, and only the master printed its address.
     let mut workers = Vec::new();
     wait_for("two workers", || {
@@ -200,13 +192,7 @@ fn a_flood_of_refused_pushes_logs_a_line_a_second_not_a_line_a_push() {
         .spawn()
         .expect("mock-server starts");
     let mut out = BufReader::new(server.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let addr = first_line_addr(&mut out, "listening on ");
     let mut stderr = server.stderr.take().unwrap();
     let log = std::thread::spawn(move || {
         let mut s = String::new();

@@ -8,12 +8,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{read_raw_until_eof, EVENT};
+use common::{first_line_addr, read_raw_until_eof, EVENT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -65,13 +65,7 @@ fn start_limited() -> Server {
     }
     let mut child = cmd.spawn().expect("mock-server starts");
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let addr = first_line_addr(&mut out, "listening on ");
     Server { child, addr }
 }
 

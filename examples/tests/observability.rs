@@ -542,7 +542,6 @@ fn rss_bytes(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_servers_profiles_are_valid_and_repeated_ones_hold_no_more_memory() {
-    use std::io::BufRead;
     use std::process::{Command, Stdio};
 
     /// Kills the server however the test ends.
@@ -562,12 +561,7 @@ async fn an_idle_servers_profiles_are_valid_and_repeated_ones_hold_no_more_memor
             .unwrap(),
     );
     let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let debug: SocketAddr = line
-        .trim()
-        .strip_prefix("debug listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+    let debug: SocketAddr = first_line_addr(&mut out, "debug listening on ")
         .parse()
         .unwrap();
     // An idle server has (almost) no samples: the flame graph is still an SVG.
@@ -663,7 +657,6 @@ fn a_debug_address_in_use_fails_the_start() {
 
 #[test]
 fn info_logs_carry_the_channel_span_and_nothing_per_message() {
-    use std::io::BufRead;
     use std::process::{Command, Stdio};
 
     let mut server = Command::new(env!("CARGO_BIN_EXE_mock-server"))
@@ -674,13 +667,7 @@ fn info_logs_carry_the_channel_span_and_nothing_per_message() {
         .spawn()
         .unwrap();
     let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    let addr = first_line_addr(&mut out, "listening on ");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut alice = login(&addr, "alice").await;

@@ -198,6 +198,17 @@ pub async fn read_raw_until_eof(s: &mut TcpStream) -> Vec<(u8, Bytes)> {
     frames
 }
 
+/// Reads the first line a server process printed, `<prefix>ADDR` (`listening on `, or
+/// `debug listening on ` where a debug listener comes first), and returns ADDR.
+pub fn first_line_addr(out: &mut impl std::io::BufRead, prefix: &str) -> String {
+    let mut line = String::new();
+    out.read_line(&mut line).expect("the server's stdout");
+    line.trim()
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("expected {prefix}ADDR first, got {line:?}"))
+        .to_string()
+}
+
 /// Connects a raw socket and writes `bytes`.
 pub async fn raw(addr: &str, bytes: &[u8]) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.expect("connects");
