@@ -7,6 +7,7 @@
 
 pub mod ipc;
 pub mod parallel;
+pub mod pipelined;
 pub mod proc;
 pub mod prometheus;
 pub mod slow_consumers;

@@ -181,6 +181,23 @@ enum Workload {
         /// JSON files written by `--json`.
         files: Vec<PathBuf>,
     },
+    /// C connections each keeping W messages in flight (a new one whenever fewer are
+    /// unanswered): echoes per second, and echoes lost (never answered; the drain at the end
+    /// waits until no byte has come for 3 s).
+    Pipelined {
+        /// Connections.
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// Messages unanswered per connection.
+        #[arg(long, default_value_t = 2)]
+        in_flight: usize,
+        /// Bytes per message.
+        #[arg(long, default_value_t = 1 << 20)]
+        size: usize,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 8.0)]
+        duration: f64,
+    },
     /// Large messages echoed on one connection: MB/s.
     Large {
         /// Messages to echo.
@@ -830,6 +847,34 @@ fn main() -> anyhow::Result<()> {
         | Workload::Ipc { .. }
         | Workload::Overhead { .. }
         | Workload::SlowConsumers { .. } => return Ok(()),
+        Workload::Pipelined {
+            clients,
+            in_flight,
+            size,
+            duration,
+        } => {
+            let duration = Duration::try_from_secs_f64(duration)?;
+            let res = bench.each("pipelined", true, |server, target| {
+                kim_benchmark::pipelined::pipelined(
+                    &server.addr,
+                    target.wire(),
+                    clients,
+                    in_flight,
+                    size,
+                    duration,
+                )
+            })?;
+            let label = format!("pipelined {clients} x {in_flight} x {size} B");
+            figures(&mut figs, &label, "echoes per second", true, &res, |r| {
+                r.msgs_per_sec
+            });
+            figures(&mut figs, &label, "echoes lost", false, &res, |r| {
+                r.lost as f64
+            });
+            figures(&mut figs, &label, "messages sent", true, &res, |r| {
+                r.sent as f64
+            });
+        }
         Workload::Large { count, size } => {
             let res = bench.each("large", false, |server, target| {
                 workloads::large(&server.addr, target.wire(), count, size)

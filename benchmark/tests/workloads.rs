@@ -64,6 +64,31 @@ async fn workloads_run_against_kim_over_both_transports() {
         assert!(r.mb_per_sec > 0.0);
 
         let addr = mock.local_addr().to_string();
+        let r = blocking(move || {
+            kim_benchmark::pipelined::pipelined(
+                &addr,
+                wire,
+                4,
+                3,
+                64 * 1024,
+                Duration::from_millis(300),
+            )
+        })
+        .await
+        .unwrap();
+        assert!(r.sent >= 12, "{wire:?}: {r:?}");
+        assert_eq!((r.echoed, r.lost), (r.sent, 0), "{wire:?}: {r:?}");
+        assert!(r.msgs_per_sec > 0.0, "{wire:?}: {r:?}");
+        // Its clients are gone before the next workload logs in.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while mock.channel_count() != 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the pipelined clients' channels are gone");
+
+        let addr = mock.local_addr().to_string();
         let r = blocking(move || workloads::roundtrip(&addr, wire, 500, 50))
             .await
             .unwrap();
