@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use mio::net::TcpStream as MioStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll};
 
 use crate::wire::{self, Wire};
 
@@ -67,13 +67,7 @@ pub fn pipelined(
     let mut list = Vec::with_capacity(conns);
     for i in 0..conns {
         let s = wire::login(addr, wire, &format!("pipelined{i}"))?;
-        s.set_nonblocking(true)?;
-        let mut stream = MioStream::from_std(s);
-        poll.registry().register(
-            &mut stream,
-            Token(i),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        let stream = wire::register(s, &poll, i)?;
         list.push(Conn {
             stream,
             sent: 0,

@@ -103,6 +103,23 @@ pub fn connect(addr: &str, wire: Wire) -> anyhow::Result<TcpStream> {
     Ok(s)
 }
 
+/// Hands a connected socket to an epoll loop: non-blocking, registered under `token` for
+/// reading and writing.
+pub fn register(
+    s: TcpStream,
+    poll: &mio::Poll,
+    token: usize,
+) -> std::io::Result<mio::net::TcpStream> {
+    s.set_nonblocking(true)?;
+    let mut stream = mio::net::TcpStream::from_std(s);
+    poll.registry().register(
+        &mut stream,
+        mio::Token(token),
+        mio::Interest::READABLE | mio::Interest::WRITABLE,
+    )?;
+    Ok(stream)
+}
+
 /// Connects and logs in with the mock protocol as `id`; expects the `ok` reply.
 pub fn login(addr: &str, wire: Wire, id: &str) -> anyhow::Result<TcpStream> {
     let mut s = connect(addr, wire)?;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use mio::net::TcpStream as MioStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll};
 
 use crate::wire::{self, Wire};
 
@@ -58,14 +58,7 @@ pub fn echo(
     let mut poll = Poll::new()?;
     let mut list = Vec::with_capacity(conns);
     for i in 0..conns {
-        let s = wire::connect(addr, wire)?;
-        s.set_nonblocking(true)?;
-        let mut stream = MioStream::from_std(s);
-        poll.registry().register(
-            &mut stream,
-            Token(i),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        let stream = wire::register(wire::connect(addr, wire)?, &poll, i)?;
         list.push(EchoConn {
             stream,
             written: 0,
@@ -267,14 +260,7 @@ pub fn echo_interleaved(
     for (k, addr) in addrs.iter().enumerate() {
         let mut list = Vec::with_capacity(conns);
         for i in 0..conns {
-            let s = wire::connect(addr, wire)?;
-            s.set_nonblocking(true)?;
-            let mut stream = MioStream::from_std(s);
-            poll.registry().register(
-                &mut stream,
-                Token(k * conns + i),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
+            let stream = wire::register(wire::connect(addr, wire)?, &poll, k * conns + i)?;
             list.push(EchoConn {
                 stream,
                 written: request.len(),
