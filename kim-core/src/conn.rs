@@ -28,11 +28,6 @@ pub trait FrameReader: Send + Unpin + 'static {
     /// Changes the largest frame (and message) accepted from now on. The server reads the
     /// login under a small limit and raises it once the connection has logged in.
     fn set_max_message_size(&mut self, max: usize);
-
-    /// Memory held by the reader's buffers (0 while the connection is idle).
-    fn buffered_capacity(&self) -> usize {
-        0
-    }
 }
 
 /// Writes frames to one connection: frames are queued with [`FrameWriter::start_frame`] and
@@ -52,11 +47,6 @@ pub trait FrameWriter: Send + Unpin + 'static {
 
     /// Shuts the write direction of the stream down (after a flush).
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-
-    /// Memory held by the writer's buffers (0 once a batch is flushed).
-    fn buffered_capacity(&self) -> usize {
-        0
-    }
 }
 
 /// What a transport learned during its upgrade that an acceptor may want: for websocket, the

@@ -152,10 +152,6 @@ impl<R: AsyncRead + Send + Unpin + 'static> FrameReader for TcpReader<R> {
     fn set_max_message_size(&mut self, max: usize) {
         self.max = max;
     }
-
-    fn buffered_capacity(&self) -> usize {
-        self.buf.capacity()
-    }
 }
 
 /// Writes `[op][len][payload]` frames; a batch goes out in as few writes as the socket takes.
@@ -199,10 +195,6 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for TcpWriter<W> {
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.buf.poll_shutdown(&mut self.io, cx)
-    }
-
-    fn buffered_capacity(&self) -> usize {
-        self.buf.capacity()
     }
 }
 

@@ -368,10 +368,6 @@ impl<R: AsyncRead + Send + Unpin + 'static> FrameReader for WsReader<R> {
     fn set_max_message_size(&mut self, max: usize) {
         self.max = max;
     }
-
-    fn buffered_capacity(&self) -> usize {
-        self.buf.capacity() + self.partial.as_ref().map_or(0, |p| p.data.capacity())
-    }
 }
 
 /// Writes websocket frames; a batch goes out in as few writes as the socket takes.
@@ -502,10 +498,6 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for WsWriter<W> {
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.buf.poll_shutdown(&mut self.io, cx)
-    }
-
-    fn buffered_capacity(&self) -> usize {
-        self.buf.capacity()
     }
 }
 

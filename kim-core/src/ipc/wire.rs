@@ -205,11 +205,6 @@ impl ChunkSender {
         }
     }
 
-    /// The current chunk size (it shrinks if the socket refuses datagrams that large).
-    pub fn chunk_size(&self) -> usize {
-        self.chunk
-    }
-
     /// Counters so far.
     pub fn stats(&self) -> SendStats {
         self.stats
