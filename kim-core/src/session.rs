@@ -351,6 +351,32 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
 
     /// Takes the channel out of the map and starts the disconnect callback.
     fn end(&mut self, end: End) {
+        // What we began closing for wins over how the connection then ended.
+        let cause = self.cause.unwrap_or(match end {
+            End::Closed => CloseCause::Peer,
+            End::Eof => CloseCause::PeerGone,
+            End::Io(_) => CloseCause::IoError,
+            End::WriteTimeout => CloseCause::WriteTimeout,
+            End::Aborted => CloseCause::Shutdown,
+            End::CloseTimeout => CloseCause::CloseTimeout,
+        });
+        self.running = self.leave(cause);
+        match end {
+            End::Io(kind) => tracing::info!(cause = cause.label(), error = %kind, "channel closed"),
+            _ => tracing::info!(cause = cause.label(), "channel closed"),
+        }
+        self.write_timer = None;
+        self.close_timer = None;
+        self.ended = Some(end);
+    }
+}
+
+impl<R, W, H: Handlers> Session<R, W, H> {
+    /// What ending a channel does however the session ends (in [`Session::end`], or dropped
+    /// before it could end): the outbox refuses pushes and lets go of what it holds, the
+    /// channel leaves the map, the cause is counted, and the disconnect callback is returned
+    /// to be run (`None` in process mode, where the owning worker runs it).
+    fn leave(&self, cause: CloseCause) -> Option<BoxFuture> {
         let chan = &self.chan;
         {
             let mut ob = chan.inner.outbox.lock();
@@ -361,34 +387,16 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
             ob.waker = None;
         }
         chan.inner.core.channels.remove_channel(chan);
-        // What we began closing for wins over how the connection then ended.
-        let cause = self.cause.unwrap_or(match end {
-            End::Closed => CloseCause::Peer,
-            End::Eof => CloseCause::PeerGone,
-            End::Io(_) => CloseCause::IoError,
-            End::WriteTimeout => CloseCause::WriteTimeout,
-            End::Aborted => CloseCause::Shutdown,
-            End::CloseTimeout => CloseCause::CloseTimeout,
-        });
         chan.inner.core.metrics.closed(cause);
-        match end {
-            End::Io(kind) => tracing::info!(cause = cause.label(), error = %kind, "channel closed"),
-            _ => tracing::info!(cause = cause.label(), "channel closed"),
-        }
-        self.write_timer = None;
-        self.close_timer = None;
-        self.ended = Some(end);
         if let Some(m) = self.handlers.backend() {
-            // The owning worker runs the disconnect callback.
             m.ended(chan);
-            self.running = None;
-            return;
+            return None;
         }
         let handlers = self.handlers.clone();
         let chan = chan.clone();
-        self.running = Some(Box::pin(async move {
+        Some(Box::pin(async move {
             handlers.state().disconnect(chan.id(), chan.meta()).await
-        }));
+        }))
     }
 }
 
@@ -422,20 +430,9 @@ impl<R, W, H: Handlers> Drop for Session<R, W, H> {
             return;
         }
         if self.ended.is_none() {
-            {
-                let mut ob = self.chan.inner.outbox.lock();
-                ob.closing = true;
-                ob.ended = true;
-            }
-            self.chan.inner.core.channels.remove_channel(&self.chan);
-            let cause = self.cause.unwrap_or(CloseCause::Shutdown);
-            self.chan.inner.core.metrics.closed(cause);
-            if let Some(m) = self.handlers.backend() {
-                m.ended(&self.chan);
-            } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let handlers = self.handlers.clone();
-                let chan = self.chan.clone();
-                rt.spawn(async move { handlers.state().disconnect(chan.id(), chan.meta()).await });
+            let disconnect = self.leave(self.cause.unwrap_or(CloseCause::Shutdown));
+            if let (Some(d), Ok(rt)) = (disconnect, tokio::runtime::Handle::try_current()) {
+                rt.spawn(d);
             }
         } else if let Some(d) = self.running.take() {
             // The disconnect callback had started: let it finish.
