@@ -1023,19 +1023,7 @@ fn slow_consumers(
             .debug_addr(Duration::from_secs(10))
             .context("the server printed no debug address")?;
         std::thread::sleep(Duration::from_millis(200));
-        let (in_use, free) = {
-            let text = kim_benchmark::prometheus::get(&debug, "/metrics", Duration::from_secs(10))?;
-            let v = |s: &str| {
-                text.lines().find_map(|l| {
-                    l.strip_prefix(&format!("kim_heap_bytes{{state=\"{s}\"}}"))?
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                        .map(|v| v as u64)
-                })
-            };
-            (v("in_use"), v("free"))
-        };
+        let (in_use, free) = kim_benchmark::slow_consumers::heap(&debug)?;
         println!(
             "| {run} | start | | | {:.1} | {} | {} |",
             mb(server.rss()?),

@@ -57,8 +57,9 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
-/// The server's heap figures from its `/metrics`.
-fn heap(debug: &str) -> anyhow::Result<(Option<u64>, Option<u64>)> {
+/// The server's heap in use and free heap, in bytes, from its `/metrics` (`kim_heap_bytes`;
+/// `None` where the server does not report them).
+pub fn heap(debug: &str) -> anyhow::Result<(Option<u64>, Option<u64>)> {
     let text = crate::prometheus::get(debug, "/metrics", Duration::from_secs(10))?;
     let v = |state: &str| {
         sample(&text, &format!("kim_heap_bytes{{state=\"{state}\"}}")).map(|v| v as u64)

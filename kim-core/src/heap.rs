@@ -4,8 +4,8 @@
 //! when the burst is over kim frees all of it, but glibc's allocator keeps most freed memory
 //! in its arenas instead of returning it to the system, so resident memory stays at the peak.
 //! kim's metrics tell the two apart (`kim_heap_bytes{state="in_use"|"free"}`), and the
-//! server's sweeper asks the allocator to return free pages when it holds much more free
-//! memory than is in use. Elsewhere (another allocator, another libc) both are no-ops.
+//! server's sweeper asks the allocator to return free pages when resident memory is far above
+//! the heap in use. Elsewhere (another allocator, another libc) both are no-ops.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -67,10 +67,11 @@ const TRIM_EVERY_MS: u64 = 10_000;
 /// process. Returns whether it trimmed.
 pub(crate) fn trim_if_bloated() -> bool {
     static BASE: OnceLock<Instant> = OnceLock::new();
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = BASE.get_or_init(Instant::now).elapsed().as_millis() as u64 + TRIM_EVERY_MS;
+    /// When the last trim was, in milliseconds since `BASE`; `u64::MAX` before the first.
+    static LAST: AtomicU64 = AtomicU64::new(u64::MAX);
+    let now = BASE.get_or_init(Instant::now).elapsed().as_millis() as u64;
     let last = LAST.load(Ordering::Relaxed);
-    if now < last + TRIM_EVERY_MS {
+    if last != u64::MAX && now < last.saturating_add(TRIM_EVERY_MS) {
         return false;
     }
     // The resident size first: a file read, where the heap's figures walk its free lists.

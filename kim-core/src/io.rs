@@ -213,24 +213,25 @@ impl ReadBuffer {
     }
 
     /// Makes room for `additional` more bytes: in place when the buffer's own memory can be
-    /// reclaimed, otherwise in a new allocation that is allowed to fail.
+    /// reclaimed; in an ordinary allocation up to two read sizes (the common case, as cheap as
+    /// before); beyond that, in an allocation that is allowed to fail.
     fn grow(&mut self, additional: usize) -> io::Result<()> {
+        let len = self.buf.len();
+        let cap = len.saturating_add(additional);
+        if cap <= 2 * MAX_READ_SIZE {
+            self.buf.reserve(additional);
+            return Ok(());
+        }
         if self.buf.try_reclaim(additional) {
             return Ok(());
         }
-        let len = self.buf.len();
         let mut v: Vec<u8> = Vec::new();
-        len.checked_add(additional)
-            .and_then(|cap| v.try_reserve_exact(cap).ok())
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::OutOfMemory,
-                    format!(
-                        "cannot allocate {} bytes for a read buffer",
-                        len + additional
-                    ),
-                )
-            })?;
+        v.try_reserve_exact(cap).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("cannot allocate {cap} bytes for a read buffer"),
+            )
+        })?;
         v.extend_from_slice(&self.buf);
         // A Vec with spare capacity becomes a BytesMut without a copy.
         self.buf = BytesMut::from(Bytes::from(v));
