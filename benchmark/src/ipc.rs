@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use bytes::{Bytes, BytesMut};
-use kim_core::ipc::wire::{
+use kim_core::internals::wire::{
     raise_buffers, ChunkSender, Header, Kind, Outgoing, Reassembler, BEGIN, END, HEADER_LEN,
 };
 
@@ -166,9 +166,9 @@ pub fn run(
     let (a, b) = UnixDatagram::pair().context("socket pair")?;
     a.set_nonblocking(true)?;
     b.set_nonblocking(true)?;
-    let socket_buffers = raise_buffers(a.as_raw_fd(), SOCKET_BUFFERS);
-    raise_buffers(b.as_raw_fd(), SOCKET_BUFFERS);
-    let (tx_fd, rx_fd) = (a.as_raw_fd(), b.as_raw_fd());
+    let socket_buffers = raise_buffers(a.as_fd(), SOCKET_BUFFERS);
+    raise_buffers(b.as_fd(), SOCKET_BUFFERS);
+    let (tx_fd, rx_fd) = (a.as_fd(), b.as_fd());
     let abort = AtomicBool::new(false);
     let ready = Barrier::new(2);
     let (sent, received) = std::thread::scope(|s| {
@@ -311,14 +311,14 @@ fn check(k: usize, msg: &[u8], size: usize) -> anyhow::Result<()> {
 
 /// Waits until `fd` is ready for `events`, without spinning; gives up when the other side
 /// failed or after [`STALL`] without readiness.
-fn wait(fd: RawFd, events: libc::c_short, abort: &AtomicBool) -> anyhow::Result<()> {
+fn wait(fd: BorrowedFd<'_>, events: libc::c_short, abort: &AtomicBool) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         if abort.load(Ordering::Relaxed) {
             bail!(OTHER_SIDE_FAILED);
         }
         let mut pfd = libc::pollfd {
-            fd,
+            fd: fd.as_raw_fd(),
             events,
             revents: 0,
         };
@@ -346,7 +346,7 @@ fn wait(fd: RawFd, events: libc::c_short, abort: &AtomicBool) -> anyhow::Result<
 /// to message (the sender holds the only handle once a message is out), so the sender does
 /// no copy of its own: only the stamps change.
 fn send_wire(
-    fd: RawFd,
+    fd: BorrowedFd<'_>,
     count: usize,
     payload: BytesMut,
     chunk: usize,
@@ -391,7 +391,7 @@ fn send_wire(
 
 /// Sends each message as raw chunk-sized datagrams with no header (the ceiling).
 fn send_raw(
-    fd: RawFd,
+    fd: BorrowedFd<'_>,
     count: usize,
     mut buf: BytesMut,
     chunk: usize,
@@ -407,7 +407,7 @@ fn send_raw(
                 // SAFETY: the kernel reads `part.len()` bytes of a live slice.
                 let n = unsafe {
                     libc::send(
-                        fd,
+                        fd.as_raw_fd(),
                         part.as_ptr() as *const libc::c_void,
                         part.len(),
                         libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
@@ -441,7 +441,7 @@ fn send_raw(
 
 /// Receives with kim's `Reassembler`.
 fn recv_kim(
-    fd: RawFd,
+    fd: BorrowedFd<'_>,
     count: usize,
     size: usize,
     chunk: usize,
@@ -480,12 +480,15 @@ fn recv_kim(
 
 /// One `recv` into `buf`; `Ok(None)` when the socket is empty. Returns the datagram's real
 /// length (`MSG_TRUNC`).
-fn recv_raw(fd: RawFd, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<Option<usize>> {
+fn recv_raw(
+    fd: BorrowedFd<'_>,
+    buf: &mut [std::mem::MaybeUninit<u8>],
+) -> io::Result<Option<usize>> {
     loop {
         // SAFETY: the kernel writes at most `buf.len()` bytes into it.
         let n = unsafe {
             libc::recv(
-                fd,
+                fd.as_raw_fd(),
                 buf.as_mut_ptr() as *mut libc::c_void,
                 buf.len(),
                 libc::MSG_DONTWAIT | libc::MSG_TRUNC,
@@ -505,7 +508,7 @@ fn recv_raw(fd: RawFd, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<Opti
 
 /// Receives raw chunks straight into each message's final buffer (the ceiling).
 fn recv_ceiling(
-    fd: RawFd,
+    fd: BorrowedFd<'_>,
     count: usize,
     size: usize,
     chunk: usize,
@@ -549,7 +552,7 @@ fn recv_ceiling(
 /// Receives kim's wire the naive way: each datagram whole into a scratch buffer, its payload
 /// appended to a `Vec` per message that grows as it goes.
 fn recv_naive(
-    fd: RawFd,
+    fd: BorrowedFd<'_>,
     count: usize,
     size: usize,
     chunk: usize,

@@ -71,7 +71,7 @@ fn tcp_frame(op: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 fn ws_client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    kim_ws::encode_frame(first, payload, Some([0x5a, 0x13, 0xc7, 0x2e]))
+    kim_ws::internals::encode_frame(first, payload, Some([0x5a, 0x13, 0xc7, 0x2e]))
 }
 
 /// Connects a blocking socket and performs the websocket handshake if `wire` needs one.

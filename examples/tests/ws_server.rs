@@ -29,7 +29,7 @@ fn upgrade_request(path: &str, extra: &str) -> String {
 
 /// A masked client frame, built by hand so that tests can send anything.
 fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
-    kim_ws::encode_frame(first, payload, Some([0x37, 0xfa, 0x21, 0x3d]))
+    kim_ws::internals::encode_frame(first, payload, Some([0x37, 0xfa, 0x21, 0x3d]))
 }
 
 /// A raw websocket connection: the handshake done by hand, then a frame reader for what the

@@ -1,4 +1,4 @@
-//! The IPC wire's receiver (`kim_core::ipc::wire::Reassembler`) on a real `AF_UNIX
+//! The IPC wire's receiver (`kim_core::internals::wire::Reassembler`) on a real `AF_UNIX
 //! SOCK_DGRAM` socket pair, fed datagrams built from the fuzz input: headers with fuzz-chosen
 //! fields (chunks in any order, orphans, duplicates, overlapping offsets, totals beyond the
 //! maximum, unknown kinds and flags, truncated headers), raw garbage, and whole messages sent
@@ -14,13 +14,13 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kim_core::ipc::wire::{
+use kim_core::internals::wire::{
     ChunkSender, Header, Kind, Outgoing, Reassembler, Received, BEGIN, CHUNK, END, HEADER_LEN,
 };
 use libfuzzer_sys::fuzz_target;
@@ -97,7 +97,7 @@ struct Test {
 impl Test {
     fn drain(&mut self) {
         loop {
-            match self.receiver.recv(self.rx.as_raw_fd()) {
+            match self.receiver.recv(self.rx.as_fd()) {
                 Ok(m) => self.delivered.push(m),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => panic!("recv: {e}"),
@@ -123,7 +123,7 @@ impl Test {
     fn send_message(&mut self, sender: &mut ChunkSender, m: &mut Outgoing, budget: usize) -> bool {
         let budget = if budget == 0 { usize::MAX } else { budget };
         loop {
-            match sender.send_limited(self.tx.as_raw_fd(), m, budget) {
+            match sender.send_limited(self.tx.as_fd(), m, budget) {
                 Ok(done) => return done,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.drain(),
                 Err(e) => panic!("ChunkSender: {e}"),

@@ -8,14 +8,15 @@
 //! Promises checked: no panic; every text message is valid UTF-8; a data message is at most
 //! the maximum, a control frame at most 125 bytes, a close payload empty or a valid code and
 //! UTF-8; no single allocation exceeds twice the bytes fed so far plus 128 KiB (a declared
-//! length is not memory); every frame re-encoded with `kim_ws::encode_frame` decodes back to
+//! length is not memory); every frame re-encoded with `kim_ws::internals::encode_frame` decodes back to
 //! itself; and a first frame sent whole with a minimal length re-encodes to its very bytes.
 #![no_main]
 
 use kim_core::io::ReadBuffer;
 use kim_core::{FrameReader, OpCode};
 use kim_fuzz::{noop_context, split_spec, watch, Chunked};
-use kim_ws::{encode_frame, Role, WsReader};
+use kim_ws::internals::encode_frame;
+use kim_ws::{Role, WsReader};
 use libfuzzer_sys::fuzz_target;
 use std::task::Poll;
 

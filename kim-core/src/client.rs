@@ -11,9 +11,10 @@ use bytes::Bytes;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use crate::close::CloseReason;
 use crate::conn::{FrameReader, FrameReaderExt, FrameWriter, FrameWriterExt};
 use crate::error::ReadError;
-use crate::frame::{CloseReason, Frame, OpCode};
+use crate::frame::{Frame, OpCode};
 
 /// Client settings.
 #[derive(Debug, Clone)]

@@ -11,8 +11,9 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
+use crate::close::CloseReason;
 use crate::error::ReadError;
-use crate::frame::{CloseReason, Frame};
+use crate::frame::Frame;
 
 /// Reads frames from one connection.
 pub trait FrameReader: Send + Unpin + 'static {

@@ -34,7 +34,7 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::Core;
+use crate::metrics::Metrics;
 
 /// Debug connections open at once. A connection past this evicts the oldest one that has no
 /// request in progress (idle, or still sending its headers), so idle connections can never
@@ -51,19 +51,21 @@ const DEFAULT_PROFILE_SECONDS: u64 = 30;
 type Body = Full<Bytes>;
 
 /// Binds `addr` and serves the debug endpoints until the server's shutdown completes.
-pub(crate) fn start(core: &Arc<Core>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+pub(crate) fn start(
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    addr: SocketAddr,
+) -> std::io::Result<SocketAddr> {
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(std_listener)?;
     let local = listener.local_addr()?;
-    let core_weak = Arc::downgrade(core);
-    let stop = core.debug_stop().clone();
-    tokio::spawn(accept_loop(listener, core_weak, stop));
+    tokio::spawn(accept_loop(listener, Arc::downgrade(&metrics), stop));
     Ok(local)
 }
 
 /// An open debug connection, as the accept loop sees it.
-struct Slot {
+struct DebugConn {
     id: u64,
     /// Set while a request is being served.
     busy: Arc<AtomicBool>,
@@ -74,7 +76,7 @@ struct Slot {
 /// The open connections, oldest first.
 #[derive(Default)]
 struct Slots {
-    open: Mutex<VecDeque<Slot>>,
+    open: Mutex<VecDeque<DebugConn>>,
 }
 
 impl Slots {
@@ -90,7 +92,7 @@ impl Slots {
         }
         let busy = Arc::new(AtomicBool::new(false));
         let evict = CancellationToken::new();
-        open.push_back(Slot {
+        open.push_back(DebugConn {
             id,
             busy: busy.clone(),
             evict: evict.clone(),
@@ -119,7 +121,7 @@ impl Drop for Busy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, core: Weak<Core>, stop: CancellationToken) {
+async fn accept_loop(listener: TcpListener, metrics: Weak<Metrics>, stop: CancellationToken) {
     let slots = Arc::new(Slots::default());
     let mut next_id = 0u64;
     loop {
@@ -140,15 +142,15 @@ async fn accept_loop(listener: TcpListener, core: Weak<Core>, stop: Cancellation
             tracing::debug!("debug listener: every connection is serving a request; closing");
             continue;
         };
-        let core = core.clone();
+        let metrics = metrics.clone();
         let stop = stop.clone();
         let slots = slots.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let core = core.clone();
+                let metrics = metrics.clone();
                 let busy = Busy::new(&busy);
                 async move {
-                    let r = route(req, core).await;
+                    let r = route(req, metrics).await;
                     drop(busy);
                     Ok::<_, Infallible>(r)
                 }
@@ -192,7 +194,7 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     reply(status, "text/plain; charset=utf-8", s)
 }
 
-async fn route(req: Request<Incoming>, core: Weak<Core>) -> Response<Body> {
+async fn route(req: Request<Incoming>, metrics: Weak<Metrics>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here");
         r.headers_mut()
@@ -206,11 +208,11 @@ async fn route(req: Request<Incoming>, core: Weak<Core>) -> Response<Body> {
             "kim debug listener\n/metrics\n/debug/pprof/profile?seconds=N\n\
              /debug/pprof/flamegraph?seconds=N",
         ),
-        "/metrics" => match core.upgrade() {
-            Some(core) => reply(
+        "/metrics" => match metrics.upgrade() {
+            Some(metrics) => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                core.metrics.render(),
+                metrics.render(),
             ),
             None => text(StatusCode::SERVICE_UNAVAILABLE, "the server has stopped"),
         },

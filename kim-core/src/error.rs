@@ -3,7 +3,8 @@
 use std::io;
 
 use crate::channel::ChannelId;
-use crate::frame::{CloseReason, OpCode};
+use crate::close::CloseReason;
+use crate::frame::OpCode;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,6 @@
 //! kinds whichever transport carries them. Payloads are reference-counted slices of the buffer
 //! they were read into: a frame moves from the socket to the listener without being copied.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
@@ -102,84 +101,6 @@ impl fmt::Debug for Frame {
             .field("len", &self.payload.len())
             .field("payload", &String::from_utf8_lossy(prefix))
             .finish()
-    }
-}
-
-/// Why a channel is being closed: a websocket close code and a short human-readable reason.
-///
-/// The websocket transport sends both; the raw TCP transport sends the reason only (an
-/// [`OpCode::Close`] frame whose payload is the reason text).
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct CloseReason {
-    /// A websocket close status code (see the associated constants).
-    pub code: u16,
-    /// A short reason; at most 123 bytes go on the wire for websocket.
-    pub reason: Cow<'static, str>,
-}
-
-impl CloseReason {
-    /// 1000: the purpose of the connection was fulfilled.
-    pub const NORMAL: u16 = 1000;
-    /// 1001: the server is going away (shutdown).
-    pub const GOING_AWAY: u16 = 1001;
-    /// 1002: the peer broke the protocol.
-    pub const PROTOCOL: u16 = 1002;
-    /// 1005: no status code was present (never sent; what a close without a code decodes to,
-    /// and what raw TCP close frames, which carry only a reason, decode to).
-    pub const NO_STATUS: u16 = 1005;
-    /// 1003: a kind of data that cannot be accepted.
-    pub const UNSUPPORTED: u16 = 1003;
-    /// 1007: a text payload that is not UTF-8.
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    /// 1008: a message that violates the server's policy (a rejected login, say).
-    pub const POLICY: u16 = 1008;
-    /// 1009: a frame or message over the size limit.
-    pub const TOO_BIG: u16 = 1009;
-    /// 1011: the server failed while handling the connection.
-    pub const INTERNAL: u16 = 1011;
-
-    /// A reason with any code.
-    pub fn new(code: u16, reason: impl Into<Cow<'static, str>>) -> CloseReason {
-        CloseReason {
-            code,
-            reason: reason.into(),
-        }
-    }
-
-    /// A normal close (1000).
-    pub fn normal(reason: impl Into<Cow<'static, str>>) -> CloseReason {
-        CloseReason::new(Self::NORMAL, reason)
-    }
-
-    /// A policy violation (1008), used for rejected logins.
-    pub fn policy(reason: impl Into<Cow<'static, str>>) -> CloseReason {
-        CloseReason::new(Self::POLICY, reason)
-    }
-
-    /// A protocol error (1002).
-    pub fn protocol(reason: impl Into<Cow<'static, str>>) -> CloseReason {
-        CloseReason::new(Self::PROTOCOL, reason)
-    }
-
-    /// A frame or message over the limit (1009).
-    pub fn too_big(reason: impl Into<Cow<'static, str>>) -> CloseReason {
-        CloseReason::new(Self::TOO_BIG, reason)
-    }
-}
-
-impl fmt::Debug for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {:?}", self.code, self.reason)
-    }
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.code == Self::NO_STATUS {
-            f.write_str(&self.reason)
-        } else {
-            write!(f, "{} ({})", self.reason, self.code)
-        }
     }
 }
 

@@ -15,9 +15,11 @@
 //! reads frames, calls the listener in order, and writes whatever was pushed as one batch.
 #![warn(missing_docs)]
 
+mod app;
 mod channel;
-mod channels;
 pub mod client;
+mod clock;
+mod close;
 mod conn;
 mod debug;
 mod error;
@@ -25,22 +27,22 @@ mod frame;
 mod heap;
 pub mod io;
 pub mod ipc;
-mod listener;
 pub mod metrics;
 mod options;
+mod route;
 mod server;
 mod session;
 mod throttle;
 mod upgrade;
 
-pub use channel::{Agent, Channel, ChannelId, Meta};
-pub use channels::{ChannelMap, Insert};
-pub use conn::{Conn, FrameReader, FrameReaderExt, FrameWriter, FrameWriterExt, Handshake};
-pub use error::{LoginError, OptionsError, PushError, ReadError, ServerError, UpgradeError};
-pub use frame::{CloseReason, Frame, OpCode};
-pub use listener::{
+pub use app::{
     Accepted, Acceptor, DefaultAcceptor, LoginConn, MessageListener, Reject, StateListener,
 };
+pub use channel::{Agent, Channel, ChannelId, ChannelMap, Insert, Meta};
+pub use close::CloseReason;
+pub use conn::{Conn, FrameReader, FrameReaderExt, FrameWriter, FrameWriterExt, Handshake};
+pub use error::{LoginError, OptionsError, PushError, ReadError, ServerError, UpgradeError};
+pub use frame::{Frame, OpCode};
 pub use metrics::Metrics;
 pub use options::{
     Backend, Dispatch, DuplicatePolicy, OptionsBuilder, ServerOptions, WorkerCommand,
@@ -49,9 +51,14 @@ pub use server::{DefaultServer, ServerHandle, ServerStats, ShutdownReport};
 pub use throttle::LogThrottle;
 pub use upgrade::{ConnConfig, Upgrader};
 
-/// Entry points for kim's fuzz targets (the `fuzz/` directory): decoders of outside input that
-/// are not otherwise reachable without a running server. Not part of the supported API.
+/// kim's internals that its benchmark and fuzz targets drive directly: the IPC wire (to
+/// measure it alone and to feed its receiver hostile datagrams) and the debug listener's query
+/// parser. Not part of the supported API: it changes without notice.
 #[doc(hidden)]
-pub mod fuzzing {
+pub mod internals {
     pub use crate::debug::parse_seconds;
+    /// The IPC wire (see [`crate::ipc`]).
+    pub mod wire {
+        pub use crate::ipc::wire::*;
+    }
 }

@@ -18,45 +18,18 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::time::Sleep;
 
-use crate::channel::{Channel, CloseMode};
+use crate::channel::Channel;
+use crate::close::{CloseCause, CloseMode, CloseReason, End};
 use crate::conn::{FrameReader, FrameWriter};
 use crate::error::ReadError;
-use crate::frame::{CloseReason, Frame, OpCode};
-use crate::ipc::Master;
-use crate::listener::{MessageListener, StateListener};
-use crate::metrics::CloseCause;
-use crate::server::ActiveGuard;
-
-/// Reading pauses while more than this many bytes wait in the writer and the outbox (or half
-/// the outbox bound, if smaller), so a client that sends requests (or pings) faster than it
-/// reads the answers is slowed down by TCP backpressure instead of filling its own outbox
-/// until replies are refused.
-const WRITE_HIGH_WATER: usize = 1024 * 1024;
-
-type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Why a channel ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum End {
-    /// The peer sent a close (or the close handshake we started completed).
-    Closed,
-    /// The stream ended without a close frame.
-    Eof,
-    /// Reading or writing failed.
-    Io(std::io::ErrorKind),
-    /// A write batch did not complete within write_wait.
-    WriteTimeout,
-    /// The channel was aborted (shutdown deadline).
-    Aborted,
-    /// We sent a close and the peer did not answer within close_wait.
-    CloseTimeout,
-}
+use crate::frame::{Frame, OpCode};
+use crate::route::{Route, Work};
+use crate::server::connections::ActiveGuard;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -69,23 +42,11 @@ enum Phase {
     Answered,
 }
 
-/// What the session needs from the server: the app's listeners.
-pub(crate) trait Handlers: Send + Sync + 'static {
-    type Listener: MessageListener;
-    type State: StateListener;
-    fn listener(&self) -> &Self::Listener;
-    fn state(&self) -> &Self::State;
-    /// In process mode, the master that sends messages and channel events to the workers.
-    fn backend(&self) -> Option<&Master> {
-        None
-    }
-}
-
-pub(crate) struct Session<R, W, H: Handlers> {
+pub(crate) struct Session<R, W, T: Route> {
     chan: Channel,
     reader: R,
     writer: W,
-    handlers: Arc<H>,
+    route: Arc<T>,
     /// Counts the connection as active until the session is dropped.
     _guard: ActiveGuard,
     phase: Phase,
@@ -95,34 +56,28 @@ pub(crate) struct Session<R, W, H: Handlers> {
     finished: bool,
     /// While open: the handler of the message being handled. Once ended: the disconnect
     /// callback. (One slot: the two never run at once.)
-    running: Option<BoxFuture>,
+    running: Option<Work>,
     /// Armed while a flush is blocked: write_wait.
     write_timer: Option<Pin<Box<Sleep>>>,
     /// Armed once we sent a close: close_wait.
     close_timer: Option<Pin<Box<Sleep>>>,
-    /// Reading pauses past this many bytes of replies waiting (writer and outbox)...
-    pause_bytes: usize,
-    /// ...or this many frames waiting in the outbox.
-    pause_frames: usize,
     /// Why we began closing, if we did.
     cause: Option<CloseCause>,
-    /// Whether per-message metrics are kept.
-    count: bool,
 }
 
-impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
+impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
     pub(crate) fn new(
         chan: Channel,
         reader: R,
         writer: W,
-        handlers: Arc<H>,
+        route: Arc<T>,
         guard: ActiveGuard,
     ) -> Self {
         Session {
             chan,
             reader,
             writer,
-            handlers,
+            route,
             _guard: guard,
             phase: Phase::Open,
             ended: None,
@@ -130,22 +85,8 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
             running: None,
             write_timer: None,
             close_timer: None,
-            pause_bytes: 0,
-            pause_frames: 0,
             cause: None,
-            count: false,
         }
-        .with_pause_limits()
-    }
-
-    /// Reading pauses well before the outbox is full, so the replies to what was read always
-    /// fit: at half the outbox bounds, and at most [`WRITE_HIGH_WATER`] bytes.
-    fn with_pause_limits(mut self) -> Self {
-        let opts = &self.chan.inner.core.options;
-        self.pause_bytes = (opts.outbound_queue_bytes() / 2).clamp(1, WRITE_HIGH_WATER);
-        self.pause_frames = (opts.outbound_queue() / 2).max(1);
-        self.count = self.chan.inner.core.metrics.per_message;
-        self
     }
 
     /// Queues our close frame and starts waiting for the peer's.
@@ -155,12 +96,12 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
         }
         tracing::debug!(%reason, cause = cause.label(), "closing channel");
         self.cause.get_or_insert(cause);
-        self.chan.inner.outbox.lock().closing = true;
+        self.chan.outbox().refuse_pushes();
         let frame = self.writer.close_frame(reason);
         self.writer.start_frame(frame);
         // A handler in progress may finish (its pushes now fail); close_wait bounds it.
         self.phase = Phase::Closing;
-        let wait = self.chan.inner.core.options.close_wait();
+        let wait = self.chan.context().limits.close_wait;
         self.close_timer = Some(Box::pin(tokio::time::sleep(wait)));
     }
 
@@ -178,21 +119,16 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
             }
 
             // 2. The write loop: the outbox moves into an idle writer as one batch.
-            let queued = if self.writer.pending() == 0 {
-                let (batch, close) = {
-                    let mut ob = self.chan.inner.outbox.lock();
-                    ob.running = true;
-                    ob.bytes = 0;
-                    (std::mem::take(&mut ob.frames), ob.close.take())
-                };
-                if self.count && !batch.is_empty() {
+            let backlog = if self.writer.pending() == 0 {
+                let (batch, close) = self.chan.outbox().take_batch();
+                if self.chan.context().limits.count_messages && !batch.is_empty() {
                     let (mut n, mut bytes) = (0, 0);
                     for f in batch {
                         n += 1;
                         bytes += f.payload.len() as u64;
                         self.writer.start_frame(f);
                     }
-                    self.chan.inner.core.metrics.hot.sent(n, bytes);
+                    self.chan.context().metrics.hot.sent(n, bytes);
                 } else {
                     for f in batch {
                         self.writer.start_frame(f);
@@ -207,13 +143,12 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
                 }
                 (0, 0)
             } else {
-                let mut ob = self.chan.inner.outbox.lock();
-                ob.running = true;
-                if let Some((_, CloseMode::Abort, cause)) = ob.close {
+                let backlog = self.chan.outbox().backlog();
+                if let Some(cause) = backlog.abort {
                     self.cause.get_or_insert(cause);
                     return Poll::Ready(End::Aborted);
                 }
-                (ob.bytes, ob.frames.len())
+                (backlog.bytes, backlog.frames)
             };
             if self.writer.pending() > 0 {
                 match self.writer.poll_flush(cx) {
@@ -227,7 +162,7 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
                     Poll::Ready(Err(e)) => return Poll::Ready(End::Io(e.kind())),
                     Poll::Pending => {
                         let timer = self.write_timer.get_or_insert_with(|| {
-                            let wait = self.chan.inner.core.options.write_wait();
+                            let wait = self.chan.context().limits.write_wait;
                             Box::pin(tokio::time::sleep(wait))
                         });
                         if timer.as_mut().poll(cx).is_ready() {
@@ -247,17 +182,13 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
             }
 
             // 3. The read loop: one frame at a time, none while a message is being handled.
+            let limits = &self.chan.context().limits;
             let can_read = self.running.is_none()
                 && self.phase != Phase::Answered
-                && self.writer.pending()
-                    + queued.0
-                    + self.chan.inner.ipc_pending.load(Ordering::Acquire)
-                    <= self.pause_bytes
-                && queued.1 < self.pause_frames
-                && !matches!(
-                    self.handlers.backend(),
-                    Some(m) if m.poll_room(&self.chan, cx).is_pending()
-                );
+                && self.writer.pending() + backlog.0 + self.chan.outbox().in_flight()
+                    <= limits.pause_bytes
+                && backlog.1 < limits.pause_frames
+                && self.route.poll_ready(&self.chan, cx).is_ready();
             if can_read {
                 match self.reader.poll_read_frame(cx) {
                     Poll::Pending => {}
@@ -282,18 +213,11 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
 
             if !progressed {
                 // 4. Park, unless a push or close slipped in since step 2.
-                let mut ob = self.chan.inner.outbox.lock();
-                let idle_writer = self.writer.pending() == 0;
-                let work = match &ob.close {
-                    Some((_, mode, _)) => idle_writer || *mode == CloseMode::Abort,
-                    None => idle_writer && !ob.frames.is_empty(),
-                };
-                if !work {
-                    ob.running = false;
-                    match &ob.waker {
-                        Some(w) if w.will_wake(cx.waker()) => {}
-                        _ => ob.waker = Some(cx.waker().clone()),
-                    }
+                if self
+                    .chan
+                    .outbox()
+                    .park(self.writer.pending() == 0, cx.waker())
+                {
                     return Poll::Pending;
                 }
             }
@@ -304,30 +228,11 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
         match frame.op {
             OpCode::Text | OpCode::Binary => {
                 if self.phase == Phase::Open {
-                    if self.count {
-                        self.chan
-                            .inner
-                            .core
-                            .metrics
-                            .hot
-                            .received(frame.payload.len());
+                    let context = self.chan.context();
+                    if context.limits.count_messages {
+                        context.metrics.hot.received(frame.payload.len());
                     }
-                    if let Some(m) = self.handlers.backend() {
-                        m.dispatch(&self.chan, frame);
-                        return;
-                    }
-                    let agent = self.chan.clone();
-                    let handlers = self.handlers.clone();
-                    self.running = Some(if self.count {
-                        Box::pin(async move {
-                            let started = crate::metrics::clock();
-                            handlers.listener().receive(&agent, frame).await;
-                            let took = crate::metrics::clock().duration_since(started);
-                            agent.inner.core.metrics.hot.handled(took);
-                        })
-                    } else {
-                        Box::pin(async move { handlers.listener().receive(&agent, frame).await })
-                    });
+                    self.running = self.route.receive(&self.chan, frame);
                 }
             }
             OpCode::Ping => {
@@ -339,7 +244,7 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
                 if self.phase == Phase::Open {
                     let reason = self.reader.close_reason(&frame.payload);
                     tracing::debug!(%reason, "peer closed");
-                    self.chan.inner.outbox.lock().closing = true;
+                    self.chan.outbox().refuse_pushes();
                     let answer = self.writer.close_frame(&reason);
                     self.writer.start_frame(answer);
                 }
@@ -352,14 +257,7 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
     /// Takes the channel out of the map and starts the disconnect callback.
     fn end(&mut self, end: End) {
         // What we began closing for wins over how the connection then ended.
-        let cause = self.cause.unwrap_or(match end {
-            End::Closed => CloseCause::Peer,
-            End::Eof => CloseCause::PeerGone,
-            End::Io(_) => CloseCause::IoError,
-            End::WriteTimeout => CloseCause::WriteTimeout,
-            End::Aborted => CloseCause::Shutdown,
-            End::CloseTimeout => CloseCause::CloseTimeout,
-        });
+        let cause = self.cause.unwrap_or(end.cause());
         self.running = self.leave(cause);
         match end {
             End::Io(kind) => tracing::info!(cause = cause.label(), error = %kind, "channel closed"),
@@ -371,36 +269,22 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Session<R, W, H> {
     }
 }
 
-impl<R, W, H: Handlers> Session<R, W, H> {
+impl<R, W, T: Route> Session<R, W, T> {
     /// What ending a channel does however the session ends (in [`Session::end`], or dropped
     /// before it could end): the outbox refuses pushes and lets go of what it holds, the
     /// channel leaves the map, the cause is counted, and the disconnect callback is returned
     /// to be run (`None` in process mode, where the owning worker runs it).
-    fn leave(&self, cause: CloseCause) -> Option<BoxFuture> {
+    fn leave(&self, cause: CloseCause) -> Option<Work> {
         let chan = &self.chan;
-        {
-            let mut ob = chan.inner.outbox.lock();
-            ob.closing = true;
-            ob.ended = true;
-            ob.frames.clear();
-            ob.bytes = 0;
-            ob.waker = None;
-        }
-        chan.inner.core.channels.remove_channel(chan);
-        chan.inner.core.metrics.closed(cause);
-        if let Some(m) = self.handlers.backend() {
-            m.ended(chan);
-            return None;
-        }
-        let handlers = self.handlers.clone();
-        let chan = chan.clone();
-        Some(Box::pin(async move {
-            handlers.state().disconnect(chan.id(), chan.meta()).await
-        }))
+        chan.outbox().end();
+        let server = &chan.context().server;
+        server.channels().remove_channel(chan);
+        chan.context().metrics.closed(cause);
+        self.route.ended(chan)
     }
 }
 
-impl<R: FrameReader, W: FrameWriter, H: Handlers> Future for Session<R, W, H> {
+impl<R: FrameReader, W: FrameWriter, T: Route> Future for Session<R, W, T> {
     type Output = End;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {
@@ -422,7 +306,7 @@ impl<R: FrameReader, W: FrameWriter, H: Handlers> Future for Session<R, W, H> {
     }
 }
 
-impl<R, W, H: Handlers> Drop for Session<R, W, H> {
+impl<R, W, T: Route> Drop for Session<R, W, T> {
     fn drop(&mut self) {
         // A session dropped before it ended (its runtime shut down, or its task was aborted)
         // still leaves the map and still reports its disconnect, exactly once.

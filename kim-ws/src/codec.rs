@@ -77,7 +77,7 @@ fn split_aligned(data: &mut [u8]) -> (&mut [u8], &mut [u8], &mut [u8]) {
 
 /// A parsed frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Header {
+struct FrameHeader {
     fin: bool,
     op: OpCode,
     mask: Option<[u8; 4]>,
@@ -92,7 +92,7 @@ fn parse_header(
     role: Role,
     max: usize,
     partial_len: Option<usize>,
-) -> Result<Option<Header>, ReadError> {
+) -> Result<Option<FrameHeader>, ReadError> {
     let Some(&b0) = buf.first() else {
         return Ok(None);
     };
@@ -160,7 +160,7 @@ fn parse_header(
     } else {
         None
     };
-    Ok(Some(Header {
+    Ok(Some(FrameHeader {
         fin,
         op,
         mask,
@@ -212,7 +212,7 @@ pub fn decode_close(payload: &[u8]) -> CloseReason {
 
 /// A message being reassembled from fragments.
 #[derive(Debug)]
-struct Partial {
+struct FragmentedMessage {
     op: OpCode,
     data: BytesMut,
     /// For text: how much of `data` is known to be valid UTF-8.
@@ -227,7 +227,7 @@ pub struct WsReader<R> {
     role: Role,
     max: usize,
     /// Boxed: idle connections carry a pointer, not the reassembly state.
-    partial: Option<Box<Partial>>,
+    partial: Option<Box<FragmentedMessage>>,
     /// Of the text frame being received: payload bytes already unmasked in the buffer, and
     /// how many of them are known to be valid UTF-8 (so a bad byte fails before the frame
     /// is complete).
@@ -252,7 +252,7 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
 
     /// True if the frame with this header carries text whose validity can be checked on its
     /// own: a text frame, or a continuation of text that does not end mid-character.
-    fn checks_text_early(&self, h: &Header) -> bool {
+    fn checks_text_early(&self, h: &FrameHeader) -> bool {
         match h.op {
             OpCode::Text => true,
             OpCode::Continuation => self
@@ -319,7 +319,7 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
                     } else {
                         0
                     };
-                    self.partial = Some(Box::new(Partial {
+                    self.partial = Some(Box::new(FragmentedMessage {
                         op: h.op,
                         data: payload,
                         valid,

@@ -40,12 +40,17 @@ use kim_core::{Conn, ConnConfig, Handshake, UpgradeError, Upgrader};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-pub use codec::{
-    apply_mask, decode_close, encode_frame, is_valid_close_code, Role, WsReader, WsWriter,
-};
+pub use codec::{decode_close, is_valid_close_code, Role, WsReader, WsWriter};
 pub use handshake::Refusal;
 
 use handshake::HeadError;
+
+/// The frame codec's building blocks that kim's tests, benchmark and fuzz targets use to
+/// write raw frames. Not part of the supported API: it changes without notice.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::codec::{apply_mask, encode_frame};
+}
 
 /// The default limit on an upgrade request's head.
 pub const DEFAULT_MAX_HEADER: usize = 8 * 1024;

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -18,10 +18,14 @@ use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 use tokio::sync::Notify;
 
+use super::in_transit::InTransit;
 use super::wire::{ChunkSender, Outgoing, Reassembler, Received, SendStats};
 
+/// What a queued message keeps until it is sent.
+type Attached = Option<InTransit>;
+
 struct Queue {
-    msgs: VecDeque<Outgoing>,
+    msgs: VecDeque<Outgoing<Attached>>,
     bytes: usize,
     /// Tasks waiting for room.
     waiters: Vec<Waker>,
@@ -42,7 +46,7 @@ pub(crate) struct Link {
 
 impl Link {
     pub(crate) fn new(sock: UnixDatagram, limit: usize, chunk: usize) -> Arc<Link> {
-        super::wire::raise_buffers(sock.as_raw_fd(), super::SOCKET_BUFFER);
+        super::wire::raise_buffers(sock.as_fd(), super::SOCKET_BUFFER);
         Arc::new(Link {
             sock,
             queue: Mutex::new(Queue {
@@ -60,6 +64,12 @@ impl Link {
 
     /// Queues a message whatever the bound (events and control messages, bounded elsewhere).
     pub(crate) fn enqueue(&self, msg: Outgoing) {
+        self.enqueue_attached(msg.attach(None));
+    }
+
+    /// Queues a message with what must live until it is sent: a worker's push and its
+    /// channel's in-flight count.
+    pub(crate) fn enqueue_attached(&self, msg: Outgoing<Attached>) {
         {
             let mut q = self.queue.lock();
             q.bytes += msg.payload.len();
@@ -106,8 +116,8 @@ impl Link {
     /// Keeps `stats` up to date with the sender's counters.
     pub(crate) async fn write_loop(self: Arc<Self>, stats: &Mutex<SendStats>) -> io::Result<()> {
         let mut sender = ChunkSender::new(self.chunk);
-        let fd = self.sock.as_raw_fd();
-        let mut batch: VecDeque<Outgoing> = VecDeque::new();
+        let fd = self.sock.as_fd();
+        let mut batch: VecDeque<Outgoing<Attached>> = VecDeque::new();
         let result = loop {
             let idle = {
                 let mut q = self.queue.lock();
@@ -208,12 +218,12 @@ impl Link {
 
     /// Receives the next whole message if one is already there (`WouldBlock` if not).
     pub(crate) fn recv_now(&self, rx: &mut Reassembler) -> io::Result<Received> {
-        rx.recv(self.sock.as_raw_fd())
+        rx.recv(self.sock.as_fd())
     }
 
     /// Receives the next whole message, waiting for readability as needed.
     pub(crate) async fn recv(&self, rx: &mut Reassembler) -> io::Result<Received> {
-        let fd = self.sock.as_raw_fd();
+        let fd = self.sock.as_fd();
         loop {
             match self.sock.try_io(Interest::READABLE, || rx.recv(fd)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.sock.readable().await?,

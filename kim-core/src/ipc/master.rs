@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
@@ -16,13 +16,19 @@ use tokio::net::UnixDatagram;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::link::Link;
-use super::wire::{Kind, Outgoing, Reassembler, Received, RecvStats, SendStats};
-use super::{control, IpcStats, Reports, WorkerCounters};
 use crate::channel::Channel;
 use crate::frame::{Frame, OpCode};
+use crate::ipc::link::Link;
+use crate::ipc::protocol::{
+    ipc_cost, Body, ChannelInfo, CloseBody, Control, Handled, ShutdownRequest, WorkerCounters,
+};
+use crate::ipc::stats::{IpcStats, Reports};
+use crate::ipc::wire::{Kind, Outgoing, Reassembler, Received, RecvStats, SendStats};
+use crate::metrics::HandlerHistogram;
 use crate::options::{Backend, Dispatch, ServerOptions, WorkerCommand};
-use crate::server::{Core, ServerHandle};
+use crate::route::{Route, Work};
+use crate::server::handle::{BoxFuture, Core, ProcessMode};
+use crate::server::ServerHandle;
 use crate::throttle::LogThrottle;
 
 /// Shards of the serial -> channel index.
@@ -37,7 +43,7 @@ enum Ctl {
     Stop(Duration, oneshot::Sender<()>),
 }
 
-struct Slot {
+struct WorkerSlot {
     link: Arc<Link>,
     /// The worker's end of the socketpair, kept open so that a respawned worker inherits the
     /// same socket and whatever is queued in it.
@@ -53,7 +59,7 @@ struct Slot {
 /// The master: its workers, the dispatch and the channel index by serial.
 pub(crate) struct Master {
     core: Weak<Core>,
-    slots: Vec<Slot>,
+    slots: Vec<WorkerSlot>,
     serials: Box<[Mutex<HashMap<u64, Channel>>]>,
     dispatch: Dispatch,
     rr: AtomicUsize,
@@ -106,7 +112,7 @@ impl Master {
         for _ in 0..workers {
             let (ours, theirs) = std::os::unix::net::UnixDatagram::pair()?;
             ours.set_nonblocking(true)?;
-            super::wire::raise_buffers(theirs.as_raw_fd(), super::SOCKET_BUFFER);
+            crate::ipc::wire::raise_buffers(theirs.as_fd(), super::SOCKET_BUFFER);
             let link = Link::new(
                 UnixDatagram::from_std(ours)?,
                 opts.ipc_queue_bytes(),
@@ -114,7 +120,7 @@ impl Master {
             );
             let (tx, rx) = mpsc::unbounded_channel();
             ctls.push(rx);
-            slots.push(Slot {
+            slots.push(WorkerSlot {
                 link,
                 peer: OwnedFd::from(theirs),
                 ctl: tx,
@@ -175,9 +181,9 @@ impl Master {
 
     /// A channel logged in: index it and tell every worker (its owner first of all).
     pub(crate) fn opened(&self, chan: &Channel) {
-        let serial = chan.inner.serial;
+        let serial = chan.serial();
         self.shard(serial).lock().insert(serial, chan.clone());
-        let info = super::encode_channel(chan.id(), chan.meta());
+        let info = channel_info(chan);
         let owner = self.owner(serial);
         for (i, s) in self.slots.iter().enumerate() {
             let aux = u8::from(i == owner);
@@ -188,9 +194,9 @@ impl Master {
 
     /// A channel ended: its owner runs the disconnect callback, the others forget it.
     pub(crate) fn ended(&self, chan: &Channel) {
-        let serial = chan.inner.serial;
+        let serial = chan.serial();
         self.shard(serial).lock().remove(&serial);
-        let info = super::encode_channel(chan.id(), chan.meta());
+        let info = channel_info(chan);
         let owner = self.owner(serial);
         for (i, s) in self.slots.iter().enumerate() {
             let aux = u8::from(i == owner);
@@ -202,7 +208,7 @@ impl Master {
     /// Ready when the channel's next message can be queued towards a worker.
     pub(crate) fn poll_room(&self, chan: &Channel, cx: &mut Context<'_>) -> Poll<()> {
         match self.dispatch {
-            Dispatch::Fixed => self.slots[self.owner(chan.inner.serial)].link.poll_room(cx),
+            Dispatch::Fixed => self.slots[self.owner(chan.serial())].link.poll_room(cx),
             Dispatch::RoundRobin | Dispatch::LeastBusy => {
                 // Any worker with room will do; all are asked, so that whichever frees up
                 // first wakes the channel.
@@ -224,7 +230,7 @@ impl Master {
 
     /// Sends a client's message to a worker.
     pub(crate) fn dispatch(&self, chan: &Channel, frame: Frame) {
-        let serial = chan.inner.serial;
+        let serial = chan.serial();
         let n = self.slots.len();
         let i = match self.dispatch {
             Dispatch::Fixed => self.owner(serial),
@@ -248,9 +254,7 @@ impl Master {
         };
         let s = &self.slots[i];
         s.dispatched.fetch_add(1, Ordering::Relaxed);
-        chan.inner
-            .ipc_pending
-            .fetch_add(super::ipc_cost(frame.payload.len()), Ordering::AcqRel);
+        chan.outbox().add_in_flight(ipc_cost(frame.payload.len()));
         s.link.enqueue(Outgoing::new(
             Kind::Message,
             serial,
@@ -310,38 +314,36 @@ impl Master {
             }
             Kind::Close => {
                 if let (Some(chan), Some(reason)) =
-                    (self.channel(m.key), super::decode_close(&m.payload))
+                    (self.channel(m.key), CloseBody::decode(&m.payload))
                 {
-                    chan.close(reason);
+                    chan.close(reason.reason);
                 }
             }
-            Kind::Control => match m.aux {
-                control::HANDLED => {
-                    if let (Some(chan), Some(b)) = (self.channel(m.key), m.payload.get(..8)) {
-                        let cost = u64::from_le_bytes(b.try_into().expect("8 bytes"));
-                        chan.ipc_done(cost as usize);
+            Kind::Control => match Control::from_u8(m.aux) {
+                Some(Control::Handled) => {
+                    if let (Some(chan), Some(h)) =
+                        (self.channel(m.key), Handled::decode(&m.payload))
+                    {
+                        chan.release_in_flight(usize::try_from(h.cost).unwrap_or(usize::MAX));
                     }
                 }
-                control::READY => self.send_directory(i),
-                control::STATS => {
+                Some(Control::Ready) => self.send_directory(i),
+                Some(Control::Stats) => {
                     if let Some(c) = WorkerCounters::decode(&m.payload) {
                         self.slots[i].counters.lock().update(c);
                     }
                 }
-                control::SHUTDOWN => {
-                    let ms = m
-                        .payload
-                        .get(..8)
-                        .map_or(5000, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+                Some(Control::Shutdown) => {
+                    let ms = ShutdownRequest::decode(&m.payload).map_or(5000, |r| r.deadline_ms);
                     if let Some(core) = self.core.upgrade() {
                         info!(worker = i, "a worker asked for shutdown");
-                        let handle = ServerHandle::from_core(core);
+                        let handle = ServerHandle::new(core);
                         tokio::spawn(async move {
                             handle.shutdown(Duration::from_millis(ms)).await;
                         });
                     }
                 }
-                other => debug!(worker = i, code = other, "ipc: unknown control message"),
+                _ => debug!(worker = i, code = m.aux, "ipc: unknown control message"),
             },
             other => debug!(worker = i, kind = ?other, "ipc: unexpected message from a worker"),
         }
@@ -354,14 +356,14 @@ impl Master {
         for shard in self.serials.iter() {
             let chans: Vec<Channel> = shard.lock().values().cloned().collect();
             for c in chans {
-                let serial = c.inner.serial;
+                let serial = c.serial();
                 let aux = u8::from(self.owner(serial) == i);
-                let info = super::encode_channel(c.id(), c.meta());
+                let info = channel_info(&c);
                 link.enqueue(Outgoing::new(Kind::Open, serial, aux, info));
                 n += 1;
             }
         }
-        link.enqueue(control_msg(control::SYNCED, Bytes::new()));
+        link.enqueue(Control::Synced.message(0, Bytes::new()));
         debug!(worker = i, channels = n, "worker ready; directory sent");
     }
 
@@ -457,7 +459,7 @@ impl Master {
         for shard in self.serials.iter() {
             for (serial, chan) in shard.lock().iter() {
                 if self.dispatch != Dispatch::Fixed || self.owner(*serial) == i {
-                    chan.ipc_done(usize::MAX);
+                    chan.release_in_flight(usize::MAX);
                 }
             }
         }
@@ -485,7 +487,7 @@ impl Master {
     async fn stop_child(&self, i: usize, child: &mut tokio::process::Child, wait: Duration) {
         self.slots[i]
             .link
-            .enqueue(control_msg(control::STOP, Bytes::new()));
+            .enqueue(Control::Stop.message(0, Bytes::new()));
         if tokio::time::timeout(wait, child.wait()).await.is_err() {
             warn!(worker = i, "worker did not stop in time; killing it");
             let _ = child.kill().await;
@@ -535,8 +537,8 @@ impl Master {
     }
 
     /// The handler histogram, summed over the workers' reports.
-    pub(crate) fn handler_histogram(&self) -> crate::metrics::HandlerHistogram {
-        let mut h = crate::metrics::HandlerHistogram::default();
+    pub(crate) fn handler_histogram(&self) -> HandlerHistogram {
+        let mut h = HandlerHistogram::default();
         for s in &self.slots {
             h.add(&s.counters.lock().total().handler);
         }
@@ -568,6 +570,50 @@ impl Master {
     }
 }
 
-pub(super) fn control_msg(code: u8, payload: Bytes) -> Outgoing {
-    Outgoing::new(Kind::Control, 0, code, payload)
+/// A channel's id and metadata, as `Open` and `Disconnect` carry them.
+fn channel_info(chan: &Channel) -> Bytes {
+    ChannelInfo {
+        id: chan.id().clone(),
+        meta: chan.meta().clone(),
+    }
+    .encode()
+}
+
+/// In process mode, a channel's messages go to the workers.
+impl Route for Master {
+    fn opened(&self, chan: &Channel) {
+        Master::opened(self, chan);
+    }
+
+    fn poll_ready(&self, chan: &Channel, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_room(chan, cx)
+    }
+
+    fn receive(self: &Arc<Self>, chan: &Channel, message: Frame) -> Option<Work> {
+        self.dispatch(chan, message);
+        None
+    }
+
+    fn ended(self: &Arc<Self>, chan: &Channel) -> Option<Work> {
+        Master::ended(self, chan);
+        None
+    }
+}
+
+impl ProcessMode for Master {
+    fn reload(&self) -> BoxFuture<'_, usize> {
+        Box::pin(Master::reload(self))
+    }
+
+    fn stop(&self, wait: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(Master::stop(self, wait))
+    }
+
+    fn stats(&self) -> Option<(IpcStats, HandlerHistogram)> {
+        Some((Master::stats(self), self.handler_histogram()))
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.worker_pids()
+    }
 }

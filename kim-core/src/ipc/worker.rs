@@ -17,16 +17,22 @@ use tokio::net::UnixDatagram;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
-use super::link::Link;
-use super::master::control_msg;
-use super::wire::{Kind, Outgoing, Reassembler, Received, SendStats};
-use super::{control, WorkerCounters};
-use crate::channel::Channel;
+use crate::app::{MessageListener, StateListener};
+use crate::channel::{Channel, Context, Delivery, Forward, Limits};
+use crate::close::CloseReason;
 use crate::error::PushError;
-use crate::frame::{CloseReason, Frame, OpCode};
-use crate::listener::{MessageListener, StateListener};
+use crate::frame::{Frame, OpCode};
+use crate::ipc::in_transit::InTransit;
+use crate::ipc::link::Link;
+use crate::ipc::protocol::{
+    ipc_cost, Body, ChannelInfo, CloseBody, Control, Handled, ShutdownRequest, WorkerCounters,
+};
+use crate::ipc::stats::IpcStats;
+use crate::ipc::wire::{Kind, Outgoing, Reassembler, Received, RecvStats, SendStats};
+use crate::metrics::HandlerHistogram;
 use crate::options::{Backend, ServerOptions};
-use crate::server::Core;
+use crate::server::handle::{BoxFuture, Core, ProcessMode};
+use crate::server::ServerHandle;
 use crate::throttle::LogThrottle;
 
 /// A worker stops reading from the master while this many messages wait or run.
@@ -82,43 +88,56 @@ pub(crate) struct Remote {
     push_failed: AtomicU64,
 }
 
-impl Remote {
+impl Forward for Remote {
     /// Sends a push to the master. It fails only as a push fails in-process: the channel is
     /// closed, or its own pushes on the way to the master (this worker's view of its outbox)
     /// reach the outbox bound. The queue towards the master is shared by every channel and
     /// never refuses a push; it is kept bounded by this worker's intake, which pauses while
     /// the queue is over `ipc_queue_bytes`.
-    pub(crate) fn push(&self, chan: &Channel, frame: Frame) -> Result<(), PushError> {
-        if chan.inner.outbox.lock().closing {
+    fn push(&self, chan: &Channel, frame: Frame) -> Result<(), PushError> {
+        if chan.outbox().is_closing() {
             return Err(PushError::Closed);
         }
-        let limit = chan.inner.core.options.outbound_queue_bytes();
-        let Some(in_transit) = super::InTransit::reserve(chan, frame.payload.len(), limit) else {
+        let limit = chan.context().limits.outbound_bytes;
+        let Some(in_transit) = InTransit::reserve(chan, frame.payload.len(), limit) else {
             self.push_failed.fetch_add(1, Ordering::Relaxed);
             return Err(PushError::Full);
         };
-        let mut msg = Outgoing::new(Kind::Push, chan.inner.serial, frame.op as u8, frame.payload);
-        msg.in_transit = Some(in_transit);
-        self.link.enqueue(msg);
+        let msg = Outgoing::new(Kind::Push, chan.serial(), frame.op as u8, frame.payload);
+        self.link.enqueue_attached(msg.attach(Some(in_transit)));
         Ok(())
     }
 
-    pub(crate) fn close(&self, chan: &Channel, reason: &CloseReason) {
-        let msg = Outgoing::new(
-            Kind::Close,
-            chan.inner.serial,
-            0,
-            super::encode_close(reason),
-        );
-        self.link.enqueue(msg);
+    fn close(&self, chan: &Channel, reason: CloseReason) {
+        let body = CloseBody { reason }.encode();
+        self.link
+            .enqueue(Outgoing::new(Kind::Close, chan.serial(), 0, body));
+    }
+}
+
+/// A worker's server has no workers of its own; its shutdowns are the master's to do.
+impl ProcessMode for Remote {
+    fn forward_shutdown(&self, deadline: Duration) -> bool {
+        let deadline_ms = deadline.as_millis().min(u64::MAX as u128) as u64;
+        let body = ShutdownRequest { deadline_ms }.encode();
+        self.link.enqueue(Control::Shutdown.message(0, body));
+        true
     }
 
-    pub(crate) fn shutdown(&self, deadline: Duration) {
-        let ms = deadline.as_millis().min(u64::MAX as u128) as u64;
-        self.link.enqueue(control_msg(
-            control::SHUTDOWN,
-            Bytes::copy_from_slice(&ms.to_le_bytes()),
-        ));
+    fn reload(&self) -> BoxFuture<'_, usize> {
+        Box::pin(async { 0 })
+    }
+
+    fn stop(&self, _wait: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    fn stats(&self) -> Option<(IpcStats, HandlerHistogram)> {
+        None
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        Vec::new()
     }
 }
 
@@ -134,6 +153,8 @@ struct WorkerChan {
 
 struct Worker<L, S> {
     core: Arc<Core>,
+    /// The context of the channels mirrored here: their pushes go to the master.
+    context: Arc<Context>,
     remote: Arc<Remote>,
     listener: L,
     state: S,
@@ -173,27 +194,25 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
             };
             match work {
                 Work::Message(frame) => {
-                    let cost = super::ipc_cost(frame.payload.len()) as u64;
+                    let cost = ipc_cost(frame.payload.len()) as u64;
                     let metrics = &self.core.metrics;
-                    let started = metrics.per_message.then(crate::metrics::clock);
+                    let started = metrics.per_message.then(crate::metrics::stopwatch);
                     let r = AssertUnwindSafe(self.listener.receive(&wc.chan, frame))
                         .catch_unwind()
                         .await;
                     if let Some(t) = started {
                         metrics
                             .hot
-                            .handled(crate::metrics::clock().duration_since(t));
+                            .handled(crate::metrics::stopwatch().duration_since(t));
                     }
                     if r.is_err() {
                         error!(id = %wc.chan.id(), "message listener panicked");
                     }
                     // After the handler's pushes, so the master sees them first.
-                    self.remote.link.enqueue(Outgoing::new(
-                        Kind::Control,
-                        wc.chan.inner.serial,
-                        control::HANDLED,
-                        Bytes::copy_from_slice(&cost.to_le_bytes()),
-                    ));
+                    let handled = Handled { cost }.encode();
+                    self.remote
+                        .link
+                        .enqueue(Control::Handled.message(wc.chan.serial(), handled));
                     self.handled.fetch_add(1, Ordering::Relaxed);
                     self.done(1);
                 }
@@ -230,7 +249,7 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
     }
 
     fn open(&self, serial: u64, payload: &[u8]) {
-        let Some((id, meta)) = super::decode_channel(payload) else {
+        let Some(ChannelInfo { id, meta }) = ChannelInfo::decode(payload) else {
             warn!(serial, "ipc: malformed channel event");
             return;
         };
@@ -242,7 +261,7 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
         if chans.contains_key(&serial) {
             return;
         }
-        let chan = Channel::new(id, meta, serial, self.core.clone());
+        let chan = Channel::new(id, meta, serial, self.context.clone());
         self.core.channels.replace(chan.clone());
         let wc = Arc::new(WorkerChan {
             chan,
@@ -255,7 +274,7 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
         let wc = self.chans.lock().remove(&serial);
         match wc {
             Some(wc) => {
-                wc.chan.inner.outbox.lock().closing = true;
+                wc.chan.outbox().refuse_pushes();
                 self.core.channels.remove_channel(&wc.chan);
                 if owner {
                     self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -265,7 +284,7 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
             None if owner => {
                 // Never seen here (the worker was restarted after its login): the event
                 // carries the id and metadata, so the callback still runs.
-                if let Some((id, meta)) = super::decode_channel(payload) {
+                if let Some(ChannelInfo { id, meta }) = ChannelInfo::decode(payload) {
                     let w = self.clone();
                     w.in_flight.fetch_add(1, Ordering::AcqRel);
                     tokio::spawn(async move {
@@ -347,9 +366,18 @@ where
         link: link.clone(),
         push_failed: AtomicU64::new(0),
     });
-    let core = Arc::new(Core::new_worker(options, env.addr, remote.clone()));
+    let core = Core::new(options, env.addr);
+    core.set_process_mode(remote.clone());
+    let context = Arc::new(Context {
+        limits: Limits::new(&core.options),
+        clock: core.clock.clone(),
+        metrics: core.metrics.clone(),
+        delivery: Delivery::Forward(remote.clone()),
+        server: ServerHandle::new(core.clone()),
+    });
     let worker = Arc::new(Worker {
         core,
+        context,
         remote: remote.clone(),
         listener,
         state,
@@ -366,7 +394,7 @@ where
         let stats = send_stats.clone();
         tokio::spawn(async move { link.write_loop(&stats).await })
     };
-    let recv_stats = Arc::new(Mutex::new(super::wire::RecvStats::default()));
+    let recv_stats = Arc::new(Mutex::new(RecvStats::default()));
     let counters = {
         let worker = worker.clone();
         let remote = remote.clone();
@@ -391,14 +419,14 @@ where
                 tick.tick().await;
                 let now = counters();
                 if now != last {
-                    link.enqueue(control_msg(control::STATS, now.encode()));
+                    link.enqueue(Control::Stats.message(0, now.encode()));
                     last = now;
                 }
             }
         })
     };
     info!(worker = index, pid = std::process::id(), "worker running");
-    link.enqueue(control_msg(control::READY, Bytes::new()));
+    link.enqueue(Control::Ready.message(0, Bytes::new()));
 
     let mut rx = Reassembler::new(max_message, ipc_max_size, PARTIAL_TTL);
     let mut synced = false;
@@ -445,7 +473,7 @@ where
             }
             Kind::Open => worker.open(m.key, &m.payload),
             Kind::Disconnect => worker.disconnect(m.key, m.aux == 1, &m.payload),
-            Kind::Control if m.aux == control::SYNCED => {
+            Kind::Control if m.aux == Control::Synced as u8 => {
                 synced = true;
                 for m in held.drain(..) {
                     if !worker.message(&m) {
@@ -454,7 +482,7 @@ where
                     }
                 }
             }
-            Kind::Control if m.aux == control::STOP => {
+            Kind::Control if m.aux == Control::Stop as u8 => {
                 info!(worker = index, "stopping");
                 break;
             }
@@ -477,7 +505,7 @@ where
         warn!(worker = index, "handlers still running at exit");
     }
     reporter.abort();
-    link.enqueue(control_msg(control::STATS, counters().encode()));
+    link.enqueue(Control::Stats.message(0, counters().encode()));
     link.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
     debug!(worker = index, "worker done");

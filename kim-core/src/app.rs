@@ -11,9 +11,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::channel::{Agent, ChannelId, Meta};
+use crate::close::CloseReason;
 use crate::conn::{FrameReader, FrameWriter, Handshake};
 use crate::error::{LoginError, ReadError};
-use crate::frame::{CloseReason, Frame, OpCode};
+use crate::frame::{Frame, OpCode};
 
 /// Decides who a new connection is: reads login frames, checks credentials, and returns the
 /// channel id (or a rejection).

@@ -147,25 +147,20 @@ impl std::fmt::Debug for ChannelMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::Meta;
-    use crate::server::Core;
-    use crate::ServerOptions;
+    use crate::channel::{Context, Meta};
     use std::sync::Arc;
 
-    fn chan(core: &Arc<Core>, id: &str, serial: u64) -> Channel {
-        Channel::new(ChannelId::new(id), Meta::new(), serial, core.clone())
+    fn chan(context: &Arc<Context>, id: &str, serial: u64) -> Channel {
+        Channel::new(ChannelId::new(id), Meta::new(), serial, context.clone())
     }
 
     #[test]
     fn add_replace_and_remove_only_the_same_login() {
-        let core = Arc::new(Core::new(
-            ServerOptions::default(),
-            "127.0.0.1:1".parse().unwrap(),
-        ));
+        let context = crate::channel::test_context();
         let map = ChannelMap::new();
-        let a1 = chan(&core, "a", 1);
+        let a1 = chan(&context, "a", 1);
         assert!(matches!(map.add(a1.clone()), Insert::Added));
-        let a2 = chan(&core, "a", 2);
+        let a2 = chan(&context, "a", 2);
         match map.add(a2.clone()) {
             Insert::Duplicate(existing) => assert!(existing.same(&a1)),
             other => panic!("expected a duplicate, got {other:?}"),
@@ -178,7 +173,7 @@ mod tests {
         assert!(!map.remove_channel(&a1));
         assert!(map.get("a").unwrap().same(&a2));
         for i in 0..1000 {
-            map.add(chan(&core, &format!("u{i}"), i + 10));
+            map.add(chan(&context, &format!("u{i}"), i + 10));
         }
         assert_eq!(map.len(), 1001);
         let mut seen = 0;

@@ -1,0 +1,315 @@
+//! Channels: a logged-in connection as the rest of the application sees it.
+//!
+//! A [`Channel`] is a cheap handle (one `Arc`) to a connection's identity and its bounded
+//! outbound queue (the [outbox](outbox)). Pushing appends to the outbox and wakes the
+//! connection's task, which owns the socket and writes the whole outbox as one batch. A push
+//! never waits: when the outbox is full the push fails at once, so a client that stops reading
+//! can cost at most the outbox bound, and nobody else waits for it.
+//!
+//! A channel knows its server only through its [`Context`]: the limits its pushes are held
+//! to, the clock its reads are stamped with, the metrics it counts in, and where its pushes go
+//! ([`Delivery`]): into its own outbox when its socket is in this process, or [`Forward`]ed to
+//! the process that has the socket (a worker's pushes go to the master).
+
+mod id;
+mod map;
+mod outbox;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::clock::Clock;
+use crate::close::{CloseCause, CloseMode, CloseReason};
+use crate::error::PushError;
+use crate::frame::Frame;
+use crate::metrics::Metrics;
+use crate::server::ServerHandle;
+use crate::throttle::LogThrottle;
+
+pub use id::{ChannelId, Meta};
+pub use map::{ChannelMap, Insert};
+pub(crate) use outbox::Outbox;
+
+/// Logs a failed push at debug level, at most once a second: a client that floods a full
+/// outbox fails a push per message, and the metrics count every one of them.
+pub(crate) fn log_push_failed(id: &str, e: &PushError) {
+    static PUSH_FAILED: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        if let Some(suppressed) = PUSH_FAILED.allow() {
+            tracing::debug!(%id, error = %e, suppressed, "push failed");
+        }
+    }
+}
+
+/// The bounds and deadlines of a server's channels, read once from its options.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// The largest payload a push may carry.
+    pub(crate) max_message_size: usize,
+    /// Frames the outbox holds at most.
+    pub(crate) outbound_frames: usize,
+    /// Bytes the outbox holds at most (checked before a push, so one push may pass it).
+    pub(crate) outbound_bytes: usize,
+    /// Reading pauses past this many bytes of replies waiting (writer, outbox, in flight)...
+    pub(crate) pause_bytes: usize,
+    /// ...or this many frames waiting in the outbox.
+    pub(crate) pause_frames: usize,
+    /// How long a write batch may take.
+    pub(crate) write_wait: Duration,
+    /// How long our close waits for the peer's.
+    pub(crate) close_wait: Duration,
+    /// Whether per-message metrics are kept.
+    pub(crate) count_messages: bool,
+}
+
+/// Reading pauses while more than this many bytes wait in the writer and the outbox (or half
+/// the outbox bound, if smaller), so a client that sends requests (or pings) faster than it
+/// reads the answers is slowed down by TCP backpressure instead of filling its own outbox
+/// until replies are refused.
+const WRITE_HIGH_WATER: usize = 1024 * 1024;
+
+impl Limits {
+    /// The limits `options` set. Reading pauses well before the outbox is full, so the
+    /// replies to what was read always fit: at half the outbox bounds, and at most
+    /// [`WRITE_HIGH_WATER`] bytes.
+    pub(crate) fn new(options: &crate::ServerOptions) -> Limits {
+        Limits {
+            max_message_size: options.max_message_size(),
+            outbound_frames: options.outbound_queue(),
+            outbound_bytes: options.outbound_queue_bytes(),
+            pause_bytes: (options.outbound_queue_bytes() / 2).clamp(1, WRITE_HIGH_WATER),
+            pause_frames: (options.outbound_queue() / 2).max(1),
+            write_wait: options.write_wait(),
+            close_wait: options.close_wait(),
+            count_messages: options.metrics(),
+        }
+    }
+}
+
+/// Where pushes to a channel go.
+pub(crate) enum Delivery {
+    /// Into the channel's outbox: its socket is written by a task of this process.
+    Outbox,
+    /// To whoever writes to the channel's socket elsewhere.
+    Forward(Arc<dyn Forward>),
+}
+
+/// A way to reach channels whose socket another process holds: a worker's pushes and closes
+/// travel to its master this way.
+pub(crate) trait Forward: Send + Sync + 'static {
+    /// Sends a push on its way. Fails only as a push fails where the socket is: the channel
+    /// is closed, or its own pushes on the way reach the outbox bound.
+    fn push(&self, chan: &Channel, frame: Frame) -> Result<(), PushError>;
+    /// Asks for the channel to be closed with `reason`.
+    fn close(&self, chan: &Channel, reason: CloseReason);
+}
+
+/// What a channel needs from its server, shared by all of the server's channels.
+pub(crate) struct Context {
+    pub(crate) limits: Limits,
+    pub(crate) clock: Arc<Clock>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) delivery: Delivery,
+    /// The server, for [`Channel::server`].
+    pub(crate) server: ServerHandle,
+}
+
+/// A context for channels made by unit tests, of a server that never started.
+#[cfg(test)]
+pub(crate) fn test_context() -> Arc<Context> {
+    let options = crate::ServerOptions::default();
+    let core = crate::server::handle::Core::new(options, ([127, 0, 0, 1], 1).into());
+    Arc::new(Context {
+        limits: Limits::new(&core.options),
+        clock: core.clock.clone(),
+        metrics: core.metrics.clone(),
+        delivery: Delivery::Outbox,
+        server: ServerHandle::new(core),
+    })
+}
+
+struct ChannelInner {
+    id: ChannelId,
+    meta: Meta,
+    /// Distinguishes this login from another channel with the same id (after a kick).
+    serial: u64,
+    context: Arc<Context>,
+    /// The clock (ms) at the last frame read; checked against read_wait by the sweeper.
+    last_read: AtomicU64,
+    outbox: Outbox,
+}
+
+/// A handle to a logged-in connection: its id and metadata, and a way to push to it.
+///
+/// Clones are cheap and can be moved to any task or thread. A handle outlives its connection
+/// safely: pushes to a closed channel fail with [`PushError::Closed`].
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<ChannelInner>,
+}
+
+/// What a [`MessageListener`](crate::MessageListener) is handed with each message: the channel
+/// the message came from, to read its id and metadata and to push replies. The same type as
+/// [`Channel`], named as KIM names it.
+pub type Agent = Channel;
+
+impl Channel {
+    pub(crate) fn new(id: ChannelId, meta: Meta, serial: u64, context: Arc<Context>) -> Channel {
+        let now = context.clock.now();
+        Channel {
+            inner: Arc::new(ChannelInner {
+                id,
+                meta,
+                serial,
+                context,
+                last_read: AtomicU64::new(now),
+                outbox: Outbox::default(),
+            }),
+        }
+    }
+
+    /// The channel's id.
+    pub fn id(&self) -> &ChannelId {
+        &self.inner.id
+    }
+
+    /// The metadata the acceptor attached at login.
+    pub fn meta(&self) -> &Meta {
+        &self.inner.meta
+    }
+
+    /// A handle to the server this channel belongs to, to push to other channels.
+    pub fn server(&self) -> ServerHandle {
+        self.inner.context.server.clone()
+    }
+
+    /// Queues a binary message. Never waits; fails when the channel is closed or its outbox is
+    /// full.
+    pub fn push(&self, payload: impl Into<Bytes>) -> Result<(), PushError> {
+        self.push_frame(Frame::binary(payload))
+    }
+
+    /// Queues a text message.
+    pub fn push_text(&self, text: impl Into<String>) -> Result<(), PushError> {
+        self.push_frame(Frame::text(text.into()))
+    }
+
+    /// Queues a text or binary frame. Other opcodes belong to the framework and are refused.
+    pub fn push_frame(&self, frame: Frame) -> Result<(), PushError> {
+        let r = self.try_push(frame);
+        if let Err(e) = &r {
+            self.inner.context.metrics.push_failed(e);
+            log_push_failed(self.inner.id.as_str(), e);
+        }
+        r
+    }
+
+    fn try_push(&self, frame: Frame) -> Result<(), PushError> {
+        if !frame.op.is_data() {
+            return Err(PushError::NotData(frame.op));
+        }
+        let context = &*self.inner.context;
+        let limits = &context.limits;
+        if frame.payload.len() > limits.max_message_size {
+            return Err(PushError::TooLarge {
+                len: frame.payload.len(),
+                max: limits.max_message_size,
+            });
+        }
+        match &context.delivery {
+            Delivery::Outbox => {
+                let waker =
+                    self.inner
+                        .outbox
+                        .push(frame, limits.outbound_frames, limits.outbound_bytes)?;
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                Ok(())
+            }
+            Delivery::Forward(to) => to.push(self, frame),
+        }
+    }
+
+    /// Closes the channel: what is queued is written, then a close frame with `reason`. The
+    /// [`StateListener`](crate::StateListener) hears of it once the connection is gone.
+    pub fn close(&self, reason: CloseReason) {
+        match &self.inner.context.delivery {
+            Delivery::Outbox => self.request_close(reason, CloseMode::Graceful, CloseCause::Server),
+            Delivery::Forward(to) => to.close(self, reason),
+        }
+    }
+
+    /// True once the channel no longer accepts pushes.
+    pub fn is_closed(&self) -> bool {
+        self.inner.outbox.is_closing()
+    }
+
+    /// Frames queued and not yet handed to the writer.
+    pub fn queued(&self) -> usize {
+        self.inner.outbox.len()
+    }
+
+    /// Asks the channel's task to close it.
+    pub(crate) fn request_close(&self, reason: CloseReason, mode: CloseMode, cause: CloseCause) {
+        if let Some(w) = self.inner.outbox.request_close(reason, mode, cause) {
+            w.wake();
+        }
+    }
+
+    /// Process mode: `n` bytes of this channel's traffic are no longer in flight (handled by
+    /// a worker, or lost with one); wakes the channel's task in case it paused reading.
+    pub(crate) fn release_in_flight(&self, n: usize) {
+        if let Some(w) = self.inner.outbox.release_in_flight(n) {
+            w.wake();
+        }
+    }
+
+    /// The channel's outbox.
+    #[inline]
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
+    }
+
+    /// What the channel shares with the rest of its server.
+    #[inline]
+    pub(crate) fn context(&self) -> &Context {
+        &self.inner.context
+    }
+
+    /// The login this channel is (ids repeat across logins; serials do not).
+    pub(crate) fn serial(&self) -> u64 {
+        self.inner.serial
+    }
+
+    /// Records that a frame was read now, for the read deadline.
+    #[inline]
+    pub(crate) fn touch(&self) {
+        self.inner
+            .last_read
+            .store(self.inner.context.clock.now(), Ordering::Relaxed);
+    }
+
+    /// The clock at the last frame read.
+    pub(crate) fn last_read(&self) -> u64 {
+        self.inner.last_read.load(Ordering::Relaxed)
+    }
+
+    /// True if both handles are the same login.
+    pub(crate) fn same(&self, other: &Channel) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("id", &self.inner.id)
+            .field("serial", &self.inner.serial)
+            .finish()
+    }
+}

@@ -1,0 +1,291 @@
+//! The outbox: a channel's bounded queue of frames to write, and the hand-over between the
+//! tasks that push and the one task that writes.
+//!
+//! Pushers append and wake the channel's task; the task takes everything queued as one batch.
+//! A close requested from outside (a kick, the read deadline, shutdown) travels the same way,
+//! so it is ordered after what was pushed before it. Everything lives under one short-held
+//! lock; its fields are private, and each step of the protocol is one method here.
+//!
+//! Process mode adds *in-flight* accounting beside the queue: bytes of the channel's traffic
+//! on their way between master and worker. In the master they are its messages not yet
+//! handled by a worker (reading pauses while they are high, as it does while replies wait
+//! here, so the replies still in transit always fit); in a worker, its pushes not yet sent to
+//! the master (a push fails past the outbox bound, as it does in-process).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Waker;
+
+use parking_lot::Mutex;
+
+use crate::close::{CloseCause, CloseMode, CloseReason};
+use crate::error::PushError;
+use crate::frame::Frame;
+
+/// A close requested from outside the channel's task.
+pub(crate) type CloseRequest = (CloseReason, CloseMode, CloseCause);
+
+/// A channel's outbox.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    in_flight: AtomicUsize,
+}
+
+#[derive(Default)]
+struct State {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+    /// A close requested from outside the task, not yet taken by the task.
+    close: Option<CloseRequest>,
+    /// Set once a close is requested or begun: pushes fail from then on.
+    closing: bool,
+    /// Set once the task has ended: close requests are moot.
+    ended: bool,
+    /// The task's waker, set while the task waits for work.
+    waker: Option<Waker>,
+    /// Set while the task is running its loop: a push then needs no wake-up, because the
+    /// task looks at the outbox again before it waits (a handler's reply to its own channel
+    /// would otherwise schedule the task once more for nothing).
+    running: bool,
+}
+
+/// What the task sees when its writer is still busy with the previous batch.
+pub(crate) struct Backlog {
+    /// Bytes queued.
+    pub(crate) bytes: usize,
+    /// Frames queued.
+    pub(crate) frames: usize,
+    /// An abort was requested: the channel must end now.
+    pub(crate) abort: Option<CloseCause>,
+}
+
+impl Outbox {
+    /// Queues `frame`, unless the channel is closing or `max_frames` / `max_bytes` are queued
+    /// already. Returns the task's waker when the task must be woken.
+    pub(crate) fn push(
+        &self,
+        frame: Frame,
+        max_frames: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Waker>, PushError> {
+        let mut st = self.state.lock();
+        if st.closing {
+            return Err(PushError::Closed);
+        }
+        if st.frames.len() >= max_frames || st.bytes >= max_bytes {
+            return Err(PushError::Full);
+        }
+        st.bytes += frame.payload.len();
+        st.frames.push_back(frame);
+        Ok(if st.running { None } else { st.waker.take() })
+    }
+
+    /// Queues a frame before anyone else can push (the login's reply), whatever the bounds.
+    pub(crate) fn push_first(&self, frame: Frame) {
+        let mut st = self.state.lock();
+        st.bytes += frame.payload.len();
+        st.frames.push_back(frame);
+    }
+
+    /// Asks the task to close. Only an abort overrides a close already requested or under
+    /// way. Returns the waker to wake.
+    pub(crate) fn request_close(
+        &self,
+        reason: CloseReason,
+        mode: CloseMode,
+        cause: CloseCause,
+    ) -> Option<Waker> {
+        let mut st = self.state.lock();
+        if st.ended || (st.closing && mode == CloseMode::Graceful) {
+            return None;
+        }
+        st.close = Some((reason, mode, cause));
+        st.closing = true;
+        st.waker.take()
+    }
+
+    /// Pushes fail from now on (the task began a close, or the peer did).
+    pub(crate) fn refuse_pushes(&self) {
+        self.state.lock().closing = true;
+    }
+
+    /// True once pushes are refused.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.state.lock().closing
+    }
+
+    /// Frames queued.
+    pub(crate) fn len(&self) -> usize {
+        self.state.lock().frames.len()
+    }
+
+    /// The task, its writer idle, takes everything queued and any close requested.
+    pub(crate) fn take_batch(&self) -> (VecDeque<Frame>, Option<CloseRequest>) {
+        let mut st = self.state.lock();
+        st.running = true;
+        st.bytes = 0;
+        (std::mem::take(&mut st.frames), st.close.take())
+    }
+
+    /// The task, its writer busy, looks at what waits.
+    pub(crate) fn backlog(&self) -> Backlog {
+        let mut st = self.state.lock();
+        st.running = true;
+        let abort = match st.close {
+            Some((_, CloseMode::Abort, cause)) => Some(cause),
+            _ => None,
+        };
+        Backlog {
+            bytes: st.bytes,
+            frames: st.frames.len(),
+            abort,
+        }
+    }
+
+    /// The task found nothing to do: it leaves `waker` for the next push or close, unless
+    /// one slipped in since it looked (then it returns `false` and looks again).
+    pub(crate) fn park(&self, writer_idle: bool, waker: &Waker) -> bool {
+        let mut st = self.state.lock();
+        let work = match &st.close {
+            Some((_, mode, _)) => writer_idle || *mode == CloseMode::Abort,
+            None => writer_idle && !st.frames.is_empty(),
+        };
+        if work {
+            return false;
+        }
+        st.running = false;
+        match &st.waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => st.waker = Some(waker.clone()),
+        }
+        true
+    }
+
+    /// The task has ended: pushes and closes are refused and what was queued is dropped.
+    pub(crate) fn end(&self) {
+        let mut st = self.state.lock();
+        st.closing = true;
+        st.ended = true;
+        st.frames.clear();
+        st.bytes = 0;
+        st.waker = None;
+    }
+
+    /// Bytes in flight between master and worker.
+    #[inline]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Counts `n` more bytes in flight.
+    pub(crate) fn add_in_flight(&self, n: usize) {
+        self.in_flight.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Counts `n` more bytes in flight, unless `limit` or more are in flight already.
+    pub(crate) fn reserve_in_flight(&self, n: usize, limit: usize) -> bool {
+        let before = self.in_flight.fetch_add(n, Ordering::AcqRel);
+        if before >= limit {
+            self.in_flight.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// `n` bytes are no longer in flight (at most all of them). Returns the task's waker, in
+    /// case it paused reading.
+    pub(crate) fn release_in_flight(&self, n: usize) -> Option<Waker> {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(n))
+            });
+        self.state.lock().waker.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn pushes_are_bounded_and_refused_once_closing() {
+        let ob = Outbox::default();
+        assert!(ob.push(Frame::binary("a"), 2, 100).is_ok());
+        assert!(ob.push(Frame::binary("b"), 2, 100).is_ok());
+        assert_eq!(
+            ob.push(Frame::binary("c"), 2, 100).err(),
+            Some(PushError::Full)
+        );
+        let (batch, close) = ob.take_batch();
+        assert_eq!(batch.len(), 2);
+        assert!(close.is_none());
+        assert!(ob.push(Frame::binary(vec![0; 100]), 2, 100).is_ok());
+        assert_eq!(
+            ob.push(Frame::binary("d"), 2, 100).err(),
+            Some(PushError::Full)
+        );
+        ob.refuse_pushes();
+        assert_eq!(
+            ob.push(Frame::binary("e"), 9, 1000).err(),
+            Some(PushError::Closed)
+        );
+    }
+
+    #[test]
+    fn a_parked_task_is_woken_once_by_a_push_and_not_while_running() {
+        let ob = Outbox::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let _ = ob.take_batch();
+        assert!(ob.park(true, &waker));
+        let w = ob.push(Frame::binary("x"), 9, 99).unwrap();
+        w.expect("a parked task is woken").wake();
+        // The task runs: it takes the batch, and pushes meanwhile need no wake-up.
+        let _ = ob.take_batch();
+        assert!(ob.push(Frame::binary("y"), 9, 99).unwrap().is_none());
+        // Work slipped in: the task must not park.
+        assert!(!ob.park(true, &waker));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn closes_and_ends() {
+        let ob = Outbox::default();
+        let reason = CloseReason::normal("x");
+        ob.request_close(reason.clone(), CloseMode::Graceful, CloseCause::Server);
+        // A second graceful request changes nothing; an abort overrides.
+        ob.request_close(reason.clone(), CloseMode::Graceful, CloseCause::Kicked);
+        assert_eq!(ob.backlog().abort, None);
+        ob.request_close(reason.clone(), CloseMode::Abort, CloseCause::Shutdown);
+        assert_eq!(ob.backlog().abort, Some(CloseCause::Shutdown));
+        ob.end();
+        assert!(ob
+            .request_close(reason, CloseMode::Abort, CloseCause::Shutdown)
+            .is_none());
+        assert!(ob.is_closing() && ob.len() == 0);
+    }
+
+    #[test]
+    fn in_flight_is_reserved_up_to_a_limit_and_released_to_zero() {
+        let ob = Outbox::default();
+        assert!(ob.reserve_in_flight(60, 100));
+        assert!(ob.reserve_in_flight(60, 100));
+        assert!(!ob.reserve_in_flight(1, 100));
+        assert_eq!(ob.in_flight(), 120);
+        ob.release_in_flight(usize::MAX);
+        assert_eq!(ob.in_flight(), 0);
+        ob.add_in_flight(5);
+        assert_eq!(ob.in_flight(), 5);
+    }
+}

@@ -1,0 +1,222 @@
+//! The server's metrics, in a [`prometheus`] registry of its own, rendered in Prometheus'
+//! text format by [`ServerHandle::metrics_text`](crate::ServerHandle::metrics_text) and served
+//! on `/metrics` by the debug listener.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `kim_connections` | gauge: connections being served (logging in or logged in) | |
+//! | `kim_channels` | gauge: logged-in channels | |
+//! | `kim_connections_accepted_total` | counter | |
+//! | `kim_connections_refused_total` | counter: closed at once over `max_connections` | |
+//! | `kim_accept_errors_total` | counter | |
+//! | `kim_logins_total` | counter: successful logins | |
+//! | `kim_login_rejections_total` | counter | `reason`: `acceptor`, `timeout`, `duplicate`, `handshake` |
+//! | `kim_messages_received_total`, `kim_received_bytes_total` | counter: text and binary messages read after login, and their payload bytes | |
+//! | `kim_messages_sent_total`, `kim_sent_bytes_total` | counter: text and binary messages written, and their payload bytes | |
+//! | `kim_push_failures_total` | counter | `reason`: `not_found`, `closed`, `full`, `not_data`, `too_large` |
+//! | `kim_channels_closed_total` | counter | `cause`: see below |
+//! | `kim_handler_duration_seconds` | histogram: time in [`MessageListener::receive`](crate::MessageListener::receive) | |
+//! | `kim_heap_bytes` | gauge: the process's heap, where the C allocator reports it (glibc) | `state`: `in_use`, `free` (kept by the allocator) |
+//! | `kim_heap_trims_total` | counter: free heap returned to the system after a burst | |
+//!
+//! Close causes: `peer` (the client closed), `peer_gone` (the stream ended without a close),
+//! `io_error`, `read_timeout`, `write_timeout`, `close_timeout` (our close was not answered),
+//! `protocol_error`, `kicked` (a newer login with the same id), `server` (the app closed it)
+//! and `shutdown`. A full outbox does not close a channel: the push fails (`full`) and the
+//! client, once it reads, gets what was queued.
+//!
+//! In process mode the master adds the workers' figures: `kim_ipc_workers`,
+//! `kim_ipc_worker_respawns_total`, `kim_ipc_worker_reloads_total`,
+//! `kim_ipc_messages_total` and `kim_ipc_datagrams_total` (`direction`: `to_workers`,
+//! `from_workers`), `kim_ipc_orphan_chunks_total`, `kim_ipc_expired_partials_total`,
+//! `kim_ipc_refused_total` and `kim_ipc_malformed_total` (`receiver`: `master`, `workers`),
+//! `kim_ipc_handled_total`, and the handler histogram measured in the workers (reported every
+//! 50 ms).
+//!
+//! The per-message figures (messages, bytes, handler time) are counted on the thread that
+//! handled the message, in a cache-line-aligned cell that only this thread writes (plain
+//! stores, no locked instructions; threads past the first 16 share one more cell, atomically),
+//! and summed when scraped: one shared counter written by every thread for every message
+//! costs a visible share of an echo server's throughput on two cores. [`ServerOptions::metrics`](crate::OptionsBuilder::metrics)
+//! turns them off; the per-connection figures are always kept.
+
+mod hot;
+mod live;
+
+use std::sync::{Arc, Weak};
+
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::close::CloseCause;
+use crate::error::PushError;
+
+#[cfg(test)]
+pub(crate) use hot::HANDLER_BUCKETS;
+pub(crate) use hot::{stopwatch, HandlerHistogram, Hot};
+pub(crate) use live::Live;
+
+/// Why a login failed, a label of `kim_login_rejections_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    /// The acceptor refused it.
+    Acceptor,
+    /// Upgrade and login did not finish within login_wait.
+    Timeout,
+    /// The id is already connected (duplicate policy `Reject`).
+    Duplicate,
+    /// The transport's handshake failed.
+    Handshake,
+}
+
+impl Rejection {
+    const ALL: [Rejection; 4] = [
+        Rejection::Acceptor,
+        Rejection::Timeout,
+        Rejection::Duplicate,
+        Rejection::Handshake,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Rejection::Acceptor => "acceptor",
+            Rejection::Timeout => "timeout",
+            Rejection::Duplicate => "duplicate",
+            Rejection::Handshake => "handshake",
+        }
+    }
+}
+
+const PUSH_REASONS: [&str; 5] = ["not_found", "closed", "full", "not_data", "too_large"];
+
+fn push_reason(e: &PushError) -> usize {
+    match e {
+        PushError::NotFound(_) => 0,
+        PushError::Closed => 1,
+        PushError::Full => 2,
+        PushError::NotData(_) => 3,
+        PushError::TooLarge { .. } => 4,
+    }
+}
+
+/// A server's metrics. Get them from
+/// [`ServerHandle::metrics`](crate::ServerHandle::metrics); register the app's own metrics in
+/// [`Metrics::registry`] to have them served with kim's.
+pub struct Metrics {
+    registry: Registry,
+    pub(crate) accepted: IntCounter,
+    pub(crate) refused_over_limit: IntCounter,
+    pub(crate) accept_errors: IntCounter,
+    pub(crate) logins: IntCounter,
+    pub(crate) heap_trims: IntCounter,
+    rejections: [IntCounter; 4],
+    push_failures: [IntCounter; 5],
+    closed: [IntCounter; 10],
+    pub(crate) hot: Arc<Hot>,
+    /// Whether per-message figures are kept.
+    pub(crate) per_message: bool,
+}
+
+impl Metrics {
+    pub(crate) fn new(per_message: bool) -> Metrics {
+        if per_message {
+            hot::warm_stopwatch();
+        }
+        let registry = Registry::new();
+        // Names and labels are fixed and distinct, so registering cannot fail.
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric name");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric registered once");
+            c
+        };
+        let vec = |name: &str, help: &str, label: &str| {
+            let v = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            registry
+                .register(Box::new(v.clone()))
+                .expect("metric registered once");
+            v
+        };
+        let rejections = vec(
+            "kim_login_rejections_total",
+            "Connections that did not log in, by reason.",
+            "reason",
+        );
+        let pushes = vec(
+            "kim_push_failures_total",
+            "Pushes refused, by reason.",
+            "reason",
+        );
+        let closed = vec(
+            "kim_channels_closed_total",
+            "Logged-in channels that ended, by cause.",
+            "cause",
+        );
+        Metrics {
+            accepted: counter(
+                "kim_connections_accepted_total",
+                "Connections accepted from the listening socket.",
+            ),
+            refused_over_limit: counter(
+                "kim_connections_refused_total",
+                "Connections closed at once because max_connections were being served.",
+            ),
+            accept_errors: counter("kim_accept_errors_total", "Failed accepts."),
+            logins: counter("kim_logins_total", "Successful logins."),
+            heap_trims: counter(
+                "kim_heap_trims_total",
+                "Times the allocator was asked to return free memory to the system.",
+            ),
+            rejections: Rejection::ALL.map(|r| rejections.with_label_values(&[r.label()])),
+            push_failures: PUSH_REASONS.map(|r| pushes.with_label_values(&[r])),
+            closed: CloseCause::ALL.map(|c| closed.with_label_values(&[c.label()])),
+            hot: Arc::new(Hot::new()),
+            per_message,
+            registry,
+        }
+    }
+
+    /// Attaches the figures read from the server when scraped (gauges, per-message counts,
+    /// the worker backend's).
+    pub(crate) fn attach(&self, live: Weak<dyn Live>) {
+        let collector = live::LiveCollector::new(live, self.hot.clone());
+        let _ = self.registry.register(Box::new(collector));
+    }
+
+    /// The registry holding kim's metrics; the app may register its own in it.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Everything in the registry, in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_else(|e| format!("# error encoding metrics: {e}\n"))
+    }
+
+    pub(crate) fn rejected(&self, r: Rejection) {
+        self.rejections[r as usize].inc();
+    }
+
+    pub(crate) fn rejected_total(&self) -> u64 {
+        self.rejections.iter().map(|c| c.get()).sum()
+    }
+
+    pub(crate) fn push_failed(&self, e: &PushError) {
+        self.push_failures[push_reason(e)].inc();
+    }
+
+    pub(crate) fn closed(&self, cause: CloseCause) {
+        self.closed[cause as usize].inc();
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("per_message", &self.per_message)
+            .finish_non_exhaustive()
+    }
+}

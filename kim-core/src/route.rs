@@ -1,0 +1,77 @@
+//! Where a channel's messages go: the seam between a channel's task and whoever handles
+//! what its client sends.
+//!
+//! A [`Route`] hears of a channel's login, takes each of its messages, and hears of its end.
+//! [`InProcess`] runs the app's listeners in the channel's own task, so a reply is written in
+//! the poll that read the request. In process mode the master's
+//! [`Master`](crate::ipc::master::Master) sends them to worker processes instead. The session
+//! that drives a channel is generic over its route, so the in-process path costs no dynamic
+//! call and no check for the other paths.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::app::{MessageListener, StateListener};
+use crate::channel::Channel;
+use crate::frame::Frame;
+
+/// Work a route hands back to the channel's task to run to its end.
+pub(crate) type Work = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Where a channel's messages, and the news of its login and end, go.
+pub(crate) trait Route: Send + Sync + 'static {
+    /// A channel logged in; it sends nothing before this returns.
+    fn opened(&self, _chan: &Channel) {}
+
+    /// Ready when the channel may read its next message: while not, the channel does not
+    /// read, and TCP slows its client down.
+    fn poll_ready(&self, _chan: &Channel, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
+
+    /// Takes a text or binary message. Returns the handling to run before the channel reads
+    /// its next message, if the handling happens in this task.
+    fn receive(self: &Arc<Self>, chan: &Channel, message: Frame) -> Option<Work>;
+
+    /// The channel ended. Returns the disconnect callback to run, if it runs in this task.
+    fn ended(self: &Arc<Self>, chan: &Channel) -> Option<Work>;
+}
+
+/// The app's listeners, run by the channel's task in this process.
+pub(crate) struct InProcess<L, S> {
+    listener: L,
+    state: S,
+}
+
+impl<L, S> InProcess<L, S> {
+    pub(crate) fn new(listener: L, state: S) -> InProcess<L, S> {
+        InProcess { listener, state }
+    }
+}
+
+impl<L: MessageListener, S: StateListener> Route for InProcess<L, S> {
+    fn receive(self: &Arc<Self>, chan: &Channel, message: Frame) -> Option<Work> {
+        let this = self.clone();
+        let agent = chan.clone();
+        Some(if chan.context().limits.count_messages {
+            Box::pin(async move {
+                let started = crate::metrics::stopwatch();
+                this.listener.receive(&agent, message).await;
+                let took = crate::metrics::stopwatch().duration_since(started);
+                agent.context().metrics.hot.handled(took);
+            })
+        } else {
+            Box::pin(async move { this.listener.receive(&agent, message).await })
+        })
+    }
+
+    fn ended(self: &Arc<Self>, chan: &Channel) -> Option<Work> {
+        let this = self.clone();
+        let chan = chan.clone();
+        Some(Box::pin(async move {
+            this.state.disconnect(chan.id(), chan.meta()).await
+        }))
+    }
+}

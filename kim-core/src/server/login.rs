@@ -1,0 +1,154 @@
+//! The login of one connection: the transport's upgrade and the app's acceptor under
+//! `login_wait`, then the channel's entry in the channel map.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
+use tracing::info;
+
+use crate::app::{Accepted, Acceptor, LoginConn};
+use crate::channel::{Channel, Insert};
+use crate::close::{CloseCause, CloseMode, CloseReason};
+use crate::conn::{Conn, FrameReader, FrameReaderExt, FrameWriter, FrameWriterExt};
+use crate::metrics::Rejection;
+use crate::options::{DuplicatePolicy, ServerOptions};
+use crate::route::Route;
+use crate::server::gateway::Gateway;
+use crate::server::log::TARGET;
+use crate::upgrade::{ConnConfig, Upgrader};
+
+/// Upgrade, accept, register. `None` when the connection was refused (and already answered).
+pub(crate) async fn login<U, A, T>(
+    gateway: &Gateway<U, A, T>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    span: &tracing::Span,
+) -> Option<(Channel, Conn<U::Reader, U::Writer>)>
+where
+    U: Upgrader<TcpStream>,
+    A: Acceptor,
+    T: Route,
+{
+    let core = &gateway.core;
+    let opts = &core.options;
+    let deadline = tokio::time::Instant::now() + opts.login_wait();
+    let config = ConnConfig {
+        max_message_size: opts.max_login_message_size(),
+        read_buffer_size: opts.read_buffer_size(),
+    };
+    let transport = gateway.upgrader.name();
+    let mut conn =
+        match tokio::time::timeout_at(deadline, gateway.upgrader.upgrade(stream, config)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                core.metrics.rejected(Rejection::Handshake);
+                info!(target: TARGET, error = %e, "login rejected: handshake failed");
+                return None;
+            }
+            Err(_) => {
+                core.metrics.rejected(Rejection::Timeout);
+                info!(target: TARGET, "login rejected: handshake timed out");
+                return None;
+            }
+        };
+
+    let accepted: Result<Accepted, (CloseReason, Rejection)> = {
+        let mut lc = LoginConn::new(
+            &mut conn.reader,
+            &mut conn.writer,
+            peer,
+            transport,
+            conn.handshake.as_deref(),
+        );
+        match tokio::time::timeout_at(deadline, gateway.acceptor.accept(&mut lc)).await {
+            Ok(Ok(a)) => Ok(a),
+            Ok(Err(reject)) => Err((reject.reason, Rejection::Acceptor)),
+            Err(_) => Err((CloseReason::policy("login timeout"), Rejection::Timeout)),
+        }
+    };
+    conn.handshake = None;
+    let accepted = match accepted {
+        Ok(a) => {
+            conn.reader.set_max_message_size(opts.max_message_size());
+            a
+        }
+        Err((reason, why)) => {
+            core.metrics.rejected(why);
+            info!(target: TARGET, %reason, cause = why.label(), "login rejected");
+            refuse(&mut conn, &reason, opts).await;
+            return None;
+        }
+    };
+
+    let Accepted { id, meta, reply } = accepted;
+    let chan = Channel::new(
+        id.clone(),
+        meta,
+        gateway.next_serial(),
+        gateway.context.clone(),
+    );
+    if let Some(reply) = reply {
+        // Queued before the channel is visible, so it goes out before anything pushed.
+        chan.outbox().push_first(reply);
+    }
+    let inserted = match opts.duplicate_policy() {
+        DuplicatePolicy::Reject => core.channels.add(chan.clone()),
+        DuplicatePolicy::Kick => core.channels.replace(chan.clone()),
+    };
+    match inserted {
+        Insert::Added => {}
+        Insert::Duplicate(_) => {
+            core.metrics.rejected(Rejection::Duplicate);
+            let reason = CloseReason::policy("channel id is repeated");
+            info!(target: TARGET, %id, %reason, cause = "duplicate", "login rejected");
+            refuse(&mut conn, &reason, opts).await;
+            return None;
+        }
+        Insert::Replaced(old) => {
+            info!(target: TARGET, %id, "duplicate login: kicking the older channel");
+            old.request_close(
+                CloseReason::policy("kicked by a new login"),
+                CloseMode::Graceful,
+                CloseCause::Kicked,
+            );
+        }
+    }
+    // Where its messages go learns of the channel before its first message.
+    gateway.route.opened(&chan);
+    core.metrics.logins.inc();
+    span.record("id", tracing::field::display(&id));
+    info!(target: TARGET, "logged in");
+    // A shutdown that began while this login ran may have missed the channel: close it here.
+    if core.lifecycle.shutting_down() {
+        chan.request_close(
+            CloseReason::new(CloseReason::GOING_AWAY, "server shutting down"),
+            CloseMode::Graceful,
+            CloseCause::Shutdown,
+        );
+    }
+    Some((chan, conn))
+}
+
+/// Sends a close frame for a refused login and waits briefly for the peer to close, so the
+/// close frame is read before the connection goes away.
+async fn refuse<R: FrameReader, W: FrameWriter>(
+    conn: &mut Conn<R, W>,
+    reason: &CloseReason,
+    opts: &ServerOptions,
+) {
+    let frame = conn.writer.close_frame(reason);
+    let sent = tokio::time::timeout(opts.write_wait(), async {
+        conn.writer.send(frame).await?;
+        conn.writer.shutdown().await
+    })
+    .await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return;
+    }
+    // Drain what the client still sends until it closes, so that unread input does not turn
+    // the close into a reset that could destroy the close frame in flight.
+    let _ = tokio::time::timeout(opts.close_wait(), async {
+        while let Ok(Some(_)) = conn.reader.read_frame().await {}
+    })
+    .await;
+}

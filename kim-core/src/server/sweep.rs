@@ -1,0 +1,52 @@
+//! The sweeper: one task per server that advances the coarse clock, closes the channels
+//! past their read deadline, and gives memory back after a burst.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::debug;
+
+use crate::close::{CloseCause, CloseMode, CloseReason};
+use crate::server::handle::Core;
+use crate::server::log::TARGET;
+
+/// The sweeper: advances the coarse clock and closes channels past their read deadline.
+pub(crate) async fn sweep(core: Arc<Core>) {
+    let read_wait = core.options.read_wait().as_millis() as u64;
+    let tick = Duration::from_millis((read_wait / 8).clamp(5, 1000));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut expired = Vec::new();
+    // Once a second, the allocator is asked to return free memory if it holds much of it.
+    let mut next_heap_check = 0;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = core.lifecycle.shutdown.cancelled() => {
+                // Keep the clock running while shutdown drains the channels.
+                core.connections.idle().await;
+                break;
+            }
+        }
+        let now = core.clock.tick();
+        core.channels.for_each(|c| {
+            if now.saturating_sub(c.last_read()) > read_wait {
+                expired.push(c.clone());
+            }
+        });
+        for c in expired.drain(..) {
+            debug!(target: TARGET, id = %c.id(), "read deadline passed");
+            c.request_close(
+                CloseReason::normal("read timeout"),
+                CloseMode::Graceful,
+                CloseCause::ReadTimeout,
+            );
+        }
+        if now >= next_heap_check {
+            next_heap_check = now + 1000;
+            if crate::heap::trim_if_bloated() {
+                core.metrics.heap_trims.inc();
+            }
+        }
+    }
+}
