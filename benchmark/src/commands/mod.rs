@@ -1,0 +1,15 @@
+//! The subcommands, one module each: what a command runs and how it reports it. `main` parses
+//! the command line and hands each command its settings here; what the commands share (the
+//! servers under test, the runs, the figures and their tables) is in `crate::runner` and
+//! `crate::figures`. These modules are the binary's, apart from the library's workloads of the
+//! same names (`commands::ipc` runs and reports `kim_benchmark::ipc`, and so on).
+
+pub(crate) mod echo;
+pub(crate) mod ipc;
+pub(crate) mod large;
+pub(crate) mod overhead;
+pub(crate) mod parallel;
+pub(crate) mod pipelined;
+pub(crate) mod report;
+pub(crate) mod roundtrip;
+pub(crate) mod slow_consumers;

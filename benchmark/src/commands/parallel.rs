@@ -1,0 +1,80 @@
+//! The `parallel` command: many clients logged in (a bounded number of logins in flight) and
+//! held, against kim and the baselines: memory per idle connection, login rate and cost, and
+//! the memory left once they close.
+
+use std::time::Duration;
+
+use kim_benchmark::parallel;
+
+use crate::figures::{self, detail, print_results};
+use crate::runner::Options;
+
+/// The `parallel` command's flags (its help text is the doc comment of its variant of
+/// `Workload` in `main`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Clients to log in.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) clients: usize,
+    /// Logins in flight at once.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) in_flight: usize,
+    /// Seconds to hold the connections before checking they still echo.
+    #[arg(long, default_value_t = 30.0)]
+    pub(crate) hold: f64,
+}
+
+/// Runs the workload against every target and reports it.
+pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
+    let bench = opts.server_bench()?;
+    let mut figs = Vec::new();
+    let mut details = serde_json::Map::new();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let hold = Duration::try_from_secs_f64(args.hold)?;
+    let res = bench.each("parallel", true, |server, target| {
+        rt.block_on(parallel::run(
+            server,
+            target.wire(),
+            args.clients,
+            args.in_flight,
+            hold,
+        ))
+    })?;
+    figures::collect(
+        &mut figs,
+        "parallel",
+        "server bytes per idle connection",
+        false,
+        &res,
+        |r| r.bytes_per_conn,
+    );
+    figures::collect(
+        &mut figs,
+        "parallel",
+        "logins per second",
+        true,
+        &res,
+        |r| r.logins_per_sec,
+    );
+    figures::collect(
+        &mut figs,
+        "parallel",
+        "server CPU us per login",
+        false,
+        &res,
+        |r| r.server_cpu_us_per_login,
+    );
+    figures::collect(
+        &mut figs,
+        "parallel",
+        "server MiB after close",
+        false,
+        &res,
+        |r| r.rss_after as f64 / 1048576.0,
+    );
+    details.insert("parallel".into(), serde_json::to_value(detail(&res))?);
+    print_results(opts, &bench, &figs, details)
+}

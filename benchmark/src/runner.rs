@@ -1,0 +1,309 @@
+//! Running servers under test: the global options every command runs with, the targets (kim
+//! and the baselines) and how each is started as a separate process, and the alternation of
+//! runs over the targets. Every command that starts servers goes through here, so that they
+//! all start, pin and alternate them the same way.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use kim_benchmark::proc::{pin_current_process, sibling_bin, ServerProcess};
+use kim_benchmark::wire::Wire;
+
+/// The global flags as the commands use them, with what was found of the machine.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// Runs of each target (`--runs`, or the command's default).
+    pub(crate) runs: usize,
+    /// `--json`: the results as JSON on stdout.
+    pub(crate) json: bool,
+    /// `--markdown`: the results as Markdown tables.
+    pub(crate) markdown: bool,
+    /// CPUs available to this process.
+    pub(crate) cpus: usize,
+    /// Whether servers go to CPU 0 and the load generator to CPU 1 (not `--no-pin`, and at
+    /// least two CPUs).
+    pub(crate) pin: bool,
+    /// `--server-threads`.
+    pub(crate) server_threads: Option<usize>,
+    /// kim's transports to measure (`--transport`), in order.
+    pub(crate) wires: Vec<Wire>,
+    /// Measure kim with its listeners in-process (`--backend inproc` or `both`).
+    pub(crate) inproc: bool,
+    /// Measure kim with its listeners in worker processes (`--backend dgram` or `both`).
+    pub(crate) dgram: bool,
+    /// `--workers`: worker processes of the `dgram` backend.
+    pub(crate) workers: usize,
+    /// `--kim-only`: no baselines.
+    pub(crate) kim_only: bool,
+    /// `--bin-dir`: where the server binaries are.
+    pub(crate) bin_dir: Option<PathBuf>,
+}
+
+impl Options {
+    /// Runtime threads of each server: `--server-threads`, or 1 when pinned, 2 otherwise.
+    pub(crate) fn threads(&self) -> usize {
+        self.server_threads.unwrap_or(if self.pin { 1 } else { 2 })
+    }
+
+    /// Pins this process (the load generator) to CPU 1 when pinning, and returns the
+    /// directory of the server binaries (`--bin-dir`, or the one this binary is in).
+    pub(crate) fn prepare(&self) -> anyhow::Result<PathBuf> {
+        if self.pin {
+            pin_current_process(1)?;
+        }
+        Ok(match &self.bin_dir {
+            Some(d) => d.clone(),
+            None => sibling_bin("kim-benchmark")?
+                .parent()
+                .context("binary directory")?
+                .to_path_buf(),
+        })
+    }
+
+    /// The targets of the workloads compared with the baselines: kim on each wire, on each
+    /// backend asked for, then the baselines unless `--kim-only`.
+    pub(crate) fn server_targets(&self) -> Vec<Target> {
+        let mut targets = Vec::new();
+        for &w in &self.wires {
+            if self.inproc {
+                targets.push(Target::Kim(w));
+            }
+            if self.dgram {
+                targets.push(Target::KimDgram(w));
+            }
+        }
+        if !self.kim_only {
+            targets.extend([Target::Tungstenite, Target::Tungstenite4k]);
+        }
+        targets
+    }
+
+    /// A bench of `targets` with the server binaries in `bins`.
+    pub(crate) fn bench(
+        &self,
+        bins: PathBuf,
+        targets: Vec<Target>,
+        reverse_odd_runs: bool,
+    ) -> Bench {
+        Bench {
+            cli_bins: bins,
+            pin: self.pin,
+            threads: self.threads(),
+            targets,
+            runs: self.runs,
+            workers: self.workers,
+            reverse_odd_runs,
+            server_log: std::env::temp_dir()
+                .join(format!("kim-benchmark-{}-server.log", std::process::id())),
+        }
+    }
+
+    /// The bench of the workloads compared with the baselines: [`Options::prepare`], then
+    /// [`Options::server_targets`] in the order given, each run in the same order.
+    pub(crate) fn server_bench(&self) -> anyhow::Result<Bench> {
+        let bins = self.prepare()?;
+        Ok(self.bench(bins, self.server_targets(), false))
+    }
+}
+
+/// A server under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// kim with its listeners in-process.
+    Kim(Wire),
+    /// kim with its listeners in worker processes.
+    KimDgram(Wire),
+    /// kim in-process with its observability as given (the `overhead` workload's targets).
+    /// With everything on it is named like `Kim`: it is kim as deployed.
+    KimObs(Wire, Obs),
+    /// tokio-tungstenite in its default configuration.
+    Tungstenite,
+    /// tokio-tungstenite with 4 KiB buffers.
+    Tungstenite4k,
+}
+
+/// Which of kim's observability a server runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Obs {
+    /// `--metrics on`, and the debug listener up to read them; otherwise `--metrics off`.
+    pub(crate) metrics: bool,
+    /// `RUST_LOG=info`, the log to a file; otherwise `RUST_LOG=off`.
+    pub(crate) tracing: bool,
+}
+
+impl Obs {
+    /// Metrics and tracing on: kim as deployed.
+    pub(crate) const ALL: Obs = Obs {
+        metrics: true,
+        tracing: true,
+    };
+    /// Metrics and tracing off.
+    pub(crate) const NONE: Obs = Obs {
+        metrics: false,
+        tracing: false,
+    };
+
+    /// What a target's name gets after `kim-ws`.
+    fn suffix(self) -> &'static str {
+        match (self.metrics, self.tracing) {
+            (true, true) => "",
+            (false, false) => "-bare",
+            (true, false) => "-metrics",
+            (false, true) => "-tracing",
+        }
+    }
+}
+
+impl Target {
+    /// The target's name in the reports, e.g. `kim-ws-dgram` or `tungstenite-4k`.
+    pub(crate) fn name(self) -> String {
+        match self {
+            Target::Kim(w) => format!("kim-{}", w.name()),
+            Target::KimDgram(w) => format!("kim-{}-dgram", w.name()),
+            Target::KimObs(w, obs) => format!("kim-{}{}", w.name(), obs.suffix()),
+            Target::Tungstenite => "tungstenite".into(),
+            Target::Tungstenite4k => "tungstenite-4k".into(),
+        }
+    }
+
+    /// The wire the target's clients speak (the baselines speak websocket).
+    pub(crate) fn wire(self) -> Wire {
+        match self {
+            Target::Kim(w) | Target::KimDgram(w) | Target::KimObs(w, _) => w,
+            Target::Tungstenite | Target::Tungstenite4k => Wire::Ws,
+        }
+    }
+}
+
+/// The servers of one command and how to run them.
+pub(crate) struct Bench {
+    /// Where the server binaries are.
+    pub(crate) cli_bins: PathBuf,
+    /// Whether servers are pinned to CPU 0.
+    pub(crate) pin: bool,
+    /// Runtime threads of each server.
+    pub(crate) threads: usize,
+    /// The servers under test, in the order they run.
+    pub(crate) targets: Vec<Target>,
+    /// Runs of each target.
+    pub(crate) runs: usize,
+    /// Worker processes of the `dgram` backend.
+    pub(crate) workers: usize,
+    /// Run the targets in reverse order on every other run (A B, B A, A B, ...), so that a
+    /// drift of the machine over a pair of runs does not always favour the same target.
+    pub(crate) reverse_odd_runs: bool,
+    /// Where `KimObs` servers with tracing on write their log (truncated at each start).
+    pub(crate) server_log: PathBuf,
+}
+
+impl Bench {
+    /// Starts `target` as a process: kim's `mock-server` (with `mock`) or `echo-server`, or
+    /// the baseline server in the same mode.
+    pub(crate) fn start(&self, target: Target, mock: bool) -> anyhow::Result<ServerProcess> {
+        let threads = self.threads.to_string();
+        let listen = "127.0.0.1:0".to_string();
+        let mut env: Vec<(&str, &str)> = Vec::new();
+        let mut stderr = std::process::Stdio::inherit();
+        let (bin, args): (&str, Vec<String>) = match target {
+            Target::Kim(w) | Target::KimDgram(w) | Target::KimObs(w, _) => {
+                let mut args = vec![
+                    "--transport".into(),
+                    w.name().into(),
+                    "--listen".into(),
+                    listen,
+                    "--threads".into(),
+                    threads.clone(),
+                ];
+                if matches!(target, Target::KimDgram(_)) {
+                    args.extend([
+                        "--backend".into(),
+                        "dgram".into(),
+                        "--workers".into(),
+                        self.workers.to_string(),
+                    ]);
+                }
+                if let Target::KimObs(_, obs) = target {
+                    let on_off = |on| if on { "on" } else { "off" }.to_string();
+                    args.extend(["--metrics".into(), on_off(obs.metrics)]);
+                    if obs.metrics {
+                        args.extend(["--debug-listen".into(), "127.0.0.1:0".into()]);
+                    }
+                    env.push(("RUST_LOG", if obs.tracing { "info" } else { "off" }));
+                    if obs.tracing {
+                        let log = std::fs::File::create(&self.server_log).with_context(|| {
+                            format!("creating the server log {}", self.server_log.display())
+                        })?;
+                        stderr = log.into();
+                    }
+                }
+                (if mock { "mock-server" } else { "echo-server" }, args)
+            }
+            Target::Tungstenite | Target::Tungstenite4k => (
+                "baseline-server",
+                vec![
+                    "--mode".into(),
+                    if mock { "mock" } else { "echo" }.into(),
+                    "--config".into(),
+                    if target == Target::Tungstenite {
+                        "default"
+                    } else {
+                        "small"
+                    }
+                    .into(),
+                    "--listen".into(),
+                    listen,
+                    "--threads".into(),
+                    threads,
+                ],
+            ),
+        };
+        let path = self.cli_bins.join(bin);
+        anyhow::ensure!(
+            path.exists(),
+            "{} not found: build with `cargo build --release -p kim-examples -p kim-benchmark`",
+            path.display()
+        );
+        ServerProcess::start_with_stderr(&path, &args, &env, self.pin.then_some(0), stderr)
+    }
+
+    /// Runs `measure` against every target, `runs` times, alternating targets.
+    pub(crate) fn each<T>(
+        &self,
+        label: &str,
+        mock: bool,
+        mut measure: impl FnMut(&ServerProcess, Target) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Vec<(Target, Vec<T>)>> {
+        let mut out: Vec<(Target, Vec<T>)> = self.targets.iter().map(|&t| (t, vec![])).collect();
+        for run in 0..self.runs {
+            let mut order: Vec<&mut (Target, Vec<T>)> = out.iter_mut().collect();
+            if self.reverse_odd_runs && run % 2 == 1 {
+                order.reverse();
+            }
+            for (target, results) in order {
+                eprintln!(
+                    "{label}: run {} of {}, {}",
+                    run + 1,
+                    self.runs,
+                    target.name()
+                );
+                let server = self.start(*target, mock)?;
+                let r = measure(&server, *target)
+                    .with_context(|| format!("{label} against {}", target.name()))?;
+                results.push(r);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `CONNECTIONSxBYTES`, e.g. `100x20`.
+pub(crate) fn parse_preset(p: &str) -> anyhow::Result<(usize, usize)> {
+    let (c, s) = p
+        .split_once('x')
+        .context("--preset is CONNECTIONSxBYTES, e.g. 100x20")?;
+    let conns: usize = c.parse().context("--preset connections")?;
+    let size: usize = s.parse().context("--preset bytes")?;
+    anyhow::ensure!(conns >= 1, "--preset needs at least one connection");
+    Ok((conns, size))
+}
