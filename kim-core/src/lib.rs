@@ -12,7 +12,14 @@
 //!
 //! The path of a message: the accept loop hands a stream to the upgrader, the acceptor logs
 //! it in under `login_wait`, the channel joins the [`ChannelMap`], and one task per channel
-//! reads frames, calls the listener in order, and writes whatever was pushed as one batch.
+//! reads frames, hands each message to its *route* (the app's listener in this task, or a
+//! worker process in process mode), and writes whatever was pushed as one batch.
+//!
+//! The crate has one module per concept, and its dependencies point one way: `server` (accept,
+//! login, sweep, the handle) uses `session` (one channel's task), which uses `route` (where
+//! messages go) and `channel` (the handle, its outbox, the map); those use the leaves: frames,
+//! `close` (reasons and causes), errors, options, the clock. Process mode (`ipc`) plugs in at
+//! two seams: the master is a route, and a worker's channels forward their pushes.
 #![warn(missing_docs)]
 
 mod app;

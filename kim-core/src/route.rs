@@ -41,13 +41,16 @@ pub(crate) trait Route: Send + Sync + 'static {
 
 /// The app's listeners, run by the channel's task in this process.
 pub(crate) struct InProcess<L, S> {
-    listener: L,
-    state: S,
+    message_listener: L,
+    state_listener: S,
 }
 
 impl<L, S> InProcess<L, S> {
-    pub(crate) fn new(listener: L, state: S) -> InProcess<L, S> {
-        InProcess { listener, state }
+    pub(crate) fn new(message_listener: L, state_listener: S) -> InProcess<L, S> {
+        InProcess {
+            message_listener,
+            state_listener,
+        }
     }
 }
 
@@ -58,12 +61,12 @@ impl<L: MessageListener, S: StateListener> Route for InProcess<L, S> {
         Some(if chan.context().limits.count_messages {
             Box::pin(async move {
                 let started = crate::metrics::stopwatch();
-                this.listener.receive(&agent, message).await;
+                this.message_listener.receive(&agent, message).await;
                 let took = crate::metrics::stopwatch().duration_since(started);
                 agent.context().metrics.hot.handled(took);
             })
         } else {
-            Box::pin(async move { this.listener.receive(&agent, message).await })
+            Box::pin(async move { this.message_listener.receive(&agent, message).await })
         })
     }
 
@@ -71,7 +74,7 @@ impl<L: MessageListener, S: StateListener> Route for InProcess<L, S> {
         let this = self.clone();
         let chan = chan.clone();
         Some(Box::pin(async move {
-            this.state.disconnect(chan.id(), chan.meta()).await
+            this.state_listener.disconnect(chan.id(), chan.meta()).await
         }))
     }
 }

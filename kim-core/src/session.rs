@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 
 use tokio::time::Sleep;
 
-use crate::channel::Channel;
+use crate::channel::{Backlog, Channel};
 use crate::close::{CloseCause, CloseMode, CloseReason, End};
 use crate::conn::{FrameReader, FrameWriter};
 use crate::error::ReadError;
@@ -105,122 +105,151 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
         self.close_timer = Some(Box::pin(tokio::time::sleep(wait)));
     }
 
-    /// Steps 1 to 3 until nothing progresses; `Ready` when the channel has ended.
+    /// Steps 1 to 3 until nothing progresses, then step 4; `Ready` when the channel has ended.
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         loop {
-            let mut progressed = false;
-
-            // 1. The handler of the current message.
-            if let Some(h) = self.running.as_mut() {
-                if h.as_mut().poll(cx).is_ready() {
-                    self.running = None;
-                    progressed = true;
-                }
-            }
-
-            // 2. The write loop: the outbox moves into an idle writer as one batch.
-            let backlog = if self.writer.pending() == 0 {
-                let (batch, close) = self.chan.outbox().take_batch();
-                if self.chan.context().limits.count_messages && !batch.is_empty() {
-                    let (mut n, mut bytes) = (0, 0);
-                    for f in batch {
-                        n += 1;
-                        bytes += f.payload.len() as u64;
-                        self.writer.start_frame(f);
-                    }
-                    self.chan.context().metrics.hot.sent(n, bytes);
-                } else {
-                    for f in batch {
-                        self.writer.start_frame(f);
-                    }
-                }
-                if let Some((reason, mode, cause)) = close {
-                    if mode == CloseMode::Abort {
-                        self.cause.get_or_insert(cause);
-                        return Poll::Ready(End::Aborted);
-                    }
-                    self.begin_close(&reason, cause);
-                }
-                (0, 0)
-            } else {
-                let backlog = self.chan.outbox().backlog();
-                if let Some(cause) = backlog.abort {
-                    self.cause.get_or_insert(cause);
-                    return Poll::Ready(End::Aborted);
-                }
-                (backlog.bytes, backlog.frames)
-            };
-            if self.writer.pending() > 0 {
-                match self.writer.poll_flush(cx) {
-                    Poll::Ready(Ok(())) => {
-                        self.write_timer = None;
-                        progressed = true;
-                        if self.phase == Phase::Answered {
-                            return Poll::Ready(End::Closed);
-                        }
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(End::Io(e.kind())),
-                    Poll::Pending => {
-                        let timer = self.write_timer.get_or_insert_with(|| {
-                            let wait = self.chan.context().limits.write_wait;
-                            Box::pin(tokio::time::sleep(wait))
-                        });
-                        if timer.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(End::WriteTimeout);
-                        }
-                    }
-                }
-            } else if self.phase == Phase::Answered {
-                return Poll::Ready(End::Closed);
-            }
-
-            // A close we sent waits for the peer's answer only so long.
-            if let Some(t) = self.close_timer.as_mut() {
-                if t.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(End::CloseTimeout);
-                }
-            }
-
-            // 3. The read loop: one frame at a time, none while a message is being handled.
-            let limits = &self.chan.context().limits;
-            let can_read = self.running.is_none()
-                && self.phase != Phase::Answered
-                && self.writer.pending() + backlog.0 + self.chan.outbox().in_flight()
-                    <= limits.pause_bytes
-                && backlog.1 < limits.pause_frames
-                && self.route.poll_ready(&self.chan, cx).is_ready();
-            if can_read {
-                match self.reader.poll_read_frame(cx) {
-                    Poll::Pending => {}
-                    Poll::Ready(Ok(Some(frame))) => {
-                        progressed = true;
-                        self.chan.touch();
-                        self.on_frame(frame);
-                    }
-                    Poll::Ready(Ok(None)) => return Poll::Ready(End::Eof),
-                    Poll::Ready(Err(ReadError::Protocol(reason))) => {
-                        if self.phase != Phase::Open {
-                            return Poll::Ready(End::Closed);
-                        }
-                        tracing::debug!(%reason, "protocol error");
-                        progressed = true;
-                        self.begin_close(&reason, CloseCause::ProtocolError);
-                    }
-                    Poll::Ready(Err(ReadError::Io(e))) => return Poll::Ready(End::Io(e.kind())),
-                    Poll::Ready(Err(ReadError::UnexpectedEof)) => return Poll::Ready(End::Eof),
-                }
-            }
-
-            if !progressed {
+            match self.step(cx) {
+                Err(end) => return Poll::Ready(end),
+                Ok(true) => {}
                 // 4. Park, unless a push or close slipped in since step 2.
-                if self
-                    .chan
-                    .outbox()
-                    .park(self.writer.pending() == 0, cx.waker())
-                {
-                    return Poll::Pending;
+                Ok(false) => {
+                    let writer_idle = self.writer.pending() == 0;
+                    if self.chan.outbox().park(writer_idle, cx.waker()) {
+                        return Poll::Pending;
+                    }
                 }
             }
+        }
+    }
+
+    /// One round of steps 1 to 3: `Ok(true)` if any of them progressed.
+    #[inline]
+    fn step(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
+        let handled = self.poll_handler(cx);
+        let backlog = self.fill_writer()?;
+        let flushed = self.poll_flush(cx)?;
+        // A close we sent waits for the peer's answer only so long.
+        if let Some(t) = self.close_timer.as_mut() {
+            if t.as_mut().poll(cx).is_ready() {
+                return Err(End::CloseTimeout);
+            }
+        }
+        let read = self.poll_read(cx, backlog)?;
+        Ok(handled || flushed || read)
+    }
+
+    /// Step 1, the handler of the current message: `true` once it finished.
+    #[inline]
+    fn poll_handler(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(h) = self.running.as_mut() else {
+            return false;
+        };
+        if h.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.running = None;
+        true
+    }
+
+    /// Step 2, the write loop, first half: when the writer is idle, the outbox moves into it as
+    /// one batch, and a close requested from outside begins. Returns what still waits.
+    #[inline]
+    fn fill_writer(&mut self) -> Result<Backlog, End> {
+        if self.writer.pending() > 0 {
+            let backlog = self.chan.outbox().backlog();
+            if let Some(cause) = backlog.abort {
+                self.cause.get_or_insert(cause);
+                return Err(End::Aborted);
+            }
+            return Ok(backlog);
+        }
+        let (batch, close) = self.chan.outbox().take_batch();
+        if self.chan.context().limits.count_messages && !batch.is_empty() {
+            let (mut n, mut bytes) = (0, 0);
+            for f in batch {
+                n += 1;
+                bytes += f.payload.len() as u64;
+                self.writer.start_frame(f);
+            }
+            self.chan.context().metrics.hot.sent(n, bytes);
+        } else {
+            for f in batch {
+                self.writer.start_frame(f);
+            }
+        }
+        if let Some((reason, mode, cause)) = close {
+            if mode == CloseMode::Abort {
+                self.cause.get_or_insert(cause);
+                return Err(End::Aborted);
+            }
+            self.begin_close(&reason, cause);
+        }
+        Ok(Backlog::default())
+    }
+
+    /// Step 2, second half: flushes the writer under write_wait; `true` once a batch went out.
+    #[inline]
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
+        if self.writer.pending() == 0 {
+            return match self.phase {
+                Phase::Answered => Err(End::Closed),
+                _ => Ok(false),
+            };
+        }
+        match self.writer.poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                self.write_timer = None;
+                match self.phase {
+                    Phase::Answered => Err(End::Closed),
+                    _ => Ok(true),
+                }
+            }
+            Poll::Ready(Err(e)) => Err(End::Io(e.kind())),
+            Poll::Pending => {
+                let timer = self.write_timer.get_or_insert_with(|| {
+                    let wait = self.chan.context().limits.write_wait;
+                    Box::pin(tokio::time::sleep(wait))
+                });
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Err(End::WriteTimeout),
+                    Poll::Pending => Ok(false),
+                }
+            }
+        }
+    }
+
+    /// Step 3, the read loop: one frame at a time, none while a message is being handled or
+    /// while too many replies wait. `true` if a frame was read.
+    #[inline]
+    fn poll_read(&mut self, cx: &mut Context<'_>, backlog: Backlog) -> Result<bool, End> {
+        let limits = &self.chan.context().limits;
+        let can_read = self.running.is_none()
+            && self.phase != Phase::Answered
+            && self.writer.pending() + backlog.bytes + self.chan.outbox().in_flight()
+                <= limits.pause_bytes
+            && backlog.frames < limits.pause_frames
+            && self.route.poll_ready(&self.chan, cx).is_ready();
+        if !can_read {
+            return Ok(false);
+        }
+        match self.reader.poll_read_frame(cx) {
+            Poll::Pending => Ok(false),
+            Poll::Ready(Ok(Some(frame))) => {
+                self.chan.touch();
+                self.on_frame(frame);
+                Ok(true)
+            }
+            Poll::Ready(Ok(None)) => Err(End::Eof),
+            Poll::Ready(Err(ReadError::Protocol(reason))) => {
+                if self.phase != Phase::Open {
+                    return Err(End::Closed);
+                }
+                tracing::debug!(%reason, "protocol error");
+                self.begin_close(&reason, CloseCause::ProtocolError);
+                Ok(true)
+            }
+            Poll::Ready(Err(ReadError::Io(e))) => Err(End::Io(e.kind())),
+            Poll::Ready(Err(ReadError::UnexpectedEof)) => Err(End::Eof),
         }
     }
 

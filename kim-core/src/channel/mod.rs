@@ -32,7 +32,7 @@ use crate::throttle::LogThrottle;
 
 pub use id::{ChannelId, Meta};
 pub use map::{ChannelMap, Insert};
-pub(crate) use outbox::Outbox;
+pub(crate) use outbox::{Backlog, Outbox};
 
 /// Logs a failed push at debug level, at most once a second: a client that floods a full
 /// outbox fails a push per message, and the metrics count every one of them.

@@ -50,7 +50,9 @@ struct State {
     running: bool,
 }
 
-/// What the task sees when its writer is still busy with the previous batch.
+/// What the task sees when its writer is still busy with the previous batch (nothing, when the
+/// writer was idle and took the whole outbox).
+#[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Backlog {
     /// Bytes queued.
     pub(crate) bytes: usize,

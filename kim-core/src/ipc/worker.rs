@@ -156,8 +156,8 @@ struct Worker<L, S> {
     /// The context of the channels mirrored here: their pushes go to the master.
     context: Arc<Context>,
     remote: Arc<Remote>,
-    listener: L,
-    state: S,
+    message_listener: L,
+    state_listener: S,
     chans: Mutex<HashMap<u64, Arc<WorkerChan>>>,
     in_flight: AtomicUsize,
     /// Notified when in_flight drops (room to read, or idle for a stop).
@@ -197,7 +197,7 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
                     let cost = ipc_cost(frame.payload.len()) as u64;
                     let metrics = &self.core.metrics;
                     let started = metrics.per_message.then(crate::metrics::stopwatch);
-                    let r = AssertUnwindSafe(self.listener.receive(&wc.chan, frame))
+                    let r = AssertUnwindSafe(self.message_listener.receive(&wc.chan, frame))
                         .catch_unwind()
                         .await;
                     if let Some(t) = started {
@@ -218,7 +218,7 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
                 }
                 Work::Disconnect => {
                     let c = &wc.chan;
-                    let r = AssertUnwindSafe(self.state.disconnect(c.id(), c.meta()))
+                    let r = AssertUnwindSafe(self.state_listener.disconnect(c.id(), c.meta()))
                         .catch_unwind()
                         .await;
                     if r.is_err() {
@@ -288,7 +288,7 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
                     let w = self.clone();
                     w.in_flight.fetch_add(1, Ordering::AcqRel);
                     tokio::spawn(async move {
-                        w.state.disconnect(&id, &meta).await;
+                        w.state_listener.disconnect(&id, &meta).await;
                         w.disconnects.fetch_add(1, Ordering::Relaxed);
                         w.done(1);
                     });
@@ -314,8 +314,8 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
 
 /// Runs this process as worker `env.index`: until the master says stop (exit 0) or is gone.
 pub(crate) async fn run_worker<L, S>(
-    listener: L,
-    state: S,
+    message_listener: L,
+    state_listener: S,
     options: ServerOptions,
     env: WorkerEnv,
 ) -> io::Result<()>
@@ -326,14 +326,14 @@ where
     // Run as a task of the runtime, not in the caller's `block_on` thread: the receive loop
     // and the handlers it spawns then share the runtime's threads, and a message does not
     // cross threads on its way to its handler.
-    tokio::spawn(worker_main(listener, state, options, env))
+    tokio::spawn(worker_main(message_listener, state_listener, options, env))
         .await
         .map_err(|e| io::Error::other(format!("worker task failed: {e}")))?
 }
 
 async fn worker_main<L, S>(
-    listener: L,
-    state: S,
+    message_listener: L,
+    state_listener: S,
     options: ServerOptions,
     env: WorkerEnv,
 ) -> io::Result<()>
@@ -379,8 +379,8 @@ where
         core,
         context,
         remote: remote.clone(),
-        listener,
-        state,
+        message_listener,
+        state_listener,
         chans: Mutex::new(HashMap::new()),
         in_flight: AtomicUsize::new(0),
         room: Notify::new(),

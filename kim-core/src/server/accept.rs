@@ -28,7 +28,7 @@ fn is_resource_error(e: &io::Error) -> bool {
 }
 
 /// The accept loop: one task for the listening socket, one task per accepted connection.
-pub(crate) async fn accept_loop<U, A, T>(listener: TcpListener, gateway: Arc<Gateway<U, A, T>>)
+pub(crate) async fn accept_loop<U, A, T>(socket: TcpListener, gateway: Arc<Gateway<U, A, T>>)
 where
     U: Upgrader<TcpStream>,
     A: Acceptor,
@@ -40,7 +40,7 @@ where
         let accepted = tokio::select! {
             biased;
             _ = core.lifecycle.shutdown.cancelled() => break,
-            r = listener.accept() => r,
+            r = socket.accept() => r,
         };
         match accepted {
             Ok((stream, peer)) => {

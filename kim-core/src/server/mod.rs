@@ -70,8 +70,8 @@ pub use handle::{ServerHandle, ServerStats, ShutdownReport};
 pub struct DefaultServer<U, A, L, S> {
     upgrader: U,
     acceptor: A,
-    listener: L,
-    state: S,
+    message_listener: L,
+    state_listener: S,
     options: ServerOptions,
 }
 
@@ -82,12 +82,12 @@ where
 {
     /// A server with the default acceptor (no login, a fresh id per connection), no state
     /// listener and the default options.
-    pub fn new(upgrader: U, listener: L) -> Self {
+    pub fn new(upgrader: U, message_listener: L) -> Self {
         DefaultServer {
             upgrader,
             acceptor: DefaultAcceptor,
-            listener,
-            state: (),
+            message_listener,
+            state_listener: (),
             options: ServerOptions::default(),
         }
     }
@@ -105,19 +105,22 @@ where
         DefaultServer {
             upgrader: self.upgrader,
             acceptor,
-            listener: self.listener,
-            state: self.state,
+            message_listener: self.message_listener,
+            state_listener: self.state_listener,
             options: self.options,
         }
     }
 
     /// Sets the listener that hears of disconnects.
-    pub fn with_state_listener<S2: StateListener>(self, state: S2) -> DefaultServer<U, A, L, S2> {
+    pub fn with_state_listener<S2: StateListener>(
+        self,
+        state_listener: S2,
+    ) -> DefaultServer<U, A, L, S2> {
         DefaultServer {
             upgrader: self.upgrader,
             acceptor: self.acceptor,
-            listener: self.listener,
-            state,
+            message_listener: self.message_listener,
+            state_listener,
             options: self.options,
         }
     }
@@ -142,7 +145,15 @@ where
     {
         if let Some(env) = WorkerEnv::from_env() {
             let result = match env {
-                Ok(env) => run_worker(self.listener, self.state, self.options, env).await,
+                Ok(env) => {
+                    run_worker(
+                        self.message_listener,
+                        self.state_listener,
+                        self.options,
+                        env,
+                    )
+                    .await
+                }
                 Err(e) => Err(e),
             };
             let code = match result {
@@ -177,16 +188,16 @@ where
         Err(ServerError::Bind { addr, source })
     }
 
-    /// Serves connections from a listener the caller bound. In a worker process (see
+    /// Serves connections from a listening socket the caller bound. In a worker process (see
     /// [`DefaultServer::start`]) this fails: workers are run by `start`.
-    pub fn serve(self, listener: TcpListener) -> Result<ServerHandle, ServerError> {
+    pub fn serve(self, socket: TcpListener) -> Result<ServerHandle, ServerError> {
         if is_worker() {
             return Err(ServerError::Io(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "this process is a kim worker; start it with DefaultServer::start",
             )));
         }
-        let local = listener.local_addr()?;
+        let local = socket.local_addr()?;
         let core = Core::new(self.options, local);
         if let Some(addr) = core.options.debug_listen() {
             let bound = crate::debug::start(
@@ -211,9 +222,9 @@ where
         let (upgrader, acceptor) = (self.upgrader, self.acceptor);
         match core.options.backend() {
             Backend::InProcess => {
-                let route = Arc::new(InProcess::new(self.listener, self.state));
+                let route = Arc::new(InProcess::new(self.message_listener, self.state_listener));
                 let gateway = Gateway::new(core, context, upgrader, acceptor, route);
-                Ok(launch(listener, gateway))
+                Ok(launch(socket, gateway))
             }
             Backend::UnixDatagram { .. } => {
                 let master =
@@ -221,14 +232,14 @@ where
                 reload_on_signal(&master);
                 core.set_process_mode(master.clone());
                 let gateway = Gateway::new(core, context, upgrader, acceptor, master);
-                Ok(launch(listener, gateway))
+                Ok(launch(socket, gateway))
             }
         }
     }
 }
 
 /// Starts the sweeper and the accept loop.
-fn launch<U, A, T>(listener: TcpListener, gateway: Gateway<U, A, T>) -> ServerHandle
+fn launch<U, A, T>(socket: TcpListener, gateway: Gateway<U, A, T>) -> ServerHandle
 where
     U: Upgrader<TcpStream>,
     A: Acceptor,
@@ -236,7 +247,7 @@ where
 {
     let core = gateway.core.clone();
     tokio::spawn(sweep(core.clone()));
-    let task = tokio::spawn(accept_loop(listener, Arc::new(gateway)));
+    let task = tokio::spawn(accept_loop(socket, Arc::new(gateway)));
     *core.lifecycle.accept_loop.lock() = Some(task);
     info!(target: TARGET, addr = %core.local_addr, "kim server listening");
     ServerHandle::new(core)
