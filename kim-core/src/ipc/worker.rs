@@ -27,11 +27,9 @@ use crate::ipc::link::Link;
 use crate::ipc::protocol::{
     ipc_cost, Body, ChannelInfo, CloseBody, Control, Handled, ShutdownRequest, WorkerCounters,
 };
-use crate::ipc::stats::IpcStats;
 use crate::ipc::wire::{Kind, Outgoing, Reassembler, Received, RecvStats, SendStats};
-use crate::metrics::HandlerHistogram;
 use crate::options::{Backend, ServerOptions};
-use crate::server::handle::{BoxFuture, Core, ProcessMode};
+use crate::server::handle::{Core, ProcessMode};
 use crate::server::ServerHandle;
 use crate::throttle::LogThrottle;
 
@@ -122,22 +120,6 @@ impl ProcessMode for Remote {
         let body = ShutdownRequest { deadline_ms }.encode();
         self.link.enqueue(Control::Shutdown.message(0, body));
         true
-    }
-
-    fn reload(&self) -> BoxFuture<'_, usize> {
-        Box::pin(async { 0 })
-    }
-
-    fn stop(&self, _wait: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
-
-    fn stats(&self) -> Option<(IpcStats, HandlerHistogram)> {
-        None
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        Vec::new()
     }
 }
 

@@ -36,14 +36,27 @@ pub(crate) trait ProcessMode: Send + Sync + 'static {
         false
     }
     /// Replaces the worker processes one at a time; returns how many were replaced.
-    fn reload(&self) -> BoxFuture<'_, usize>;
+    fn reload(&self) -> BoxFuture<'_, usize> {
+        Box::pin(async { 0 })
+    }
     /// Stops the worker processes, each after handling what it was sent, within `wait`.
-    fn stop(&self, wait: Duration) -> BoxFuture<'_, ()>;
+    fn stop(&self, _wait: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
     /// What the workers have done, and the time they spent in the message listener.
-    fn stats(&self) -> Option<(IpcStats, HandlerHistogram)>;
+    fn stats(&self) -> Option<(IpcStats, HandlerHistogram)> {
+        None
+    }
     /// The worker processes' ids.
-    fn pids(&self) -> Vec<u32>;
+    fn pids(&self) -> Vec<u32> {
+        Vec::new()
+    }
 }
+
+/// A server that runs its handlers in-process: it has no workers.
+struct NoWorkers;
+
+impl ProcessMode for NoWorkers {}
 
 /// The stages of a server's life that its tasks watch.
 #[derive(Default)]
@@ -77,7 +90,7 @@ pub(crate) struct Core {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) connections: Arc<Connections>,
     pub(crate) lifecycle: Lifecycle,
-    /// Set at start in process mode.
+    /// Set at start in process mode: the master's workers, or a worker's way to its master.
     process: OnceLock<Arc<dyn ProcessMode>>,
 }
 
@@ -105,8 +118,12 @@ impl Core {
         let _ = self.process.set(mode);
     }
 
-    fn process(&self) -> Option<&dyn ProcessMode> {
-        self.process.get().map(|p| &**p)
+    /// How this process takes part in process mode ([`NoWorkers`] in-process).
+    fn process(&self) -> &dyn ProcessMode {
+        match self.process.get() {
+            Some(p) => &**p,
+            None => &NoWorkers,
+        }
     }
 }
 
@@ -120,7 +137,7 @@ impl Live for Core {
     }
 
     fn workers(&self) -> Option<(IpcStats, HandlerHistogram)> {
-        self.process()?.stats()
+        self.process().stats()
     }
 }
 
@@ -230,20 +247,17 @@ impl ServerHandle {
     /// it was sent; no client connection is closed) and returns how many were replaced. The
     /// same happens on SIGUSR1 to the master. 0 in-process or in a worker.
     pub async fn reload_workers(&self) -> usize {
-        match self.core.process() {
-            Some(p) => p.reload().await,
-            None => 0,
-        }
+        self.core.process().reload().await
     }
 
     /// In process mode (in the master), what the IPC backend has done; `None` otherwise.
     pub fn ipc_stats(&self) -> Option<IpcStats> {
-        Some(self.core.process()?.stats()?.0)
+        Some(self.core.process().stats()?.0)
     }
 
     /// In process mode (in the master), the worker processes' ids (0 for one being started).
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.core.process().map(|p| p.pids()).unwrap_or_default()
+        self.core.process().pids()
     }
 
     /// True once a shutdown has begun.
@@ -260,7 +274,7 @@ impl ServerHandle {
     /// returns at once with an empty report.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let core = &self.core;
-        if core.process().is_some_and(|p| p.forward_shutdown(deadline)) {
+        if core.process().forward_shutdown(deadline) {
             return ShutdownReport {
                 channels: 0,
                 forced: 0,
@@ -294,10 +308,8 @@ impl ServerHandle {
             let _ = tokio::time::timeout(Duration::from_secs(1), core.connections.idle()).await;
         }
         let remaining = core.connections.active();
-        if let Some(p) = core.process() {
-            let left = deadline.saturating_sub(started.elapsed());
-            p.stop(left.max(Duration::from_secs(2))).await;
-        }
+        let left = deadline.saturating_sub(started.elapsed());
+        core.process().stop(left.max(Duration::from_secs(2))).await;
         life.debug_stop.cancel();
         info!(target: TARGET, channels, forced, remaining, "shutdown complete");
         ShutdownReport {
