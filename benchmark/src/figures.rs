@@ -130,10 +130,23 @@ pub(crate) fn print_table(figs: &[Figure]) {
             .filter(|f| f.workload == workload && f.metric == metric)
             .collect();
         let base = |name: &str| rows.iter().find(|f| f.target == name).map(|f| f.median);
+        let width = rows
+            .iter()
+            .map(|f| f.target.len())
+            .max()
+            .unwrap_or(0)
+            .max(16);
+        // With `--compare-bin-dir`, each of kim's targets also against the other build.
+        let compared = rows.iter().any(|f| f.target.ends_with("-compare"));
         println!("\n{workload}: {metric}");
         println!(
-            "  {:<16} {:>14} {:>10} {:>10} {:>8}   runs",
-            "target", "median", "/tung", "/tung-4k", "/inproc"
+            "  {:<width$} {:>14} {:>10} {:>10} {:>8}{}   runs",
+            "target",
+            "median",
+            "/tung",
+            "/tung-4k",
+            "/inproc",
+            if compared { "   /compare" } else { "" }
         );
         for f in &rows {
             let ratio = |b: Option<f64>| match b {
@@ -145,13 +158,20 @@ pub(crate) fn print_table(figs: &[Figure]) {
                 Some(kim) => ratio(base(kim)),
                 None => "-".into(),
             };
+            let compare = if compared {
+                let other = base(&format!("{}-compare", f.target));
+                format!(" {:>10}", ratio(other))
+            } else {
+                String::new()
+            };
             println!(
-                "  {:<16} {:>14.1} {:>10} {:>10} {:>8}   {}",
+                "  {:<width$} {:>14.1} {:>10} {:>10} {:>8}{}   {}",
                 f.target,
                 f.median,
                 ratio(base("tungstenite")),
                 ratio(base("tungstenite-4k")),
                 inproc,
+                compare,
                 runs.join(" ")
             );
         }

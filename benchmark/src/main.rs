@@ -71,6 +71,11 @@ struct Cli {
     /// Where the server binaries are (default: next to this one).
     #[arg(long, global = true)]
     bin_dir: Option<PathBuf>,
+    /// Also measure kim's servers from this directory (another build of kim, say the one
+    /// before a change), as targets named `kim-ws-compare` and so on, alternating with the
+    /// others in the same run.
+    #[arg(long, global = true)]
+    compare_bin_dir: Option<PathBuf>,
     /// The command to run.
     #[command(subcommand)]
     workload: Workload,
@@ -161,6 +166,7 @@ impl Cli {
             workers: self.workers,
             kim_only: self.kim_only,
             bin_dir: self.bin_dir.clone(),
+            compare_bin_dir: self.compare_bin_dir.clone(),
         }
     }
 }

@@ -38,6 +38,8 @@ pub(crate) struct Options {
     pub(crate) kim_only: bool,
     /// `--bin-dir`: where the server binaries are.
     pub(crate) bin_dir: Option<PathBuf>,
+    /// `--compare-bin-dir`: another build of kim's servers, measured beside this one.
+    pub(crate) compare_bin_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -65,12 +67,19 @@ impl Options {
     /// backend asked for, then the baselines unless `--kim-only`.
     pub(crate) fn server_targets(&self) -> Vec<Target> {
         let mut targets = Vec::new();
+        let compare = self.compare_bin_dir.is_some();
         for &w in &self.wires {
             if self.inproc {
                 targets.push(Target::Kim(w));
+                if compare {
+                    targets.push(Target::KimCompare(w));
+                }
             }
             if self.dgram {
                 targets.push(Target::KimDgram(w));
+                if compare {
+                    targets.push(Target::KimDgramCompare(w));
+                }
             }
         }
         if !self.kim_only {
@@ -88,6 +97,7 @@ impl Options {
     ) -> Bench {
         Bench {
             cli_bins: bins,
+            compare_bins: self.compare_bin_dir.clone(),
             pin: self.pin,
             threads: self.threads(),
             targets,
@@ -114,6 +124,10 @@ pub(crate) enum Target {
     Kim(Wire),
     /// kim with its listeners in worker processes.
     KimDgram(Wire),
+    /// `Kim` from the `--compare-bin-dir` build.
+    KimCompare(Wire),
+    /// `KimDgram` from the `--compare-bin-dir` build.
+    KimDgramCompare(Wire),
     /// kim in-process with its observability as given (the `overhead` workload's targets).
     /// With everything on it is named like `Kim`: it is kim as deployed.
     KimObs(Wire, Obs),
@@ -161,6 +175,8 @@ impl Target {
         match self {
             Target::Kim(w) => format!("kim-{}", w.name()),
             Target::KimDgram(w) => format!("kim-{}-dgram", w.name()),
+            Target::KimCompare(w) => format!("kim-{}-compare", w.name()),
+            Target::KimDgramCompare(w) => format!("kim-{}-dgram-compare", w.name()),
             Target::KimObs(w, obs) => format!("kim-{}{}", w.name(), obs.suffix()),
             Target::Tungstenite => "tungstenite".into(),
             Target::Tungstenite4k => "tungstenite-4k".into(),
@@ -170,7 +186,11 @@ impl Target {
     /// The wire the target's clients speak (the baselines speak websocket).
     pub(crate) fn wire(self) -> Wire {
         match self {
-            Target::Kim(w) | Target::KimDgram(w) | Target::KimObs(w, _) => w,
+            Target::Kim(w)
+            | Target::KimDgram(w)
+            | Target::KimCompare(w)
+            | Target::KimDgramCompare(w)
+            | Target::KimObs(w, _) => w,
             Target::Tungstenite | Target::Tungstenite4k => Wire::Ws,
         }
     }
@@ -180,6 +200,8 @@ impl Target {
 pub(crate) struct Bench {
     /// Where the server binaries are.
     pub(crate) cli_bins: PathBuf,
+    /// Where the `--compare-bin-dir` build's servers are.
+    pub(crate) compare_bins: Option<PathBuf>,
     /// Whether servers are pinned to CPU 0.
     pub(crate) pin: bool,
     /// Runtime threads of each server.
@@ -206,7 +228,11 @@ impl Bench {
         let mut env: Vec<(&str, &str)> = Vec::new();
         let mut stderr = std::process::Stdio::inherit();
         let (bin, args): (&str, Vec<String>) = match target {
-            Target::Kim(w) | Target::KimDgram(w) | Target::KimObs(w, _) => {
+            Target::Kim(w)
+            | Target::KimDgram(w)
+            | Target::KimCompare(w)
+            | Target::KimDgramCompare(w)
+            | Target::KimObs(w, _) => {
                 let mut args = vec![
                     "--transport".into(),
                     w.name().into(),
@@ -215,7 +241,7 @@ impl Bench {
                     "--threads".into(),
                     threads.clone(),
                 ];
-                if matches!(target, Target::KimDgram(_)) {
+                if matches!(target, Target::KimDgram(_) | Target::KimDgramCompare(_)) {
                     args.extend([
                         "--backend".into(),
                         "dgram".into(),
@@ -258,7 +284,11 @@ impl Bench {
                 ],
             ),
         };
-        let path = self.cli_bins.join(bin);
+        let bins = match (target, &self.compare_bins) {
+            (Target::KimCompare(_) | Target::KimDgramCompare(_), Some(dir)) => dir,
+            _ => &self.cli_bins,
+        };
+        let path = bins.join(bin);
         anyhow::ensure!(
             path.exists(),
             "{} not found: build with `cargo build --release -p kim-examples -p kim-benchmark`",

@@ -22,6 +22,14 @@
 //! Messages travel as chunks of at most `ipc_max_size` bytes and are reassembled in place
 //! (`wire`). The master's queue towards each worker is bounded: when a worker falls behind,
 //! the channels routed to it stop reading, and TCP slows their clients down.
+//!
+//! Process mode plugs into the server at two seams and nowhere else: in the master, the
+//! `Master` is the [route](crate::route) of every channel's messages (`master`); in a worker,
+//! the channels mirrored from the master deliver their pushes by forwarding them to it
+//! (`worker`). The files: `master` and `worker` (the two sides), `protocol` (what they say:
+//! control codes and message bodies with named fields), `link` (one socket and its bounded
+//! queue), `wire` (datagrams: chunking and in-place reassembly), `in_transit` (a worker's push
+//! counted against its channel until sent), `stats` (what the master reports).
 
 mod in_transit;
 mod link;
