@@ -8,7 +8,7 @@ use std::fmt;
 /// Why a channel is being closed: a websocket close code and a short human-readable reason.
 ///
 /// The websocket transport sends both; the raw TCP transport sends the reason only (an
-/// [`OpCode::Close`] frame whose payload is the reason text).
+/// [`OpCode::Close`](crate::OpCode::Close) frame whose payload is the reason text).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CloseReason {
     /// A websocket close status code (see the associated constants).

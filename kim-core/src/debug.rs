@@ -231,7 +231,7 @@ enum Output {
     FlameGraph,
 }
 
-/// The profile's length from the query: `seconds=N`, 1 to [`MAX_PROFILE_SECONDS`].
+/// The profile's length from the query: `seconds=N`, 1 to `MAX_PROFILE_SECONDS`.
 pub fn parse_seconds(query: &str) -> Result<u64, String> {
     let mut seconds = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {

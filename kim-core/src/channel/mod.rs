@@ -123,13 +123,7 @@ pub(crate) struct Context {
 pub(crate) fn test_context() -> Arc<Context> {
     let options = crate::ServerOptions::default();
     let core = crate::server::handle::Core::new(options, ([127, 0, 0, 1], 1).into());
-    Arc::new(Context {
-        limits: Limits::new(&core.options),
-        clock: core.clock.clone(),
-        metrics: core.metrics.clone(),
-        delivery: Delivery::Outbox,
-        server: ServerHandle::new(core),
-    })
+    core.channel_context(Delivery::Outbox)
 }
 
 struct ChannelInner {

@@ -24,7 +24,7 @@
 //! the channels routed to it stop reading, and TCP slows their clients down.
 //!
 //! Process mode plugs into the server at two seams and nowhere else: in the master, the
-//! `Master` is the [route](crate::route) of every channel's messages (`master`); in a worker,
+//! `Master` is the route of every channel's messages (`master`); in a worker,
 //! the channels mirrored from the master deliver their pushes by forwarding them to it
 //! (`worker`). The files: `master` and `worker` (the two sides), `protocol` (what they say:
 //! control codes and message bodies with named fields), `link` (one socket and its bounded

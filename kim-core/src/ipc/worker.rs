@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use crate::app::{MessageListener, StateListener};
-use crate::channel::{Channel, Context, Delivery, Forward, Limits};
+use crate::channel::{Channel, Context, Delivery, Forward};
 use crate::close::CloseReason;
 use crate::error::PushError;
 use crate::frame::{Frame, OpCode};
@@ -30,7 +30,6 @@ use crate::ipc::protocol::{
 use crate::ipc::wire::{Kind, Outgoing, Reassembler, Received, RecvStats, SendStats};
 use crate::options::{Backend, ServerOptions};
 use crate::server::handle::{Core, ProcessMode};
-use crate::server::ServerHandle;
 use crate::throttle::LogThrottle;
 
 /// A worker stops reading from the master while this many messages wait or run.
@@ -350,13 +349,7 @@ where
     });
     let core = Core::new(options, env.addr);
     core.set_process_mode(remote.clone());
-    let context = Arc::new(Context {
-        limits: Limits::new(&core.options),
-        clock: core.clock.clone(),
-        metrics: core.metrics.clone(),
-        delivery: Delivery::Forward(remote.clone()),
-        server: ServerHandle::new(core.clone()),
-    });
+    let context = core.channel_context(Delivery::Forward(remote.clone()));
     let worker = Arc::new(Worker {
         core,
         context,

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::channel::{log_push_failed, Channel, ChannelId, ChannelMap};
+use crate::channel::{log_push_failed, Channel, ChannelId, ChannelMap, Context, Delivery, Limits};
 use crate::clock::Clock;
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::error::PushError;
@@ -111,6 +111,18 @@ impl Core {
         let live: std::sync::Weak<Core> = Arc::downgrade(&core);
         core.metrics.attach(live);
         core
+    }
+
+    /// The context of the channels this server logs in (or, in a worker, mirrors), whose
+    /// pushes go by `delivery`.
+    pub(crate) fn channel_context(self: &Arc<Core>, delivery: Delivery) -> Arc<Context> {
+        Arc::new(Context {
+            limits: Limits::new(&self.options),
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+            delivery,
+            server: ServerHandle::new(self.clone()),
+        })
     }
 
     /// Makes this server's process a master or a worker of process mode.

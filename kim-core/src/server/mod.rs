@@ -28,7 +28,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 use tracing::{info, warn};
 
 use crate::app::{Acceptor, DefaultAcceptor, MessageListener, StateListener};
-use crate::channel::{Context, Delivery, Limits};
+use crate::channel::Delivery;
 use crate::error::ServerError;
 use crate::ipc::is_worker;
 use crate::ipc::master::Master;
@@ -212,13 +212,7 @@ where
             let _ = core.lifecycle.debug_addr.set(bound);
             info!(target: TARGET, addr = %bound, "debug listener on");
         }
-        let context = Arc::new(Context {
-            limits: Limits::new(&core.options),
-            clock: core.clock.clone(),
-            metrics: core.metrics.clone(),
-            delivery: Delivery::Outbox,
-            server: ServerHandle::new(core.clone()),
-        });
+        let context = core.channel_context(Delivery::Outbox);
         let (upgrader, acceptor) = (self.upgrader, self.acceptor);
         match core.options.backend() {
             Backend::InProcess => {
