@@ -42,17 +42,7 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
         let res = bench.each(&label, false, |server, target| {
             echo_run(server, target.wire(), conns, size, warmup, duration)
         })?;
-        figures::collect(&mut figs, &label, "messages per second", true, &res, |r| {
-            r.echo.msgs_per_sec
-        });
-        figures::collect(
-            &mut figs,
-            &label,
-            "server CPU us per message",
-            false,
-            &res,
-            |r| r.server_cpu_us_per_msg,
-        );
+        collect_figures(&mut figs, &label, &res);
     }
     print_results(opts, &bench, &figs, serde_json::Map::new())
 }
@@ -69,6 +59,21 @@ pub(crate) struct EchoRun {
 }
 
 /// The echo workload once against `server`, with the server's CPU time measured around it.
+/// The figures of echo runs: messages per second and server CPU per message.
+pub(crate) fn collect_figures(
+    figs: &mut Vec<figures::Figure>,
+    label: &str,
+    res: &[(crate::runner::Target, Vec<EchoRun>)],
+) {
+    figures::collect(figs, label, "messages per second", true, res, |r| {
+        r.echo.msgs_per_sec
+    });
+    figures::collect(figs, label, "server CPU us per message", false, res, |r| {
+        r.server_cpu_us_per_msg
+    });
+}
+
+/// One echo run against `server`.
 pub(crate) fn echo_run(
     server: &ServerProcess,
     wire: Wire,

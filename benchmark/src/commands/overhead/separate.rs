@@ -96,17 +96,7 @@ pub(super) fn run(
     let label = format!("overhead, echo {conns} x {size} B");
     let (res, checks) = measure(bench, &label, (conns, size), warmup, duration)?;
     let mut figs = Vec::new();
-    figures::collect(&mut figs, &label, "messages per second", true, &res, |r| {
-        r.echo.msgs_per_sec
-    });
-    figures::collect(
-        &mut figs,
-        &label,
-        "server CPU us per message",
-        false,
-        &res,
-        |r| r.server_cpu_us_per_msg,
-    );
+    crate::commands::echo::collect_figures(&mut figs, &label, &res);
     let (verdicts, attribution): (Vec<OverheadRatio>, Vec<OverheadRatio>) =
         ratios(bench, &opts.wires, &figs)
             .into_iter()
