@@ -58,7 +58,6 @@ pub(crate) struct EchoRun {
     pub(crate) server_cpu_us_per_msg: f64,
 }
 
-/// The echo workload once against `server`, with the server's CPU time measured around it.
 /// The figures of echo runs: messages per second and server CPU per message.
 pub(crate) fn collect_figures(
     figs: &mut Vec<figures::Figure>,
@@ -73,7 +72,7 @@ pub(crate) fn collect_figures(
     });
 }
 
-/// One echo run against `server`.
+/// The echo workload once against `server`, with the server's CPU time measured around it.
 pub(crate) fn echo_run(
     server: &ServerProcess,
     wire: Wire,
