@@ -7,7 +7,9 @@
 //!   "login timeout");
 //! - after login every text or binary frame is echoed with the same opcode, except
 //!   `@<id> <text>`, which is pushed to channel `<id>` as `<sender id>: <text>`; when `<id>` is
-//!   not connected the sender gets `offline <id>`.
+//!   not connected the sender gets `offline <id>`;
+//! - with `--presence` (off by default), every other channel is told `<id> joined` when a
+//!   channel logs in and `<id> left` when it is gone, as text frames ([`Presence`]).
 #![warn(missing_docs)]
 
 /// The README's code, compiled as a doctest so that it stays true.
@@ -19,8 +21,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kim_core::{
-    Accepted, Acceptor, Agent, ChannelId, Frame, LogThrottle, LoginConn, MessageListener, Meta,
-    PushError, Reject, StateListener,
+    Accepted, Acceptor, Agent, Frame, LogThrottle, LoginConn, MessageListener, PushError, Reject,
+    StateListener,
 };
 
 /// The longest user id the mock protocol accepts, in bytes.
@@ -110,13 +112,44 @@ impl MessageListener for EchoListener {
     }
 }
 
-/// Logs every disconnect at debug level.
+/// Logs every login and disconnect at debug level.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogState;
 
 impl StateListener for LogState {
-    async fn disconnect(&self, id: &ChannelId, _meta: &Meta) {
-        tracing::debug!(%id, "disconnected");
+    async fn login(&self, agent: &Agent) {
+        tracing::debug!(id = %agent.id(), "logged in");
+    }
+
+    async fn disconnect(&self, agent: &Agent) {
+        tracing::debug!(id = %agent.id(), "disconnected");
+    }
+}
+
+/// Tells every other channel who comes and goes, as text frames `<id> joined` and `<id> left`
+/// (`mock-server --presence`; off by default, so the mock protocol is unchanged without it).
+/// It runs wherever the state listener runs: in-process, or in a worker process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Presence;
+
+impl Presence {
+    fn tell_others(agent: &Agent, what: &str) {
+        let text = format!("{} {what}", agent.id());
+        agent.server().channels().for_each(|other| {
+            if other.id() != agent.id() {
+                let _ = other.push_text(text.clone());
+            }
+        });
+    }
+}
+
+impl StateListener for Presence {
+    async fn login(&self, agent: &Agent) {
+        Presence::tell_others(agent, "joined");
+    }
+
+    async fn disconnect(&self, agent: &Agent) {
+        Presence::tell_others(agent, "left");
     }
 }
 

@@ -244,3 +244,69 @@ fn a_flood_of_refused_pushes_logs_a_line_a_second_not_a_line_a_push() {
         "the lines say how many were held back: {lines:?}"
     );
 }
+
+#[test]
+fn mock_client_pushes_listens_and_fails_without_a_backtrace() {
+    let mut server = Command::new(env!("CARGO_BIN_EXE_mock-server"))
+        .args(["--transport", "ws", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mock-server starts");
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let addr = first_line_addr(&mut out, "listening on ");
+    let client = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mock-client"));
+        c.args(["--transport", "ws", "--addr", &addr])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env("RUST_BACKTRACE", "1");
+        c
+    };
+
+    // bob listens; alice pushes to him.
+    let mut bob = client(&["--id", "bob", "--count", "0", "--listen"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mock-client runs");
+    let mut bob_out = BufReader::new(bob.stdout.take().unwrap());
+    let mut line = String::new();
+    use std::io::BufRead;
+    for expected in ["login: ok\n", "listening (Ctrl-C to stop)\n"] {
+        line.clear();
+        bob_out.read_line(&mut line).unwrap();
+        assert_eq!(line, expected);
+    }
+    let o = client(&["--id", "alice", "--count", "1", "--message", "@bob hi"])
+        .output()
+        .expect("mock-client runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "login: ok\npushed 1: to bob\n"
+    );
+    line.clear();
+    bob_out.read_line(&mut line).unwrap();
+    assert_eq!(line, "got: alice: hi\n");
+    // SAFETY: signalling our own child.
+    assert_eq!(
+        unsafe { libc::kill(bob.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    assert!(
+        bob.wait().unwrap().success(),
+        "an interrupted listener exits 0"
+    );
+
+    // An expected failure is one line, with no backtrace.
+    let o = client(&["--id", &"x".repeat(65)]).output().unwrap();
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.starts_with("mock-client: "), "{stderr}");
+    assert!(stderr.contains("invalid user id"), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+
+    // SAFETY: as above.
+    unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(server.wait().unwrap().success());
+}

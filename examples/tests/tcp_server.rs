@@ -141,7 +141,7 @@ async fn duplicate_id_kicks_the_old_channel_by_policy() {
     expect_close(&mut old, "kicked by a new login").await;
     assert_eq!(s.next_disconnect().await.as_str(), "kick");
     // The map still holds the new channel: pushes reach it.
-    s.handle.push("kick", "to the new one").unwrap();
+    s.handle.push_binary("kick", "to the new one").unwrap();
     assert_eq!(
         &read(&mut new).await.unwrap().payload[..],
         b"to the new one"
@@ -172,13 +172,13 @@ async fn push_to_another_channel_and_to_an_offline_id() {
     );
 
     // The same through the handle, from outside any channel.
-    s.handle.push("bob", "from the server").unwrap();
+    s.handle.push_binary("bob", "from the server").unwrap();
     assert_eq!(
         &read(&mut bob).await.unwrap().payload[..],
         b"from the server"
     );
     assert_eq!(
-        s.handle.push("carol", "x"),
+        s.handle.push_binary("carol", "x"),
         Err(PushError::NotFound("carol".into()))
     );
     assert_eq!(
@@ -187,7 +187,7 @@ async fn push_to_another_channel_and_to_an_offline_id() {
     );
     let too_big = vec![0u8; s.handle.options().max_message_size() + 1];
     assert!(matches!(
-        s.handle.push("bob", too_big),
+        s.handle.push_binary("bob", too_big),
         Err(PushError::TooLarge { .. })
     ));
 }
@@ -290,7 +290,7 @@ async fn a_client_that_never_reads_is_closed_after_write_wait() {
     let payload = bytes::Bytes::from(vec![b'z'; 64 * 1024]);
     let mut accepted = 0usize;
     let full = loop {
-        match s.handle.push("stalled", payload.clone()) {
+        match s.handle.push_binary("stalled", payload.clone()) {
             Ok(()) => accepted += 1,
             Err(e) => break e,
         }
@@ -317,7 +317,7 @@ async fn a_client_that_never_reads_is_closed_after_write_wait() {
     assert!(since.elapsed() < write_wait * 4);
     assert!(chan.is_closed());
     assert_eq!(
-        s.handle.push("stalled", "x"),
+        s.handle.push_binary("stalled", "x"),
         Err(PushError::NotFound("stalled".into()))
     );
     assert_eq!(s.disconnects_of("stalled"), 1);
@@ -424,7 +424,7 @@ async fn push_from_a_plain_thread() {
     let handle = s.handle.clone();
     let pushed = std::thread::spawn(move || {
         (0..100)
-            .map(|i| handle.push("threaded", format!("n{i}")))
+            .map(|i| handle.push_binary("threaded", format!("n{i}")))
             .collect::<Result<Vec<_>, _>>()
     })
     .join()

@@ -15,6 +15,7 @@ use crate::close::CloseReason;
 use crate::conn::{FrameReader, FrameWriter, Handshake};
 use crate::error::{LoginError, ReadError};
 use crate::frame::{Frame, OpCode};
+use crate::server::ServerHandle;
 
 /// Decides who a new connection is: reads login frames, checks credentials, and returns the
 /// channel id (or a rejection).
@@ -38,15 +39,29 @@ pub trait MessageListener: Send + Sync + 'static {
     fn receive(&self, agent: &Agent, message: Frame) -> impl Future<Output = ()> + Send;
 }
 
-/// Hears that a channel is gone.
+/// Hears that a channel logged in and that it is gone: the place for presence ("alice is
+/// online"), join and leave notices, and per-user state.
+///
+/// Both are called with the channel's [`Agent`], so they reach the server as every callback
+/// does ([`Agent::server`](crate::Channel::server)), in-process and in a worker process alike.
 pub trait StateListener: Send + Sync + 'static {
-    /// Called exactly once for every channel that logged in, after it left the channel map.
-    fn disconnect(&self, id: &ChannelId, meta: &Meta) -> impl Future<Output = ()> + Send;
+    /// Called once for every channel that logged in: it is in the channel map and pushes reach
+    /// it, and none of its messages has reached the [`MessageListener`] yet (they wait for this
+    /// to return). A refused login (rejected, timed out, a refused duplicate) is never
+    /// announced.
+    fn login(&self, agent: &Agent) -> impl Future<Output = ()> + Send {
+        let _ = agent;
+        async {}
+    }
+
+    /// Called exactly once for every channel whose [`login`](StateListener::login) was called,
+    /// after it left the channel map (pushes to it fail from then on).
+    fn disconnect(&self, agent: &Agent) -> impl Future<Output = ()> + Send;
 }
 
-/// A state listener that ignores disconnects.
+/// A state listener that ignores logins and disconnects.
 impl StateListener for () {
-    async fn disconnect(&self, _: &ChannelId, _: &Meta) {}
+    async fn disconnect(&self, _: &Agent) {}
 }
 
 /// A successful login: the channel's id, its metadata, and an optional first frame for the
@@ -86,11 +101,15 @@ impl Accepted {
 }
 
 /// A refused login: the connection is closed with this reason (websocket code 1008 unless
-/// another is set).
+/// another is set), or, where the transport has one and it is not too late, refused with a
+/// status of its own (see [`Reject::with_status`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
     /// Sent to the client in the close frame.
     pub reason: CloseReason,
+    /// The transport's own refusal, if the transport has one: for websocket, the HTTP status
+    /// sent instead of the `101`.
+    pub status: Option<u16>,
 }
 
 impl Reject {
@@ -98,6 +117,18 @@ impl Reject {
     pub fn new(reason: impl Into<std::borrow::Cow<'static, str>>) -> Reject {
         Reject {
             reason: CloseReason::policy(reason),
+            status: None,
+        }
+    }
+
+    /// A rejection answered with `status` (say 401) where the transport can still answer that
+    /// way: websocket, as long as the acceptor has read or sent no frame (the `101` goes out
+    /// with the first). Otherwise, and over raw TCP, the connection is closed with `reason`
+    /// as by [`Reject::new`].
+    pub fn with_status(status: u16, reason: impl Into<std::borrow::Cow<'static, str>>) -> Reject {
+        Reject {
+            reason: CloseReason::policy(reason),
+            status: Some(status),
         }
     }
 }
@@ -111,7 +142,10 @@ impl std::fmt::Display for Reject {
 impl From<LoginError> for Reject {
     fn from(e: LoginError) -> Reject {
         match e {
-            LoginError::Read(ReadError::Protocol(reason)) => Reject { reason },
+            LoginError::Read(ReadError::Protocol(reason)) => Reject {
+                reason,
+                status: None,
+            },
             other => Reject::new(other.to_string()),
         }
     }
@@ -125,16 +159,18 @@ pub struct LoginConn<'a> {
     peer: SocketAddr,
     transport: &'static str,
     handshake: Option<&'a Handshake>,
+    server: &'a ServerHandle,
 }
 
 impl<'a> LoginConn<'a> {
     /// Wraps the halves of a connection for an acceptor.
-    pub fn new(
+    pub(crate) fn new(
         reader: &'a mut dyn FrameReader,
         writer: &'a mut dyn FrameWriter,
         peer: SocketAddr,
         transport: &'static str,
         handshake: Option<&'a Handshake>,
+        server: &'a ServerHandle,
     ) -> LoginConn<'a> {
         LoginConn {
             reader,
@@ -142,12 +178,23 @@ impl<'a> LoginConn<'a> {
             peer,
             transport,
             handshake,
+            server,
         }
     }
 
+    /// The server this connection is logging in to: to count channels or look one up before
+    /// accepting (the channel itself is not in the map until the login succeeds).
+    pub fn server(&self) -> &ServerHandle {
+        self.server
+    }
+
     /// Reads the next text or binary frame. Pings are answered, pongs skipped; a close or the
-    /// end of the stream is [`LoginError::Closed`].
+    /// end of the stream is [`LoginError::Closed`]. What the transport still has to send
+    /// first (websocket: the handshake's answer) goes out before the read.
     pub async fn read_frame(&mut self) -> Result<Frame, LoginError> {
+        if self.writer.pending() > 0 {
+            poll_fn(|cx| self.writer.poll_flush(cx)).await?;
+        }
         loop {
             let frame = poll_fn(|cx| self.reader.poll_read_frame(cx)).await?;
             match frame {

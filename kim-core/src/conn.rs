@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use crate::close::CloseReason;
 use crate::error::ReadError;
+use crate::extensions::Extensions;
 use crate::frame::Frame;
 
 /// Reads frames from one connection.
@@ -60,6 +61,8 @@ pub struct Handshake {
     pub headers: Vec<(String, String)>,
     /// The subprotocol the server selected, if any.
     pub protocol: Option<String>,
+    /// What the transport's upgrade hook attached for the acceptor (a user, token claims).
+    pub extensions: Extensions,
 }
 
 impl Handshake {
@@ -147,6 +150,7 @@ mod tests {
             path: "/im?uid=42&token=abc&flag".into(),
             headers: vec![("cookie".into(), "s=1".into())],
             protocol: None,
+            extensions: Extensions::new(),
         };
         assert_eq!(h.query("token"), Some("abc"));
         assert_eq!(h.query("flag"), Some(""));

@@ -329,6 +329,13 @@ impl WriteBuffer {
         self.staging.capacity()
     }
 
+    /// Drops everything queued and not yet written.
+    pub fn clear(&mut self) {
+        self.segments.clear();
+        self.staging.clear();
+        self.pending = 0;
+    }
+
     /// The staging buffer, for a codec to encode a header (or a small frame) into.
     pub fn staging(&mut self) -> &mut BytesMut {
         if self.staging.capacity() == 0 {

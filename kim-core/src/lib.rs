@@ -20,6 +20,14 @@
 //! messages go) and `channel` (the handle, its outbox, the map); those use the leaves: frames,
 //! `close` (reasons and causes), errors, options, the clock. Process mode (`ipc`) plugs in at
 //! two seams: the master is a route, and a worker's channels forward their pushes.
+//!
+//! # Example
+//!
+//! A chat gateway: logins by name, `bob: hi` delivered to bob (or "bob is offline"), and
+//! everyone told who comes and goes (`cargo run -p kim-core --example chat`, then connect a
+//! websocket client to `ws://127.0.0.1:8000`).
+//!
+#![doc = concat!("```rust,no_run\n", include_str!("../examples/chat.rs"), "```")]
 #![warn(missing_docs)]
 
 mod app;
@@ -30,6 +38,7 @@ mod close;
 mod conn;
 mod debug;
 mod error;
+mod extensions;
 mod frame;
 mod heap;
 pub mod io;
@@ -49,6 +58,7 @@ pub use channel::{Agent, Channel, ChannelId, ChannelMap, Insert, Meta};
 pub use close::CloseReason;
 pub use conn::{Conn, FrameReader, FrameReaderExt, FrameWriter, FrameWriterExt, Handshake};
 pub use error::{LoginError, OptionsError, PushError, ReadError, ServerError, UpgradeError};
+pub use extensions::Extensions;
 pub use frame::{Frame, OpCode};
 pub use metrics::Metrics;
 pub use options::{

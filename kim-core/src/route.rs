@@ -22,8 +22,9 @@ pub(crate) type Work = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Where a channel's messages, and the news of its login and end, go.
 pub(crate) trait Route: Send + Sync + 'static {
-    /// A channel logged in; it sends nothing before this returns.
-    fn opened(&self, _chan: &Channel) {}
+    /// A channel logged in and is in the channel map. Returns the login event to run before
+    /// the channel reads its first message, if it runs in this task.
+    fn opened(self: &Arc<Self>, chan: &Channel) -> Option<Work>;
 
     /// Ready when the channel may read its next message: while not, the channel does not
     /// read, and TCP slows its client down.
@@ -55,6 +56,14 @@ impl<L, S> InProcess<L, S> {
 }
 
 impl<L: MessageListener, S: StateListener> Route for InProcess<L, S> {
+    fn opened(self: &Arc<Self>, chan: &Channel) -> Option<Work> {
+        let this = self.clone();
+        let agent = chan.clone();
+        Some(Box::pin(
+            async move { this.state_listener.login(&agent).await },
+        ))
+    }
+
     fn receive(self: &Arc<Self>, chan: &Channel, message: Frame) -> Option<Work> {
         let this = self.clone();
         let agent = chan.clone();
@@ -74,7 +83,7 @@ impl<L: MessageListener, S: StateListener> Route for InProcess<L, S> {
         let this = self.clone();
         let chan = chan.clone();
         Some(Box::pin(async move {
-            this.state_listener.disconnect(chan.id(), chan.meta()).await
+            this.state_listener.disconnect(&chan).await
         }))
     }
 }

@@ -54,8 +54,8 @@ pub(crate) struct Session<R, W, T: Route> {
     ended: Option<End>,
     /// Set once the disconnect callback has returned.
     finished: bool,
-    /// While open: the handler of the message being handled. Once ended: the disconnect
-    /// callback. (One slot: the two never run at once.)
+    /// While open: the login event, then the handler of the message being handled. Once
+    /// ended: the disconnect callback. (One slot: they never run at once.)
     running: Option<Work>,
     /// Armed while a flush is blocked: write_wait.
     write_timer: Option<Pin<Box<Sleep>>>,
@@ -71,6 +71,7 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
         reader: R,
         writer: W,
         route: Arc<T>,
+        login_event: Option<Work>,
         guard: ActiveGuard,
     ) -> Self {
         Session {
@@ -82,7 +83,8 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
             phase: Phase::Open,
             ended: None,
             finished: false,
-            running: None,
+            // The login event runs first: reading waits for it, like for a handler.
+            running: login_event,
             write_timer: None,
             close_timer: None,
             cause: None,

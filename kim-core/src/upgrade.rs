@@ -47,4 +47,18 @@ pub trait Upgrader<IO: Io>: Send + Sync + 'static {
         io: IO,
         config: ConnConfig,
     ) -> impl Future<Output = Result<Conn<Self::Reader, Self::Writer>, UpgradeError>> + Send;
+
+    /// Refuses a connection whose login failed with the transport's own answer, as if its
+    /// upgrade had been refused (websocket: an HTTP status instead of the `101`), if nothing was
+    /// written to it yet. Returns `false` when the transport has no such answer or it is too
+    /// late; the server then closes the connection with a close frame instead.
+    fn refuse(
+        &self,
+        conn: &mut Conn<Self::Reader, Self::Writer>,
+        status: u16,
+        reason: &str,
+    ) -> impl Future<Output = bool> + Send {
+        let _ = (conn, status, reason);
+        async { false }
+    }
 }

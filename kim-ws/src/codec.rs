@@ -376,6 +376,9 @@ pub struct WsWriter<W> {
     io: W,
     buf: WriteBuffer,
     role: Role,
+    /// Set while the handshake's answer is queued and nothing was written yet: the upgrade
+    /// can still be refused with an HTTP status instead.
+    answer_pending: bool,
     /// Mask generator state (client only).
     rng: u64,
 }
@@ -391,8 +394,29 @@ impl<W: AsyncWrite + Send + Unpin + 'static> WsWriter<W> {
             io,
             buf: WriteBuffer::new(),
             role,
+            answer_pending: false,
             rng: seed | 1,
         }
+    }
+
+    /// A server's writer with the handshake's `answer` queued ahead of every frame: it goes
+    /// out with the first flush, so that until then the upgrade can still be refused.
+    pub(crate) fn with_answer(io: W, answer: Bytes) -> WsWriter<W> {
+        let mut w = WsWriter::new(io, Role::Server);
+        w.buf.push_payload(answer);
+        w.answer_pending = true;
+        w
+    }
+
+    /// Drops the queued handshake answer (and anything queued after it) if nothing was written
+    /// yet, and hands over the stream to answer otherwise. `None` once it is too late.
+    pub(crate) fn withdraw_answer(&mut self) -> Option<&mut W> {
+        if !self.answer_pending {
+            return None;
+        }
+        self.answer_pending = false;
+        self.buf.clear();
+        Some(&mut self.io)
     }
 
     fn next_mask(&mut self) -> [u8; 4] {
@@ -493,6 +517,7 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for WsWriter<W> {
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.answer_pending = false;
         self.buf.poll_flush(&mut self.io, cx)
     }
 

@@ -313,6 +313,7 @@ pub(crate) fn parse_request(head: &[u8]) -> Result<Request, Refusal> {
             })
             .collect(),
         protocol: None,
+        extensions: Default::default(),
     };
     Ok(Request {
         key: String::from_utf8_lossy(key).into_owned(),

@@ -12,19 +12,29 @@
 //! #     async fn receive(&self, agent: &Agent, m: Frame) { let _ = agent.push_frame(m); }
 //! # }
 //! # async fn run() -> Result<(), kim_core::ServerError> {
+//! /// The user a valid token names.
+//! struct User(String);
+//!
 //! let upgrader = kim_ws::WsUpgrader::new()
 //!     .with_protocols(["chat.v1"])
-//!     .with_hook(|req: &kim_core::Handshake| match req.query("token") {
-//!         Some(_) => Ok(()),
-//!         None => Err(kim_ws::Refusal::new(401, "a token is required")),
+//!     .with_hook(|req: &mut kim_core::Handshake| {
+//!         let user = req.query("token").and_then(|t| t.strip_prefix("valid-"));
+//!         let Some(user) = user.map(str::to_string) else {
+//!             return Err(kim_ws::Refusal::new(401, "a valid token is required"));
+//!         };
+//!         req.extensions.insert(User(user));
+//!         Ok(())
 //!     });
 //! let handle = DefaultServer::new(upgrader, Echo).start("127.0.0.1:8080").await?;
 //! # Ok(()) }
 //! ```
 //!
-//! The acceptor sees the request's path, query and headers through
-//! [`LoginConn::handshake`](kim_core::LoginConn::handshake), which is how many IM clients
-//! log in: a token in the query string or a cookie.
+//! The acceptor sees the request's path, query and headers, and what the hook attached to
+//! [`Handshake::extensions`](kim_core::Handshake::extensions), through
+//! [`LoginConn::handshake`](kim_core::LoginConn::handshake): many IM clients log in with a
+//! token in the query string or a cookie. It may also refuse with an HTTP status itself
+//! ([`Reject::with_status`](kim_core::Reject::with_status)) until it reads or sends a frame,
+//! since the `101` goes out with the first write.
 
 #![warn(missing_docs)]
 
@@ -34,6 +44,7 @@ mod handshake;
 use std::sync::Arc;
 
 use base64::Engine;
+use bytes::Bytes;
 use kim_core::client::{Client, ClientError, ClientOptions};
 use kim_core::io::{Io, ReadBuffer};
 use kim_core::{Conn, ConnConfig, Handshake, UpgradeError, Upgrader};
@@ -55,7 +66,7 @@ pub mod internals {
 /// The default limit on an upgrade request's head.
 pub const DEFAULT_MAX_HEADER: usize = 8 * 1024;
 
-type Hook = dyn Fn(&Handshake) -> Result<(), Refusal> + Send + Sync;
+type Hook = dyn Fn(&mut Handshake) -> Result<(), Refusal> + Send + Sync;
 
 /// The websocket transport.
 #[derive(Clone)]
@@ -109,10 +120,16 @@ impl WsUpgrader {
     }
 
     /// A check run on every valid upgrade request before it is accepted: it sees the path,
-    /// query and headers, and may refuse with a status.
+    /// query and headers, may refuse with a status, and may attach what it learned (the user
+    /// a token names) to [`Handshake::extensions`] for the acceptor.
+    ///
+    /// The acceptor can also refuse with a status itself ([`Reject::with_status`]), as long
+    /// as it does so before it reads or sends a frame: the `101` goes out with the first write.
+    ///
+    /// [`Reject::with_status`]: kim_core::Reject::with_status
     pub fn with_hook<F>(mut self, hook: F) -> WsUpgrader
     where
-        F: Fn(&Handshake) -> Result<(), Refusal> + Send + Sync + 'static,
+        F: Fn(&mut Handshake) -> Result<(), Refusal> + Send + Sync + 'static,
     {
         self.hook = Some(Arc::new(hook));
         self
@@ -158,19 +175,18 @@ impl<IO: Io> Upgrader<IO> for WsUpgrader {
                 return Err(handshake::refuse(&mut wr, refusal).await);
             }
         };
-        let request = match handshake::parse_request(&buf[..head_len]) {
+        let mut request = match handshake::parse_request(&buf[..head_len]) {
             Ok(r) => r,
             Err(refusal) => return Err(handshake::refuse(&mut wr, refusal).await),
         };
         if let Some(hook) = &self.hook {
-            if let Err(refusal) = hook(&request.info) {
+            if let Err(refusal) = hook(&mut request.info) {
                 return Err(handshake::refuse(&mut wr, refusal).await);
             }
         }
         let protocol = self.select_protocol(&request.protocols);
+        // The answer goes out with the first write, so the acceptor can still refuse.
         let response = handshake::accept_response(&request.key, protocol.as_deref());
-        wr.write_all(response.as_bytes()).await?;
-        wr.flush().await?;
         // Whatever followed the head is the start of the first frame.
         let rest = buf.split_off(head_len);
         drop(buf);
@@ -184,9 +200,24 @@ impl<IO: Io> Upgrader<IO> for WsUpgrader {
         info.protocol = protocol;
         Ok(Conn {
             reader,
-            writer: WsWriter::new(wr, Role::Server),
+            writer: WsWriter::with_answer(wr, Bytes::from(response)),
             handshake: Some(Box::new(info)),
         })
+    }
+
+    async fn refuse(
+        &self,
+        conn: &mut Conn<Self::Reader, Self::Writer>,
+        status: u16,
+        reason: &str,
+    ) -> bool {
+        match conn.writer.withdraw_answer() {
+            Some(io) => {
+                handshake::refuse(io, Refusal::new(status, reason.to_string())).await;
+                true
+            }
+            None => false,
+        }
     }
 }
 

@@ -1,16 +1,21 @@
-//! A mock-protocol client: logs in, sends N messages, prints every reply.
+//! A mock-protocol client: logs in, sends messages, prints what comes back; with `--listen`,
+//! then stays logged in and prints every message that arrives until interrupted.
 //!
-//! `mock-client --addr 127.0.0.1:8000 --id alice --count 3 --message hello`
+//! ```text
+//! mock-client --addr 127.0.0.1:8000 --id alice --count 3 --message hello
+//! mock-client --addr 127.0.0.1:8000 --id bob --count 0 --listen
+//! mock-client --addr 127.0.0.1:8000 --id alice --count 1 --message "@bob hi"
+//! ```
 
 use std::time::Duration;
 
 use clap::Parser;
-use kim_core::client::{Client, ClientOptions};
-use kim_core::{FrameReader, FrameWriter};
-use kim_examples::{init_tracing, Transport};
+use kim_core::client::{Client, ClientError, ClientOptions};
+use kim_core::{Frame, FrameReader, FrameWriter};
+use kim_examples::{init_tracing, parse_push, Transport};
 
 #[derive(Debug, Parser)]
-#[command(about = "log in to a mock gateway, send messages, print the replies")]
+#[command(about = "log in to a mock gateway, send messages, print what comes back")]
 struct Args {
     /// The transport to use.
     #[arg(long, value_enum, default_value = "tcp")]
@@ -24,22 +29,37 @@ struct Args {
     /// Messages to send.
     #[arg(long, default_value_t = 3)]
     count: usize,
-    /// The text to send (`@bob hi` pushes to bob).
+    /// The text to send. `@bob hi` pushes to bob: the gateway answers only when bob is offline.
     #[arg(long, default_value = "hello")]
     message: String,
-    /// Seconds to wait for each reply.
+    /// Seconds to wait for each reply (and for the login).
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
+    /// Seconds to wait for an answer to a push (there is one only when it failed).
+    #[arg(long, default_value_t = 0.5)]
+    push_wait: f64,
+    /// After the messages, stay logged in and print every message that arrives, until
+    /// interrupted (Ctrl-C) or the gateway closes the connection.
+    #[arg(long)]
+    listen: bool,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let args = Args::parse();
     init_tracing();
+    if let Err(e) = run(&args).await {
+        // An expected outcome (refused, timed out, closed) is a message, not a crash.
+        eprintln!("mock-client: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: &Args) -> anyhow::Result<()> {
     let opts = ClientOptions::default();
     match args.transport {
-        Transport::Tcp => talk(kim_tcp::connect(&args.addr, &opts).await?, &args).await,
-        Transport::Ws => talk(kim_ws::connect(&args.addr, &opts).await?, &args).await,
+        Transport::Tcp => talk(kim_tcp::connect(&args.addr, &opts).await?, args).await,
+        Transport::Ws => talk(kim_ws::connect(&args.addr, &opts).await?, args).await,
     }
 }
 
@@ -48,19 +68,67 @@ async fn talk<R: FrameReader, W: FrameWriter>(
     args: &Args,
 ) -> anyhow::Result<()> {
     let wait = Duration::try_from_secs_f64(args.timeout)?;
-    let ok = tokio::time::timeout(wait, client.login(args.id.clone())).await??;
-    println!("login: {}", String::from_utf8_lossy(&ok.payload));
-    for i in 0..args.count {
+    let push_wait = Duration::try_from_secs_f64(args.push_wait)?;
+    let ok = tokio::time::timeout(wait, client.login(args.id.clone()))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer to the login within {wait:?}"))??;
+    println!("login: {}", text(&ok));
+    let push_to = parse_push(args.message.as_bytes()).map(|(to, _)| to.to_string());
+    for i in 1..=args.count {
         client.send_text(args.message.clone()).await?;
-        let reply = tokio::time::timeout(wait, client.read())
-            .await
-            .map_err(|_| anyhow::anyhow!("no reply to message {} within {:?}", i + 1, wait))??;
-        println!(
-            "reply {}: {}",
-            i + 1,
-            String::from_utf8_lossy(&reply.payload)
-        );
+        match &push_to {
+            Some(to) => match tokio::time::timeout(push_wait, client.read()).await {
+                Ok(answer) => println!("reply {i}: {}", text(&answer?)),
+                Err(_) => println!("pushed {i}: to {to}"),
+            },
+            None => {
+                let reply = tokio::time::timeout(wait, client.read())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("no reply to message {i} within {wait:?}"))??;
+                println!("reply {i}: {}", text(&reply));
+            }
+        }
+    }
+    if args.listen && listen(&mut client).await? == Listened::Closed {
+        return Ok(());
     }
     client.close().await?;
     Ok(())
+}
+
+/// How listening ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Listened {
+    /// Ctrl-C or SIGTERM: the client closes.
+    Interrupted,
+    /// The gateway closed the connection.
+    Closed,
+}
+
+/// Prints what arrives until Ctrl-C, SIGTERM or the end of the connection.
+async fn listen<R: FrameReader, W: FrameWriter>(
+    client: &mut Client<R, W>,
+) -> anyhow::Result<Listened> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    println!("listening (Ctrl-C to stop)");
+    loop {
+        let frame = tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(Listened::Interrupted),
+            _ = term.recv() => return Ok(Listened::Interrupted),
+            r = client.read() => r,
+        };
+        match frame {
+            Ok(f) => println!("got: {}", text(&f)),
+            Err(ClientError::Closed(reason)) => {
+                println!("closed by the gateway: {reason}");
+                return Ok(Listened::Closed);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn text(frame: &Frame) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(&frame.payload)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kim_core::client::{Client, ClientOptions};
 use kim_core::{
-    ChannelId, CloseReason, DefaultServer, FrameReader, FrameWriter, Meta, ServerHandle,
+    Agent, ChannelId, CloseReason, DefaultServer, FrameReader, FrameWriter, ServerHandle,
     ServerOptions, Upgrader,
 };
 use kim_examples::{MockAcceptor, MockListener};
@@ -21,24 +21,34 @@ use tokio::sync::mpsc;
 /// Generous bound for any single awaited event, so a broken build fails instead of hanging.
 pub const EVENT: Duration = Duration::from_secs(10);
 
-/// Records disconnects: every one is sent on a channel and counted per id.
+/// Records logins and disconnects: every disconnect is sent on a channel, and both are
+/// counted per id.
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::UnboundedSender<ChannelId>,
     counts: Arc<parking_lot::Mutex<HashMap<ChannelId, usize>>>,
-    /// Set once the server started: lets the recorder check the channel left the map.
-    handle: Arc<std::sync::OnceLock<ServerHandle>>,
+    logins: Arc<parking_lot::Mutex<HashMap<ChannelId, usize>>>,
     /// Disconnects reported while a channel with that id was still in the map.
     still_in_map: Arc<std::sync::atomic::AtomicUsize>,
+    /// Logins announced while the channel could not be pushed to through the map.
+    login_unreachable: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl kim_core::StateListener for Recorder {
-    async fn disconnect(&self, id: &ChannelId, _meta: &Meta) {
-        if let Some(h) = self.handle.get() {
-            if h.channel(id.as_str()).is_some() {
-                self.still_in_map
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
+    async fn login(&self, agent: &Agent) {
+        let in_map = agent.server().channel(agent.id().as_str());
+        if in_map.is_none_or(|c| c.is_closed()) {
+            self.login_unreachable
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        *self.logins.lock().entry(agent.id().clone()).or_default() += 1;
+    }
+
+    async fn disconnect(&self, agent: &Agent) {
+        let id = agent.id();
+        if agent.server().channel(id.as_str()).is_some() {
+            self.still_in_map
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         *self.counts.lock().entry(id.clone()).or_default() += 1;
         let _ = self.tx.send(id.clone());
@@ -50,7 +60,9 @@ pub struct Server {
     pub addr: String,
     pub disconnects: mpsc::UnboundedReceiver<ChannelId>,
     pub counts: Arc<parking_lot::Mutex<HashMap<ChannelId, usize>>>,
+    pub logins: Arc<parking_lot::Mutex<HashMap<ChannelId, usize>>>,
     pub still_in_map: Arc<std::sync::atomic::AtomicUsize>,
+    pub login_unreachable: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Server {
@@ -66,6 +78,17 @@ impl Server {
             .await
             .expect("a disconnect within the event bound")
             .expect("the recorder lives as long as the server")
+    }
+
+    /// How many logins were announced for `id`.
+    pub fn logins_of(&self, id: &str) -> usize {
+        self.logins.lock().get(id).copied().unwrap_or(0)
+    }
+
+    /// Logins announced while the channel could not be reached through the map (0).
+    pub fn logins_unreachable(&self) -> usize {
+        self.login_unreachable
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many disconnects were reported for `id`.
@@ -98,30 +121,29 @@ pub async fn start(options: ServerOptions) -> Server {
 /// Starts a mock-protocol server over any transport on an ephemeral port.
 pub async fn start_on<U: Upgrader<TcpStream>>(upgrader: U, options: ServerOptions) -> Server {
     let (tx, rx) = mpsc::unbounded_channel();
-    let counts = Arc::new(parking_lot::Mutex::new(HashMap::new()));
-    let handle_slot = Arc::new(std::sync::OnceLock::new());
-    let still_in_map = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let recorder = Recorder {
         tx,
-        counts: counts.clone(),
-        handle: handle_slot.clone(),
-        still_in_map: still_in_map.clone(),
+        counts: Arc::default(),
+        logins: Arc::default(),
+        still_in_map: Arc::default(),
+        login_unreachable: Arc::default(),
     };
     let handle = DefaultServer::new(upgrader, MockListener)
         .with_acceptor(MockAcceptor)
-        .with_state_listener(recorder)
+        .with_state_listener(recorder.clone())
         .with_options(options)
         .start("127.0.0.1:0")
         .await
         .expect("server starts");
     let addr = handle.local_addr().to_string();
-    let _ = handle_slot.set(handle.clone());
     Server {
         handle,
         addr,
         disconnects: rx,
-        counts,
-        still_in_map,
+        counts: recorder.counts,
+        logins: recorder.logins,
+        still_in_map: recorder.still_in_map,
+        login_unreachable: recorder.login_unreachable,
     }
 }
 

@@ -181,15 +181,15 @@ impl Channel {
         self.inner.context.server.clone()
     }
 
-    /// Queues a binary message. Never waits; fails when the channel is closed or its outbox is
-    /// full.
-    pub fn push(&self, payload: impl Into<Bytes>) -> Result<(), PushError> {
-        self.push_frame(Frame::binary(payload))
-    }
-
-    /// Queues a text message.
+    /// Queues a text message (a websocket text frame: a browser gets a string). Never waits;
+    /// fails when the channel is closed or its outbox is full.
     pub fn push_text(&self, text: impl Into<String>) -> Result<(), PushError> {
         self.push_frame(Frame::text(text.into()))
+    }
+
+    /// Queues a binary message (a browser gets a `Blob` or an `ArrayBuffer`). Never waits.
+    pub fn push_binary(&self, payload: impl Into<Bytes>) -> Result<(), PushError> {
+        self.push_frame(Frame::binary(payload))
     }
 
     /// Queues a text or binary frame. Other opcodes belong to the framework and are refused.

@@ -21,6 +21,7 @@ use crate::frame::{Frame, OpCode};
 use crate::ipc::link::Link;
 use crate::ipc::protocol::{
     ipc_cost, Body, ChannelInfo, CloseBody, Control, Handled, ShutdownRequest, WorkerCounters,
+    LOGIN_HOLD, OPEN_LOGIN, OPEN_OWNER,
 };
 use crate::ipc::stats::{IpcStats, Reports};
 use crate::ipc::wire::{Kind, Outgoing, Reassembler, Received, RecvStats, SendStats};
@@ -179,14 +180,20 @@ impl Master {
         &self.serials[(serial as usize) & (SHARDS - 1)]
     }
 
-    /// A channel logged in: index it and tell every worker (its owner first of all).
+    /// A channel logged in: index it and tell every worker; its owner runs the login event,
+    /// and the channel reads nothing until then.
     pub(crate) fn opened(&self, chan: &Channel) {
         let serial = chan.serial();
         self.shard(serial).lock().insert(serial, chan.clone());
+        chan.outbox().add_in_flight(LOGIN_HOLD as usize);
         let info = channel_info(chan);
         let owner = self.owner(serial);
         for (i, s) in self.slots.iter().enumerate() {
-            let aux = u8::from(i == owner);
+            let aux = if i == owner {
+                OPEN_OWNER | OPEN_LOGIN
+            } else {
+                0
+            };
             s.link
                 .enqueue(Outgoing::new(Kind::Open, serial, aux, info.clone()));
         }
@@ -199,7 +206,7 @@ impl Master {
         let info = channel_info(chan);
         let owner = self.owner(serial);
         for (i, s) in self.slots.iter().enumerate() {
-            let aux = u8::from(i == owner);
+            let aux = if i == owner { OPEN_OWNER } else { 0 };
             s.link
                 .enqueue(Outgoing::new(Kind::Disconnect, serial, aux, info.clone()));
         }
@@ -357,7 +364,11 @@ impl Master {
             let chans: Vec<Channel> = shard.lock().values().cloned().collect();
             for c in chans {
                 let serial = c.serial();
-                let aux = u8::from(self.owner(serial) == i);
+                let aux = if self.owner(serial) == i {
+                    OPEN_OWNER
+                } else {
+                    0
+                };
                 let info = channel_info(&c);
                 link.enqueue(Outgoing::new(Kind::Open, serial, aux, info));
                 n += 1;
@@ -581,8 +592,9 @@ fn channel_info(chan: &Channel) -> Bytes {
 
 /// In process mode, a channel's messages go to the workers.
 impl Route for Master {
-    fn opened(&self, chan: &Channel) {
+    fn opened(self: &Arc<Self>, chan: &Channel) -> Option<Work> {
         Master::opened(self, chan);
+        None
     }
 
     fn poll_ready(&self, chan: &Channel, cx: &mut Context<'_>) -> Poll<()> {

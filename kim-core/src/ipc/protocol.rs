@@ -199,6 +199,18 @@ impl Body for ShutdownRequest {
     }
 }
 
+/// `Open` and `Disconnect` (`aux`): this worker owns the channel (runs its login and
+/// disconnect events).
+pub(crate) const OPEN_OWNER: u8 = 1;
+/// `Open` (`aux`): a new login, whose login event is to run (not a channel re-announced to a
+/// restarted worker).
+pub(crate) const OPEN_LOGIN: u8 = 2;
+
+/// What a new channel counts against its in-flight bytes until its owner worker has run its
+/// login event (and acknowledged it with [`Handled`]): more than any pause threshold, so the
+/// channel reads nothing before, as in-process.
+pub(crate) const LOGIN_HOLD: u64 = 1 << 48;
+
 /// What a message counts against its channel's in-flight bytes while a worker has it: its
 /// bytes plus a fixed share, so that empty messages count too.
 pub(crate) fn ipc_cost(len: usize) -> usize {

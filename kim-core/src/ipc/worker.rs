@@ -26,6 +26,7 @@ use crate::ipc::in_transit::InTransit;
 use crate::ipc::link::Link;
 use crate::ipc::protocol::{
     ipc_cost, Body, ChannelInfo, CloseBody, Control, Handled, ShutdownRequest, WorkerCounters,
+    LOGIN_HOLD, OPEN_LOGIN, OPEN_OWNER,
 };
 use crate::ipc::wire::{Kind, Outgoing, Reassembler, Received, RecvStats, SendStats};
 use crate::options::{Backend, ServerOptions};
@@ -123,6 +124,8 @@ impl ProcessMode for Remote {
 }
 
 enum Work {
+    /// The channel's login event (owner only).
+    Login,
     Message(Frame),
     Disconnect,
 }
@@ -197,9 +200,24 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
                     self.handled.fetch_add(1, Ordering::Relaxed);
                     self.done(1);
                 }
+                Work::Login => {
+                    let c = &wc.chan;
+                    let r = AssertUnwindSafe(self.state_listener.login(c))
+                        .catch_unwind()
+                        .await;
+                    if r.is_err() {
+                        error!(id = %c.id(), "state listener panicked");
+                    }
+                    // The master lets the channel read once its login event has run.
+                    let handled = Handled { cost: LOGIN_HOLD }.encode();
+                    self.remote
+                        .link
+                        .enqueue(Control::Handled.message(c.serial(), handled));
+                    self.done(1);
+                }
                 Work::Disconnect => {
                     let c = &wc.chan;
-                    let r = AssertUnwindSafe(self.state_listener.disconnect(c.id(), c.meta()))
+                    let r = AssertUnwindSafe(self.state_listener.disconnect(c))
                         .catch_unwind()
                         .await;
                     if r.is_err() {
@@ -229,7 +247,8 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
         }
     }
 
-    fn open(&self, serial: u64, payload: &[u8]) {
+    /// A channel is announced (`aux`: [`OPEN_OWNER`], [`OPEN_LOGIN`]).
+    fn open(self: &Arc<Self>, serial: u64, aux: u8, payload: &[u8]) {
         let Some(ChannelInfo { id, meta }) = ChannelInfo::decode(payload) else {
             warn!(serial, "ipc: malformed channel event");
             return;
@@ -248,7 +267,13 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
             chan,
             queue: Mutex::new((VecDeque::new(), false)),
         });
-        chans.insert(serial, wc);
+        chans.insert(serial, wc.clone());
+        drop(chans);
+        if aux & OPEN_OWNER != 0 && aux & OPEN_LOGIN != 0 {
+            // A new login: its event runs before anything else of the channel.
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            self.submit(&wc, Work::Login);
+        }
     }
 
     fn disconnect(self: &Arc<Self>, serial: u64, owner: bool, payload: &[u8]) {
@@ -266,10 +291,12 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
                 // Never seen here (the worker was restarted after its login): the event
                 // carries the id and metadata, so the callback still runs.
                 if let Some(ChannelInfo { id, meta }) = ChannelInfo::decode(payload) {
+                    let chan = Channel::new(id, meta, serial, self.context.clone());
+                    chan.outbox().refuse_pushes();
                     let w = self.clone();
                     w.in_flight.fetch_add(1, Ordering::AcqRel);
                     tokio::spawn(async move {
-                        w.state_listener.disconnect(&id, &meta).await;
+                        w.state_listener.disconnect(&chan).await;
                         w.disconnects.fetch_add(1, Ordering::Relaxed);
                         w.done(1);
                     });
@@ -446,8 +473,8 @@ where
                     }
                 }
             }
-            Kind::Open => worker.open(m.key, &m.payload),
-            Kind::Disconnect => worker.disconnect(m.key, m.aux == 1, &m.payload),
+            Kind::Open => worker.open(m.key, m.aux, &m.payload),
+            Kind::Disconnect => worker.disconnect(m.key, m.aux & OPEN_OWNER != 0, &m.payload),
             Kind::Control if m.aux == Control::Synced as u8 => {
                 synced = true;
                 for m in held.drain(..) {

@@ -14,7 +14,7 @@ use crate::route::Route;
 use crate::server::connections::{ActiveGuard, Connections};
 use crate::server::gateway::Gateway;
 use crate::server::log::TARGET;
-use crate::server::login::login;
+use crate::server::login::{login, LoggedIn};
 use crate::session::Session;
 use crate::throttle::LogThrottle;
 use crate::upgrade::Upgrader;
@@ -102,12 +102,18 @@ async fn serve_connection<U, A, T>(
         _ = gateway.core.lifecycle.shutdown.cancelled() => return,
         r = login(&gateway, stream, peer, &span).instrument(span.clone()) => r,
     };
-    let Some((chan, conn)) = logged_in else {
+    let Some(LoggedIn {
+        chan,
+        conn,
+        login_event,
+    }) = logged_in
+    else {
         return;
     };
     // The channel gets a task of its own, sized for the session alone: the login's state
     // (handshake buffers, the acceptor's future) is freed with this task.
-    let session = Session::new(chan, conn.reader, conn.writer, gateway.route.clone(), guard);
+    let route = gateway.route.clone();
+    let session = Session::new(chan, conn.reader, conn.writer, route, login_event, guard);
     if span.is_disabled() {
         tokio::spawn(session);
     } else {

@@ -207,8 +207,14 @@ impl ServerHandle {
         self.core.connections.active()
     }
 
+    /// Pushes a text message to the channel with this id. Never waits; fails at once with
+    /// [`PushError::NotFound`] when nobody with this id is connected.
+    pub fn push_text(&self, id: &str, text: impl Into<String>) -> Result<(), PushError> {
+        self.push_frame(id, Frame::text(text.into()))
+    }
+
     /// Pushes a binary message to the channel with this id. Never waits.
-    pub fn push(&self, id: &str, payload: impl Into<Bytes>) -> Result<(), PushError> {
+    pub fn push_binary(&self, id: &str, payload: impl Into<Bytes>) -> Result<(), PushError> {
         self.push_frame(id, Frame::binary(payload))
     }
 

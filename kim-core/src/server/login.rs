@@ -6,16 +6,24 @@ use std::net::SocketAddr;
 use tokio::net::TcpStream;
 use tracing::info;
 
-use crate::app::{Accepted, Acceptor, LoginConn};
+use crate::app::{Accepted, Acceptor, LoginConn, Reject};
 use crate::channel::{Channel, Insert};
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::conn::{Conn, FrameReader, FrameReaderExt, FrameWriter, FrameWriterExt};
 use crate::metrics::Rejection;
 use crate::options::{DuplicatePolicy, ServerOptions};
-use crate::route::Route;
+use crate::route::{Route, Work};
 use crate::server::gateway::Gateway;
 use crate::server::log::TARGET;
 use crate::upgrade::{ConnConfig, Upgrader};
+
+/// A connection that logged in.
+pub(crate) struct LoggedIn<R, W> {
+    pub(crate) chan: Channel,
+    pub(crate) conn: Conn<R, W>,
+    /// The login event, to run in the channel's task before its first read (in-process).
+    pub(crate) login_event: Option<Work>,
+}
 
 /// Upgrade, accept, register. `None` when the connection was refused (and already answered).
 pub(crate) async fn login<U, A, T>(
@@ -23,7 +31,7 @@ pub(crate) async fn login<U, A, T>(
     stream: TcpStream,
     peer: SocketAddr,
     span: &tracing::Span,
-) -> Option<(Channel, Conn<U::Reader, U::Writer>)>
+) -> Option<LoggedIn<U::Reader, U::Writer>>
 where
     U: Upgrader<TcpStream>,
     A: Acceptor,
@@ -52,18 +60,19 @@ where
             }
         };
 
-    let accepted: Result<Accepted, (CloseReason, Rejection)> = {
+    let accepted: Result<Accepted, (Reject, Rejection)> = {
         let mut lc = LoginConn::new(
             &mut conn.reader,
             &mut conn.writer,
             peer,
             transport,
             conn.handshake.as_deref(),
+            &gateway.context.server,
         );
         match tokio::time::timeout_at(deadline, gateway.acceptor.accept(&mut lc)).await {
             Ok(Ok(a)) => Ok(a),
-            Ok(Err(reject)) => Err((reject.reason, Rejection::Acceptor)),
-            Err(_) => Err((CloseReason::policy("login timeout"), Rejection::Timeout)),
+            Ok(Err(reject)) => Err((reject, Rejection::Acceptor)),
+            Err(_) => Err((Reject::new("login timeout"), Rejection::Timeout)),
         }
     };
     conn.handshake = None;
@@ -72,10 +81,24 @@ where
             conn.reader.set_max_message_size(opts.max_message_size());
             a
         }
-        Err((reason, why)) => {
+        Err((Reject { reason, status }, why)) => {
             core.metrics.rejected(why);
-            info!(target: TARGET, %reason, cause = why.label(), "login rejected");
-            refuse(&mut conn, &reason, opts).await;
+            info!(target: TARGET, %reason, ?status, cause = why.label(), "login rejected");
+            // The transport's own refusal where it has one and it is not too late (an HTTP
+            // status instead of the 101); a close frame otherwise.
+            let refused = match status {
+                Some(status) => {
+                    let upgrader = &gateway.upgrader;
+                    let answer = upgrader.refuse(&mut conn, status, &reason.reason);
+                    tokio::time::timeout(opts.write_wait(), answer)
+                        .await
+                        .unwrap_or(true)
+                }
+                None => false,
+            };
+            if !refused {
+                refuse(&mut conn, &reason, opts).await;
+            }
             return None;
         }
     };
@@ -114,7 +137,7 @@ where
         }
     }
     // Where its messages go learns of the channel before its first message.
-    gateway.route.opened(&chan);
+    let login_event = gateway.route.opened(&chan);
     core.metrics.logins.inc();
     span.record("id", tracing::field::display(&id));
     info!(target: TARGET, "logged in");
@@ -126,7 +149,11 @@ where
             CloseCause::Shutdown,
         );
     }
-    Some((chan, conn))
+    Some(LoggedIn {
+        chan,
+        conn,
+        login_event,
+    })
 }
 
 /// Sends a close frame for a refused login and waits briefly for the peer to close, so the
