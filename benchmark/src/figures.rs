@@ -5,6 +5,9 @@
 
 use crate::runner::{Bench, Options, Target};
 
+/// The name of uWebSockets' row, whose ratio column shows only when it ran.
+const UWS: &str = "uws";
+
 /// One figure of one target over the runs.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Figure {
@@ -115,8 +118,9 @@ pub(crate) fn print_results(
 }
 
 /// One table per workload and metric: a row per target with its median, its ratios to
-/// tokio-tungstenite in its two configurations and (for `-dgram` targets) to kim in-process,
-/// and every run.
+/// tokio-tungstenite in its two configurations, to uWebSockets (only when it ran, so that
+/// tables without it stay as they were) and (for `-dgram` targets) to kim in-process, and
+/// every run.
 pub(crate) fn print_table(figs: &[Figure]) {
     let mut groups: Vec<(&str, &str)> = Vec::new();
     for f in figs {
@@ -138,13 +142,15 @@ pub(crate) fn print_table(figs: &[Figure]) {
             .max(16);
         // With `--compare-bin-dir`, each of kim's targets also against the other build.
         let compared = rows.iter().any(|f| f.target.ends_with("-compare"));
+        let uws = base(UWS);
         println!("\n{workload}: {metric}");
         println!(
-            "  {:<width$} {:>14} {:>10} {:>10} {:>8}{}   runs",
+            "  {:<width$} {:>14} {:>10} {:>10}{} {:>8}{}   runs",
             "target",
             "median",
             "/tung",
             "/tung-4k",
+            if uws.is_some() { "       /uws" } else { "" },
             "/inproc",
             if compared { "   /compare" } else { "" }
         );
@@ -164,12 +170,17 @@ pub(crate) fn print_table(figs: &[Figure]) {
             } else {
                 String::new()
             };
+            let to_uws = match uws {
+                Some(_) => format!(" {:>10}", ratio(uws)),
+                None => String::new(),
+            };
             println!(
-                "  {:<width$} {:>14.1} {:>10} {:>10} {:>8}{}   {}",
+                "  {:<width$} {:>14.1} {:>10} {:>10}{} {:>8}{}   {}",
                 f.target,
                 f.median,
                 ratio(base("tungstenite")),
                 ratio(base("tungstenite-4k")),
+                to_uws,
                 inproc,
                 compare,
                 runs.join(" ")
@@ -178,8 +189,9 @@ pub(crate) fn print_table(figs: &[Figure]) {
     }
 }
 
-/// One Markdown table per workload: a row per target, a column per metric (median), then the
-/// ratios to tokio-tungstenite in its two configurations.
+/// One Markdown table per workload: a row per target, a column per metric (median), then for
+/// kim's rows the ratios to tokio-tungstenite in its two configurations and to uWebSockets
+/// (when it ran; the table's caption names the ratios).
 pub(crate) fn print_markdown(figs: &[Figure]) {
     let mut workloads: Vec<&str> = Vec::new();
     for f in figs {
@@ -200,7 +212,15 @@ pub(crate) fn print_markdown(figs: &[Figure]) {
             }
         }
         let get = |t: &str, m: &str| of_w.iter().find(|f| f.target == t && f.metric == m);
-        println!("\n**{w}** (medians)\n");
+        let bases: Vec<&str> = ["tungstenite", "tungstenite-4k", UWS]
+            .into_iter()
+            .filter(|b| targets.contains(b))
+            .collect();
+        if targets.contains(&UWS) {
+            println!("\n**{w}** (medians; kim / {})\n", bases.join(" / "));
+        } else {
+            println!("\n**{w}** (medians)\n");
+        }
         let mut header = String::from("| target |");
         let mut rule = String::from("|---|");
         for m in &metrics {
@@ -216,9 +236,9 @@ pub(crate) fn print_markdown(figs: &[Figure]) {
                         let base = |b: &str| get(b, m).map(|x| x.median).filter(|v| *v != 0.0);
                         let mut c = format_value(f.median);
                         if t.starts_with("kim") {
-                            let r: Vec<String> = [base("tungstenite"), base("tungstenite-4k")]
+                            let r: Vec<String> = bases
                                 .iter()
-                                .flatten()
+                                .filter_map(|b| base(b))
                                 .map(|b| format!("{:.2}x", f.median / b))
                                 .collect();
                             if !r.is_empty() {

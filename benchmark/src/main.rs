@@ -9,6 +9,11 @@
 //! thread and the load generator to CPU 1, so that each run measures the server's work, not
 //! the two fighting over both cores.
 //!
+//! The plain websocket echo workloads (`echo`, `large`) also run against uWebSockets' echo
+//! example (`uws`, C++), when it is built (see `--uws-dir`): a reference for how fast a
+//! websocket echo server can be. `loadtest` drives kim's echo server and that one with
+//! uWebSockets' own load generator, so that the comparison does not rest on kim's client alone.
+//!
 //! `overhead` compares kim with itself: as deployed (metrics on, tracing at info, the debug
 //! listener up) against metrics and tracing off, on the same echo workload.
 //!
@@ -31,7 +36,7 @@ use clap::{Parser, Subcommand};
 use kim_benchmark::wire::Wire;
 
 use crate::commands::{
-    echo, ipc, large, overhead, parallel, pipelined, report, roundtrip, slow_consumers,
+    echo, ipc, large, loadtest, overhead, parallel, pipelined, report, roundtrip, slow_consumers,
 };
 use crate::runner::Options;
 
@@ -65,7 +70,7 @@ struct Cli {
     /// Worker processes of the `dgram` backend (they share the server's CPU when pinned).
     #[arg(long, default_value_t = 1, global = true)]
     workers: usize,
-    /// Measure only kim, without the baselines.
+    /// Measure only kim, without the baselines (uWebSockets included).
     #[arg(long, global = true)]
     kim_only: bool,
     /// Where the server binaries are (default: next to this one).
@@ -76,6 +81,11 @@ struct Cli {
     /// others in the same run.
     #[arg(long, global = true)]
     compare_bin_dir: Option<PathBuf>,
+    /// Where uWebSockets' `uws-echo-server` and `uws-load-test` are, built apart from a
+    /// uWebSockets checkout [default: `uws` in cargo's target directory]. Without them the
+    /// `uws` baseline is skipped.
+    #[arg(long, global = true)]
+    uws_dir: Option<PathBuf>,
     /// The command to run.
     #[command(subcommand)]
     workload: Workload,
@@ -118,6 +128,10 @@ enum Workload {
     Roundtrip(roundtrip::Args),
     /// C connections each echoing S bytes back and forth: messages per second.
     Echo(echo::Args),
+    /// uWebSockets' load generator (`uws-load-test`: C connections each echoing S bytes back
+    /// and forth) against kim's echo server and uWebSockets' (`uws`): messages per second as
+    /// it reports them, and the server's CPU per message.
+    Loadtest(loadtest::Args),
     /// The cost of kim's observability on the echo workload: kim with metrics on, tracing at
     /// info (to a log file) and the debug listener up (`kim-ws`), against the same server with
     /// metrics and tracing off (`kim-ws-bare`), alternating, in-process backend only. After
@@ -167,6 +181,7 @@ impl Cli {
             kim_only: self.kim_only,
             bin_dir: self.bin_dir.clone(),
             compare_bin_dir: self.compare_bin_dir.clone(),
+            uws_dir: self.uws_dir.clone(),
         }
     }
 }
@@ -186,6 +201,7 @@ fn main() -> anyhow::Result<()> {
         Workload::Parallel(args) => parallel::run(&opts, args),
         Workload::Roundtrip(args) => roundtrip::run(&opts, args),
         Workload::Echo(args) => echo::run(&opts, args),
+        Workload::Loadtest(args) => loadtest::run(&opts, args),
         Workload::Pipelined(args) => pipelined::run(&opts, args),
         Workload::Large(args) => large::run(&opts, args),
     }

@@ -40,7 +40,16 @@ pub(crate) struct Options {
     pub(crate) bin_dir: Option<PathBuf>,
     /// `--compare-bin-dir`: another build of kim's servers, measured beside this one.
     pub(crate) compare_bin_dir: Option<PathBuf>,
+    /// `--uws-dir`: where uWebSockets' echo server and load generator are (built apart, as
+    /// `uws-echo-server` and `uws-load-test`); `None` for `<target>/uws` beside this build.
+    pub(crate) uws_dir: Option<PathBuf>,
 }
+
+/// uWebSockets' echo server (its `examples/EchoServer.cpp`, listening on the port given as
+/// its argument and printing `listening on ADDR`), in the uws directory.
+pub(crate) const UWS_ECHO_SERVER: &str = "uws-echo-server";
+/// uWebSockets' load generator (its `benchmarks/load_test.c`), in the uws directory.
+pub(crate) const UWS_LOAD_TEST: &str = "uws-load-test";
 
 impl Options {
     /// Runtime threads of each server: `--server-threads`, or 1 when pinned, 2 otherwise.
@@ -63,12 +72,26 @@ impl Options {
         })
     }
 
-    /// The targets of the workloads compared with the baselines: kim on each wire, on each
-    /// backend asked for, then the baselines unless `--kim-only`.
-    pub(crate) fn server_targets(&self) -> Vec<Target> {
+    /// The directory of uWebSockets' binaries: `--uws-dir`, or `uws` in cargo's target
+    /// directory, which holds the directory this binary is in (`<target>/release`); `target/uws`
+    /// if this binary's path cannot be had (then the uws baseline is reported missing, not
+    /// fatal).
+    pub(crate) fn uws_dir(&self) -> PathBuf {
+        if let Some(d) = &self.uws_dir {
+            return d.clone();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|me| Some(me.parent()?.parent()?.join("uws")))
+            .unwrap_or_else(|| PathBuf::from("target/uws"))
+    }
+
+    /// kim's targets on each of `wires`, on each backend asked for (and from the
+    /// `--compare-bin-dir` build beside each).
+    pub(crate) fn kim_targets(&self, wires: &[Wire]) -> Vec<Target> {
         let mut targets = Vec::new();
         let compare = self.compare_bin_dir.is_some();
-        for &w in &self.wires {
+        for &w in wires {
             if self.inproc {
                 targets.push(Target::Kim(w));
                 if compare {
@@ -82,6 +105,13 @@ impl Options {
                 }
             }
         }
+        targets
+    }
+
+    /// The targets of the workloads compared with the baselines: kim on each wire, on each
+    /// backend asked for, then the baselines unless `--kim-only`.
+    pub(crate) fn server_targets(&self) -> Vec<Target> {
+        let mut targets = self.kim_targets(&self.wires);
         if !self.kim_only {
             targets.extend([Target::Tungstenite, Target::Tungstenite4k]);
         }
@@ -104,6 +134,7 @@ impl Options {
             runs: self.runs,
             workers: self.workers,
             reverse_odd_runs,
+            uws_dir: self.uws_dir(),
             server_log: std::env::temp_dir()
                 .join(format!("kim-benchmark-{}-server.log", std::process::id())),
         }
@@ -114,6 +145,27 @@ impl Options {
     pub(crate) fn server_bench(&self) -> anyhow::Result<Bench> {
         let bins = self.prepare()?;
         Ok(self.bench(bins, self.server_targets(), false))
+    }
+
+    /// [`Options::server_bench`] for the workloads that are plain websocket echo (no login,
+    /// no mock protocol), which uWebSockets' echo server can serve too: with `uws` last among
+    /// the baselines when its echo server is built; otherwise says once that it is skipped,
+    /// so that a missing uWebSockets build leaves the report as it was without it.
+    pub(crate) fn echo_bench(&self) -> anyhow::Result<Bench> {
+        let mut bench = self.server_bench()?;
+        if !self.kim_only {
+            let server = bench.uws_dir.join(UWS_ECHO_SERVER);
+            if server.exists() {
+                bench.targets.push(Target::Uws);
+            } else {
+                eprintln!(
+                    "uWebSockets not built (no {}; --uws-dir tells where it is): the uws \
+                     baseline is skipped",
+                    server.display()
+                );
+            }
+        }
+        Ok(bench)
     }
 }
 
@@ -135,6 +187,9 @@ pub(crate) enum Target {
     Tungstenite,
     /// tokio-tungstenite with 4 KiB buffers.
     Tungstenite4k,
+    /// uWebSockets' echo example (C++, one thread): a reference for how fast a plain websocket
+    /// echo can be, to see how far kim is from it.
+    Uws,
 }
 
 /// Which of kim's observability a server runs with.
@@ -180,6 +235,7 @@ impl Target {
             Target::KimObs(w, obs) => format!("kim-{}{}", w.name(), obs.suffix()),
             Target::Tungstenite => "tungstenite".into(),
             Target::Tungstenite4k => "tungstenite-4k".into(),
+            Target::Uws => "uws".into(),
         }
     }
 
@@ -191,7 +247,7 @@ impl Target {
             | Target::KimCompare(w)
             | Target::KimDgramCompare(w)
             | Target::KimObs(w, _) => w,
-            Target::Tungstenite | Target::Tungstenite4k => Wire::Ws,
+            Target::Tungstenite | Target::Tungstenite4k | Target::Uws => Wire::Ws,
         }
     }
 }
@@ -215,13 +271,15 @@ pub(crate) struct Bench {
     /// Run the targets in reverse order on every other run (A B, B A, A B, ...), so that a
     /// drift of the machine over a pair of runs does not always favour the same target.
     pub(crate) reverse_odd_runs: bool,
+    /// Where uWebSockets' binaries are, for `Uws`.
+    pub(crate) uws_dir: PathBuf,
     /// Where `KimObs` servers with tracing on write their log (truncated at each start).
     pub(crate) server_log: PathBuf,
 }
 
 impl Bench {
     /// Starts `target` as a process: kim's `mock-server` (with `mock`) or `echo-server`, or
-    /// the baseline server in the same mode.
+    /// the baseline server in the same mode (uWebSockets has no mock server).
     pub(crate) fn start(&self, target: Target, mock: bool) -> anyhow::Result<ServerProcess> {
         let threads = self.threads.to_string();
         let listen = "127.0.0.1:0".to_string();
@@ -283,6 +341,7 @@ impl Bench {
                     threads,
                 ],
             ),
+            Target::Uws => return self.start_uws(mock),
         };
         let bins = match (target, &self.compare_bins) {
             (Target::KimCompare(_) | Target::KimDgramCompare(_), Some(dir)) => dir,
@@ -295,6 +354,20 @@ impl Bench {
             path.display()
         );
         ServerProcess::start_with_stderr(&path, &args, &env, self.pin.then_some(0), stderr)
+    }
+
+    /// Starts uWebSockets' echo server on a port the kernel picks (it prints it as kim's
+    /// servers do), pinned as they are; it has one thread whatever `threads` says, and no mock
+    /// server.
+    fn start_uws(&self, mock: bool) -> anyhow::Result<ServerProcess> {
+        anyhow::ensure!(!mock, "uWebSockets has no mock server (logins, pushes)");
+        let path = self.uws_dir.join(UWS_ECHO_SERVER);
+        anyhow::ensure!(
+            path.exists(),
+            "uWebSockets not built: no {} (--uws-dir tells where it is)",
+            path.display()
+        );
+        ServerProcess::start(&path, &["0".into()], &[], self.pin.then_some(0))
     }
 
     /// Runs `measure` against every target, `runs` times, alternating targets.

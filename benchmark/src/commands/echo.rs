@@ -1,6 +1,7 @@
 //! The `echo` command: connections each echoing messages of one size back and forth, against
-//! kim and the baselines: messages per second and the server's CPU time per message. The
-//! `overhead` command runs the same workload through [`echo_run`].
+//! kim and the baselines (uWebSockets' echo server among them when it is built): messages per
+//! second and the server's CPU time per message. The `overhead` command runs the same
+//! workload through [`echo_run`].
 
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ pub(crate) struct Args {
 /// Runs each preset (`CONNECTIONSxBYTES`, or `all` for three) against every target, and
 /// reports them.
 pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
-    let bench = opts.server_bench()?;
+    let bench = opts.echo_bench()?;
     let mut figs = Vec::new();
     let presets: Vec<(usize, usize)> = match args.preset.as_str() {
         "all" => vec![(100, 20), (10, 1024), (200, 16384)],

@@ -1,5 +1,5 @@
 //! The `large` command: large messages echoed on one connection, against kim and the
-//! baselines: MB/s.
+//! baselines (uWebSockets' echo server among them when it is built): MB/s.
 
 use kim_benchmark::workloads;
 
@@ -21,7 +21,7 @@ pub(crate) struct Args {
 /// Echoes `--count` messages of `--size` bytes against every target and reports the rate.
 pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
     let &Args { count, size } = args;
-    let bench = opts.server_bench()?;
+    let bench = opts.echo_bench()?;
     let mut figs = Vec::new();
     let res = bench.each("large", false, |server, target| {
         workloads::large(&server.addr, target.wire(), count, size)

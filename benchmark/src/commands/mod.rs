@@ -7,6 +7,7 @@
 pub(crate) mod echo;
 pub(crate) mod ipc;
 pub(crate) mod large;
+pub(crate) mod loadtest;
 pub(crate) mod overhead;
 pub(crate) mod parallel;
 pub(crate) mod pipelined;

@@ -1,0 +1,234 @@
+//! The `loadtest` command: uWebSockets' own load generator (`uws-load-test`, its
+//! `benchmarks/load_test.c`) against kim's echo server and uWebSockets' echo example, so that
+//! the comparison with uWebSockets does not rest on kim's client alone. load_test opens C
+//! connections, each sending an S-byte binary message and waiting for its echo, and prints
+//! `Msg/sec: N` every 4 s; the first figure counts the connections' ramp-up too and is dropped,
+//! the others are averaged into the run's figure. The server's CPU time is read at each figure,
+//! so that its CPU per message covers the same periods.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use kim_benchmark::proc::ServerProcess;
+use kim_benchmark::wire::Wire;
+
+use crate::figures::{self, print_results};
+use crate::runner::{parse_preset, Options, Target, UWS_ECHO_SERVER, UWS_LOAD_TEST};
+
+/// Seconds between load_test's figures (uSockets' timeout granularity).
+const PERIOD_SECS: f64 = 4.0;
+
+/// The `loadtest` command's flags (its help text is the doc comment of its variant of
+/// `Workload` in `main`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// `CONNECTIONSxBYTES`; repeat for several [default: 100x20, 10x1024, 200x16384].
+    #[arg(long)]
+    pub(crate) preset: Vec<String>,
+    /// Seconds each run lasts, the connections' ramp-up included: load_test reports every
+    /// 4 s and its first figure is dropped, so at least 9 s for one figure kept.
+    #[arg(long, default_value_t = 13.0)]
+    pub(crate) duration: f64,
+}
+
+/// One run of load_test against one server.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct LoadRun {
+    /// The mean of load_test's figures after the first.
+    pub(crate) msgs_per_sec: f64,
+    /// Every figure load_test printed, the first (ramp-up) included.
+    pub(crate) reported: Vec<f64>,
+    /// Server CPU time (user + system) per echo, in microseconds, over the periods of the
+    /// figures kept.
+    pub(crate) server_cpu_us_per_msg: f64,
+    /// The server's CPU time over those periods, as a share of their wall time (100: one
+    /// core busy all along; well under 100 means load_test, not the server, set the pace).
+    pub(crate) server_cpu_percent: f64,
+}
+
+/// Runs every preset against kim's echo server (websocket; each backend asked for) and
+/// uWebSockets', alternating, and reports them; fails at once if uWebSockets is not built.
+pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
+    let dir = opts.uws_dir();
+    for bin in [UWS_ECHO_SERVER, UWS_LOAD_TEST] {
+        let path = dir.join(bin);
+        anyhow::ensure!(
+            path.exists(),
+            "uWebSockets not built (no {}; --uws-dir tells where it is): loadtest needs its \
+             echo server and load generator",
+            path.display()
+        );
+    }
+    let load_test = dir.join(UWS_LOAD_TEST);
+    let presets: Vec<(usize, usize)> = if args.preset.is_empty() {
+        vec![(100, 20), (10, 1024), (200, 16384)]
+    } else {
+        args.preset
+            .iter()
+            .map(|p| parse_preset(p))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let duration = Duration::try_from_secs_f64(args.duration)?;
+    anyhow::ensure!(
+        args.duration > 2.0 * PERIOD_SECS,
+        "--duration must be over {} s: load_test reports every {PERIOD_SECS} s and its first \
+         figure (the ramp-up) is dropped",
+        2.0 * PERIOD_SECS
+    );
+    // load_test speaks websocket only.
+    let mut targets = opts.kim_targets(&[Wire::Ws]);
+    targets.push(Target::Uws);
+    let bench = opts.bench(opts.prepare()?, targets, false);
+    let mut figs = Vec::new();
+    let mut details = serde_json::Map::new();
+    for (conns, size) in presets {
+        let label = format!("loadtest {conns} x {size} B");
+        let res = bench.each(&label, false, |server, _| {
+            load_run(&load_test, server, conns, size, duration)
+        })?;
+        figures::collect(&mut figs, &label, "messages per second", true, &res, |r| {
+            r.msgs_per_sec
+        });
+        figures::collect(
+            &mut figs,
+            &label,
+            "server CPU us per message",
+            false,
+            &res,
+            |r| r.server_cpu_us_per_msg,
+        );
+        figures::collect(&mut figs, &label, "server CPU %", false, &res, |r| {
+            r.server_cpu_percent
+        });
+        details.insert(label, figures::detail(&res));
+    }
+    print_results(opts, &bench, &figs, details)
+}
+
+/// load_test's figure on `line`, if it is a `Msg/sec: N` line.
+fn parse_msgs_per_sec(line: &str) -> Option<f64> {
+    line.trim().strip_prefix("Msg/sec:")?.trim().parse().ok()
+}
+
+/// A line of load_test's that means a run went wrong: a connection closed, or more bytes
+/// came than the echo it waited for.
+fn is_failure(line: &str) -> bool {
+    let line = line.trim();
+    line == "Closed!" || line.starts_with("ERROR")
+}
+
+/// One run of load_test (on this process's CPU) against `server`, for `duration`: the figures
+/// it printed and the server's CPU time at each, then killed.
+fn load_run(
+    load_test: &std::path::Path,
+    server: &ServerProcess,
+    conns: usize,
+    size: usize,
+    duration: Duration,
+) -> anyhow::Result<LoadRun> {
+    let (host, port) = server
+        .addr
+        .rsplit_once(':')
+        .with_context(|| format!("no port in the server's address {}", server.addr))?;
+    let mut child = Command::new(load_test)
+        .args([&conns.to_string(), host, port, "0", "0", &size.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {}", load_test.display()))?;
+    let stdout = child.stdout.take().context("load_test's stdout")?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let end = Instant::now() + duration;
+    // (figure, server CPU seconds when it came) for every figure.
+    let mut seen: Vec<(f64, f64)> = Vec::new();
+    let outcome = loop {
+        let Some(left) = end.checked_duration_since(Instant::now()) else {
+            break Ok(());
+        };
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(v) = parse_msgs_per_sec(&line) {
+                    seen.push((v, server.cpu_seconds()?));
+                } else if is_failure(&line) {
+                    break Err(anyhow::anyhow!("load_test: {line}"));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => break Ok(()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(anyhow::anyhow!(
+                    "load_test ended early ({:?})",
+                    child.wait()
+                ));
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = reader.join();
+    outcome?;
+    let reported: Vec<f64> = seen.iter().map(|&(v, _)| v).collect();
+    let Some(msgs_per_sec) = mean_after_ramp_up(&reported) else {
+        bail!(
+            "load_test printed {} figure(s) in {duration:?}; at least two are needed (the first \
+             is the ramp-up): a longer --duration",
+            reported.len()
+        );
+    };
+    // Over the periods of the figures kept: from the first figure to the last.
+    let periods = (seen.len() - 1) as f64;
+    let cpu = seen[seen.len() - 1].1 - seen[0].1;
+    let msgs = msgs_per_sec * PERIOD_SECS * periods;
+    Ok(LoadRun {
+        msgs_per_sec,
+        reported,
+        server_cpu_us_per_msg: cpu * 1e6 / msgs.max(1.0),
+        server_cpu_percent: cpu * 100.0 / (PERIOD_SECS * periods),
+    })
+}
+
+/// The mean of `figures` after the first (which counts the ramp-up too); `None` without one.
+fn mean_after_ramp_up(figures: &[f64]) -> Option<f64> {
+    let kept = figures.get(1..).filter(|k| !k.is_empty())?;
+    Some(kept.iter().sum::<f64>() / kept.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// load_test's figures are read from its `Msg/sec` lines, and nothing else it prints
+    /// (the upgrade responses, its settings) is taken for one.
+    #[test]
+    fn msgs_per_sec_lines() {
+        let output = "Using message size of 20 bytes\nResponse: HTTP/1.1 101 Switching \
+                      Protocols\r\nuWebSockets: 20\r\n\r\nRunning benchmark now...\n\
+                      Msg/sec: 100033.000000\nMsg/sec: 68656.750000\nMsg/sec: 60225.750000\n";
+        let figures: Vec<f64> = output.lines().filter_map(parse_msgs_per_sec).collect();
+        assert_eq!(figures, [100033.0, 68656.75, 60225.75]);
+        assert_eq!(parse_msgs_per_sec("Msg/sec: nan?"), None);
+        assert!(is_failure("Closed!"));
+        assert!(is_failure("ERROR: outstanding bytes negative!"));
+        assert!(!is_failure("Msg/sec: 1.0"));
+    }
+
+    /// The first figure (ramp-up) is dropped and the rest averaged; one figure is not enough.
+    #[test]
+    fn ramp_up_dropped() {
+        assert_eq!(mean_after_ramp_up(&[100.0, 60.0, 70.0]), Some(65.0));
+        assert_eq!(mean_after_ramp_up(&[100.0]), None);
+        assert_eq!(mean_after_ramp_up(&[]), None);
+    }
+}
