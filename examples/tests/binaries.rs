@@ -4,20 +4,28 @@
 mod common;
 
 use std::io::{BufReader, Read};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 
 use common::first_line_addr;
 
-#[test]
-fn mock_server_and_mock_client_talk() {
+/// Starts mock-server on 127.0.0.1 with `args` (logs at warn): the process, what it prints,
+/// and the address it listens on.
+fn mock_server(args: &[&str]) -> (Child, BufReader<ChildStdout>, String) {
     let mut server = Command::new(env!("CARGO_BIN_EXE_mock-server"))
-        .args(["--transport", "tcp", "--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
         .expect("mock-server starts");
     let mut out = BufReader::new(server.stdout.take().unwrap());
     let addr = first_line_addr(&mut out, "listening on ");
+    (server, out, addr)
+}
+
+#[test]
+fn mock_server_and_mock_client_talk() {
+    let (mut server, mut out, addr) = mock_server(&["--transport", "tcp"]);
 
     let run = |id: &str, message: &str| {
         let o = Command::new(env!("CARGO_BIN_EXE_mock-client"))
@@ -247,14 +255,7 @@ fn a_flood_of_refused_pushes_logs_a_line_a_second_not_a_line_a_push() {
 
 #[test]
 fn mock_client_pushes_listens_and_fails_without_a_backtrace() {
-    let mut server = Command::new(env!("CARGO_BIN_EXE_mock-server"))
-        .args(["--transport", "ws", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("mock-server starts");
-    let mut out = BufReader::new(server.stdout.take().unwrap());
-    let addr = first_line_addr(&mut out, "listening on ");
+    let (mut server, _out, addr) = mock_server(&["--transport", "ws"]);
     let client = |args: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mock-client"));
         c.args(["--transport", "ws", "--addr", &addr])
