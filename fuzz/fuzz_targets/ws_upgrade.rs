@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use kim_core::io::Generic;
-use kim_core::{ConnConfig, FrameReader, Upgrader};
+use kim_core::{ConnConfig, FrameReader, FrameWriter, Upgrader};
 use kim_fuzz::{noop_context, poll_ready, split_spec, Chunked, Duplex};
 use kim_ws::WsUpgrader;
 use libfuzzer_sys::fuzz_target;
@@ -50,8 +50,13 @@ fn upgrade(upgrader: &WsUpgrader, stream: &[u8], sizes: Vec<usize>) -> Outcome {
                 .take()
                 .expect("a websocket upgrade has a handshake");
             let _ = hs.query("token");
-            // The bytes behind the request are the start of the frames.
+            // The 101 is queued in the writer and goes out with its first flush.
             let mut cx = noop_context();
+            match conn.writer.poll_flush(&mut cx) {
+                Poll::Ready(Ok(())) => {}
+                other => panic!("flushing the 101 to a stream that never waits: {other:?}"),
+            }
+            // The bytes behind the request are the start of the frames.
             for _ in 0..256 {
                 match conn.reader.poll_read_frame(&mut cx) {
                     Poll::Ready(Ok(Some(_))) => {}
