@@ -117,6 +117,19 @@ pub(crate) fn print_results(
     Ok(())
 }
 
+/// `value / base` as a table cell (`1.23x`), or `-` without a base.
+pub(crate) fn ratio(value: f64, base: Option<f64>) -> String {
+    match base {
+        Some(b) if b != 0.0 => format!("{:.2}x", value / b),
+        _ => "-".into(),
+    }
+}
+
+/// Every run's figure, as the tables list them.
+pub(crate) fn runs(runs: &[f64]) -> Vec<String> {
+    runs.iter().map(|r| format!("{r:.1}")).collect()
+}
+
 /// One table per workload and metric: a row per target with its median, its ratios to
 /// tokio-tungstenite in its two configurations, to uWebSockets (only when it ran, so that
 /// tables without it stay as they were) and (for `-dgram` targets) to kim in-process, and
@@ -155,11 +168,8 @@ pub(crate) fn print_table(figs: &[Figure]) {
             if compared { "   /compare" } else { "" }
         );
         for f in &rows {
-            let ratio = |b: Option<f64>| match b {
-                Some(b) if b != 0.0 => format!("{:.2}x", f.median / b),
-                _ => "-".into(),
-            };
-            let runs: Vec<String> = f.runs.iter().map(|r| format!("{r:.1}")).collect();
+            let ratio = |b: Option<f64>| ratio(f.median, b);
+            let runs = runs(&f.runs);
             let inproc = match f.target.strip_suffix("-dgram") {
                 Some(kim) => ratio(base(kim)),
                 None => "-".into(),

@@ -201,11 +201,8 @@ fn print_text(
             "variant", "median", "/ceiling", "/naive"
         );
         for f in &rows {
-            let ratio = |b: Option<f64>| match b {
-                Some(b) if b != 0.0 => format!("{:.2}x", f.median / b),
-                _ => "-".into(),
-            };
-            let runs: Vec<String> = f.runs.iter().map(|r| format!("{r:.1}")).collect();
+            let ratio = |b: Option<f64>| figures::ratio(f.median, b);
+            let runs = figures::runs(&f.runs);
             println!(
                 "  {:<10} {:>12.1} {:>10} {:>10}   {}",
                 f.target,
