@@ -31,20 +31,22 @@ impl MessageListener for Chat {
     }
 }
 
-/// Presence: everyone hears who comes and goes.
+/// Presence: the others hear who comes and goes.
 struct Presence;
 impl StateListener for Presence {
     async fn login(&self, agent: &Agent) {
-        tell_all(agent, "joined");
+        tell_others(agent, "joined");
     }
     async fn disconnect(&self, agent: &Agent) {
-        tell_all(agent, "left");
+        tell_others(agent, "left");
     }
 }
 
-fn tell_all(agent: &Agent, what: &str) {
+fn tell_others(agent: &Agent, what: &str) {
     for other in agent.server().channels().channels() {
-        let _ = other.push_text(format!("{} {what}", agent.id()));
+        if other.id() != agent.id() {
+            let _ = other.push_text(format!("{} {what}", agent.id()));
+        }
     }
 }
 

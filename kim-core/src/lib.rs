@@ -24,7 +24,7 @@
 //! # Example
 //!
 //! A chat gateway: logins by name, `bob: hi` delivered to bob (or "bob is offline"), and
-//! everyone told who comes and goes (`cargo run -p kim-core --example chat`, then connect a
+//! the others told who comes and goes (`cargo run -p kim-core --example chat`, then connect a
 //! websocket client to `ws://127.0.0.1:8000`).
 //!
 #![doc = concat!("```rust,no_run\n", include_str!("../examples/chat.rs"), "```")]
