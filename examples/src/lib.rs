@@ -189,7 +189,8 @@ pub struct ServerArgs {
     /// On a duplicate login, close the older channel instead of refusing the new one.
     #[arg(long)]
     pub kick: bool,
-    /// Worker threads of the runtime (default: one per core).
+    /// Worker threads of the runtime (default: one per core); 1 serves everything on the main
+    /// thread, with tokio's current-thread runtime.
     #[arg(long)]
     pub threads: Option<usize>,
     /// Seconds to wait for channels to close on shutdown (Ctrl-C or SIGTERM).
@@ -289,12 +290,23 @@ impl ServerArgs {
             .build()?)
     }
 
-    /// The runtime these flags describe.
+    /// The runtime these flags describe: with one thread, tokio's current-thread runtime,
+    /// which serves everything on the thread that calls `block_on`; otherwise the
+    /// multi-thread runtime.
+    ///
+    /// One thread runs no second thread to hand work to: no work-stealing queues, and a
+    /// process with a single thread lets the kernel skip the reference count it otherwise
+    /// takes on the socket for every send and receive.
     pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if let Some(n) = self.threads {
-            b.worker_threads(n.max(1));
-        }
+        let mut b = match self.threads {
+            Some(1) => tokio::runtime::Builder::new_current_thread(),
+            Some(n) => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(n.max(1));
+                b
+            }
+            None => tokio::runtime::Builder::new_multi_thread(),
+        };
         Ok(b.enable_all().build()?)
     }
 }

@@ -259,24 +259,30 @@ pub mod pool {
     }
 
     /// An empty buffer with room for at least `min` bytes, if one is cached.
+    ///
+    /// A cached buffer may still share its allocation with payloads split off it earlier,
+    /// and its room shrinks by what they took; `try_reclaim` gives the room back without
+    /// allocating once they are gone. One that cannot be reclaimed is let go.
     pub fn take(min: usize) -> Option<BytesMut> {
         POOL.try_with(|p| {
             let mut p = p.borrow_mut();
-            match p.last() {
-                Some(b) if b.capacity() >= min => p.pop(),
-                _ => None,
+            let mut b = p.pop()?;
+            if b.try_reclaim(min) {
+                Some(b)
+            } else {
+                None
             }
         })
         .ok()
         .flatten()
     }
 
-    /// Returns a buffer to the cache if nothing else shares its memory and it is not too
-    /// large; otherwise frees it.
+    /// Returns a buffer to the cache unless it is too large or the cache is full; otherwise
+    /// frees it (its memory, once no payload shares it).
     pub fn give(mut b: BytesMut) {
         b.clear();
         let cap = b.capacity();
-        if cap == 0 || cap > MAX_POOLED_SIZE || !b.try_reclaim(cap) {
+        if cap == 0 || cap > MAX_POOLED_SIZE {
             return;
         }
         let _ = POOL.try_with(|p| {

@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 
 use tokio::time::Sleep;
 
-use crate::channel::{Backlog, Channel};
+use crate::channel::{outbox, Backlog, Channel};
 use crate::close::{CloseCause, CloseMode, CloseReason, End};
 use crate::conn::{FrameReader, FrameWriter};
 use crate::error::ReadError;
@@ -124,33 +124,35 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
         }
     }
 
-    /// One round of steps 1 to 3: `Ok(true)` if any of them progressed.
+    /// One round of steps 1 to 3: `Ok(true)` if another round may progress.
+    ///
+    /// Each step runs after the ones whose progress enables it (a finished handler lets its
+    /// pushes be written and the next frame be read; a finished flush lets reading resume), so
+    /// only a frame read calls for another round: it started a handler or queued a frame.
+    /// What else may have happened meanwhile (a push, a close requested from outside) is in
+    /// the outbox, where `park` looks.
     #[inline]
     fn step(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
-        let handled = self.poll_handler(cx);
+        self.poll_handler(cx);
         let backlog = self.fill_writer()?;
-        let flushed = self.poll_flush(cx)?;
+        self.poll_flush(cx)?;
         // A close we sent waits for the peer's answer only so long.
         if let Some(t) = self.close_timer.as_mut() {
             if t.as_mut().poll(cx).is_ready() {
                 return Err(End::CloseTimeout);
             }
         }
-        let read = self.poll_read(cx, backlog)?;
-        Ok(handled || flushed || read)
+        self.poll_read(cx, backlog)
     }
 
-    /// Step 1, the handler of the current message: `true` once it finished.
+    /// Step 1, the handler of the current message, if any; cleared once it finished.
     #[inline]
-    fn poll_handler(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(h) = self.running.as_mut() else {
-            return false;
-        };
-        if h.as_mut().poll(cx).is_pending() {
-            return false;
+    fn poll_handler(&mut self, cx: &mut Context<'_>) {
+        if let Some(h) = self.running.as_mut() {
+            if h.as_mut().poll(cx).is_ready() {
+                self.running = None;
+            }
         }
-        self.running = None;
-        true
     }
 
     /// Step 2, the write loop, first half: when the writer is idle, the outbox moves into it as
@@ -165,19 +167,18 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
             }
             return Ok(backlog);
         }
-        let (batch, close) = self.chan.outbox().take_batch();
-        if self.chan.context().limits.count_messages && !batch.is_empty() {
+        let (mut batch, close) = self.chan.outbox().take_batch();
+        if !batch.is_empty() {
             let (mut n, mut bytes) = (0, 0);
-            for f in batch {
+            while let Some(f) = batch.pop_front() {
                 n += 1;
                 bytes += f.payload.len() as u64;
                 self.writer.start_frame(f);
             }
-            self.chan.context().metrics.hot.sent(n, bytes);
-        } else {
-            for f in batch {
-                self.writer.start_frame(f);
+            if self.chan.context().limits.count_messages {
+                self.chan.context().metrics.hot.sent(n, bytes);
             }
+            outbox::recycle(batch);
         }
         if let Some((reason, mode, cause)) = close {
             if mode == CloseMode::Abort {
@@ -189,13 +190,14 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
         Ok(Backlog::default())
     }
 
-    /// Step 2, second half: flushes the writer under write_wait; `true` once a batch went out.
+    /// Step 2, second half: flushes the writer under write_wait. Once the peer's close is
+    /// answered and flushed, the channel ends.
     #[inline]
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Result<bool, End> {
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Result<(), End> {
         if self.writer.pending() == 0 {
             return match self.phase {
                 Phase::Answered => Err(End::Closed),
-                _ => Ok(false),
+                _ => Ok(()),
             };
         }
         match self.writer.poll_flush(cx) {
@@ -203,7 +205,7 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
                 self.write_timer = None;
                 match self.phase {
                     Phase::Answered => Err(End::Closed),
-                    _ => Ok(true),
+                    _ => Ok(()),
                 }
             }
             Poll::Ready(Err(e)) => Err(End::Io(e.kind())),
@@ -214,7 +216,7 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
                 });
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => Err(End::WriteTimeout),
-                    Poll::Pending => Ok(false),
+                    Poll::Pending => Ok(()),
                 }
             }
         }

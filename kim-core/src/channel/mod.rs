@@ -13,7 +13,7 @@
 
 mod id;
 mod map;
-mod outbox;
+pub(crate) mod outbox;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

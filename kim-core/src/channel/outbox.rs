@@ -79,6 +79,9 @@ impl Outbox {
             return Err(PushError::Full);
         }
         st.bytes += frame.payload.len();
+        if st.frames.capacity() == 0 {
+            st.frames = spare::take();
+        }
         st.frames.push_back(frame);
         Ok(if st.running { None } else { st.waker.take() })
     }
@@ -122,7 +125,8 @@ impl Outbox {
         self.state.lock().frames.len()
     }
 
-    /// The task, its writer idle, takes everything queued and any close requested.
+    /// The task, its writer idle, takes everything queued and any close requested. The
+    /// emptied queue goes back with [`recycle`].
     pub(crate) fn take_batch(&self) -> (VecDeque<Frame>, Option<CloseRequest>) {
         let mut st = self.state.lock();
         st.running = true;
@@ -204,6 +208,54 @@ impl Outbox {
                 Some(v.saturating_sub(n))
             });
         self.state.lock().waker.take()
+    }
+}
+
+/// Hands an emptied batch queue back for the next push on this thread.
+pub(crate) fn recycle(queue: VecDeque<Frame>) {
+    spare::give(queue);
+}
+
+/// Empty queues kept per thread. A channel's queue leaves its outbox with every batch, so
+/// that an idle channel holds none; without this, the next push (a request's reply, a
+/// message in a fan-out) would allocate a queue again, and free it once written.
+mod spare {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    use crate::frame::Frame;
+
+    /// Queues kept per thread.
+    const MAX_KEPT: usize = 64;
+    /// The largest queue kept, in frames.
+    const MAX_FRAMES: usize = 64;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<VecDeque<Frame>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty queue, with room if one is kept.
+    pub(super) fn take() -> VecDeque<Frame> {
+        SPARE
+            .try_with(|s| s.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Keeps `queue` (emptied) for a later [`take`], unless too many or too large.
+    pub(super) fn give(mut queue: VecDeque<Frame>) {
+        let cap = queue.capacity();
+        if cap == 0 || cap > MAX_FRAMES {
+            return;
+        }
+        queue.clear();
+        let _ = SPARE.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < MAX_KEPT {
+                s.push(queue);
+            }
+        });
     }
 }
 
