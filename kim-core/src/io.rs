@@ -193,6 +193,10 @@ impl ReadBuffer {
             }
         }
         let room = self.buf.capacity() - self.buf.len();
+        // Only a read into an empty buffer says how large messages are: one that completes a
+        // message read in part returns its last few bytes, which must not shrink the next read
+        // (a 16 KiB message would then be read in two calls every time).
+        let fresh = self.buf.is_empty();
         match tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf) {
             Poll::Pending => {
                 if self.buf.is_empty() && self.buf.capacity() > 0 {
@@ -203,7 +207,7 @@ impl ReadBuffer {
             Poll::Ready(Ok(n)) => {
                 if n == room && self.next < MAX_READ_SIZE {
                     self.next = (self.next * 2).min(MAX_READ_SIZE);
-                } else if n < self.next / 8 && self.next > self.chunk {
+                } else if fresh && n < self.next / 8 && self.next > self.chunk {
                     self.next = (self.next / 2).max(self.chunk);
                 }
                 Poll::Ready(Ok(n))
@@ -251,6 +255,10 @@ pub mod pool {
 
     /// Buffers kept per thread.
     pub const MAX_POOLED: usize = 16;
+    /// The smallest buffer kept, and the least a staging buffer is given: one read's worth,
+    /// so that a buffer a writer gave back serves the next read. (Smaller ones, kept, would
+    /// be taken for a read, found too small and let go: a miss, then an allocation.)
+    pub const MIN_POOLED_SIZE: usize = 4096;
     /// The largest buffer kept.
     pub const MAX_POOLED_SIZE: usize = 64 * 1024;
 
@@ -262,16 +270,15 @@ pub mod pool {
     ///
     /// A cached buffer may still share its allocation with payloads split off it earlier,
     /// and its room shrinks by what they took; `try_reclaim` gives the room back without
-    /// allocating once they are gone. One that cannot be reclaimed is let go.
+    /// allocating once they are gone. One that cannot serve this caller (too small, or still
+    /// shared) stays for another.
     pub fn take(min: usize) -> Option<BytesMut> {
         POOL.try_with(|p| {
             let mut p = p.borrow_mut();
-            let mut b = p.pop()?;
-            if b.try_reclaim(min) {
-                Some(b)
-            } else {
-                None
-            }
+            // The most recently given first (its memory is the likeliest to be in cache);
+            // one too small for this read, or still shared, stays for another.
+            let i = p.iter_mut().rposition(|b| b.try_reclaim(min))?;
+            Some(p.remove(i))
         })
         .ok()
         .flatten()
@@ -281,8 +288,12 @@ pub mod pool {
     /// frees it (its memory, once no payload shares it).
     pub fn give(mut b: BytesMut) {
         b.clear();
-        let cap = b.capacity();
-        if cap == 0 || cap > MAX_POOLED_SIZE {
+        // Payloads split off the front took their room with them; once they are gone, the
+        // room comes back without an allocation.
+        if b.capacity() < MIN_POOLED_SIZE && !b.try_reclaim(MIN_POOLED_SIZE) {
+            return;
+        }
+        if b.capacity() > MAX_POOLED_SIZE {
             return;
         }
         let _ = POOL.try_with(|p| {
@@ -348,9 +359,8 @@ impl WriteBuffer {
     /// The staging buffer, for a codec to encode a header (or a small frame) into.
     pub fn staging(&mut self) -> &mut BytesMut {
         if self.staging.capacity() == 0 {
-            if let Some(b) = pool::take(0) {
-                self.staging = b;
-            }
+            self.staging =
+                pool::take(0).unwrap_or_else(|| BytesMut::with_capacity(pool::MIN_POOLED_SIZE));
         }
         &mut self.staging
     }
@@ -551,6 +561,49 @@ mod tests {
             }
         }
         assert!(rb.len() >= declared);
+    }
+
+    #[tokio::test]
+    async fn the_last_bytes_of_a_message_do_not_shrink_the_next_read() {
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        let (mut rd, _wr) = tokio::io::split(b);
+        // Reading 16 KiB messages: the read size has grown past them.
+        let mut rb = ReadBuffer::with_bytes(4096, BytesMut::from(&[1u8; 16 * 1024][..]));
+        rb.next = 32 * 1024;
+        // The message's last 8 bytes complete it: they say nothing of the next message.
+        tokio::io::AsyncWriteExt::write_all(&mut a, &[1u8; 8])
+            .await
+            .unwrap();
+        let n = poll_fn(|cx| rb.poll_fill(&mut rd, cx, 8)).await.unwrap();
+        assert_eq!(n, 8);
+        assert_eq!(rb.next, 32 * 1024);
+        // A read into an empty buffer that brings little does shrink it.
+        rb.buf().clear();
+        tokio::io::AsyncWriteExt::write_all(&mut a, &[1u8; 8])
+            .await
+            .unwrap();
+        poll_fn(|cx| rb.poll_fill(&mut rd, cx, 1)).await.unwrap();
+        assert_eq!(rb.next, 16 * 1024);
+    }
+
+    #[test]
+    fn a_buffer_given_back_after_its_payloads_are_gone_is_taken_again_whole() {
+        let mut b = BytesMut::with_capacity(8192);
+        b.extend_from_slice(&[7u8; 100]);
+        let payload = b.split_to(100).freeze();
+        let base = b.as_ptr() as usize - 100;
+        drop(payload);
+        pool::give(b);
+        // A small buffer given back is not kept: it could serve no read.
+        pool::give(BytesMut::with_capacity(16));
+        let again = pool::take(8192).expect("the buffer is cached");
+        assert_eq!(
+            again.as_ptr() as usize,
+            base,
+            "the same memory, from its start"
+        );
+        assert!(again.capacity() >= 8192);
+        assert!(pool::take(1).is_none(), "nothing else was kept");
     }
 
     #[tokio::test]
