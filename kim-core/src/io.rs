@@ -288,9 +288,10 @@ pub mod pool {
     /// frees it (its memory, once no payload shares it).
     pub fn give(mut b: BytesMut) {
         b.clear();
-        // Payloads split off the front took their room with them; once they are gone, the
-        // room comes back without an allocation.
-        if b.capacity() < MIN_POOLED_SIZE && !b.try_reclaim(MIN_POOLED_SIZE) {
+        // Payloads split off the front took their room with them; `take` gets it back once
+        // they are gone. Only a buffer with little room left is checked here, so that one
+        // that is truly small is not kept.
+        if b.capacity() < MIN_POOLED_SIZE / 2 && !b.try_reclaim(MIN_POOLED_SIZE) {
             return;
         }
         if b.capacity() > MAX_POOLED_SIZE {
