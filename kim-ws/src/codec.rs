@@ -6,7 +6,9 @@
 //! control frames allowed between fragments, and text is validated as UTF-8 fragment by
 //! fragment, so a bad byte fails the message as soon as its fragment arrives.
 //!
-//! The server's writer sends frames unmasked, header and payload through vectored writes. The
+//! The server's writer sends frames unmasked through kim-core's `WriteBuffer`: small payloads
+//! are copied beside their headers and go out with one `send`, payloads over
+//! [`COPY_THRESHOLD`](kim_core::io::COPY_THRESHOLD) by reference with a vectored write. The
 //! client's writer must mask, which means writing a masked copy.
 
 use std::io;
