@@ -217,18 +217,17 @@ impl ReadBuffer {
     }
 
     /// Makes room for `additional` more bytes: in place when the buffer's own memory can be
-    /// reclaimed; in an ordinary allocation up to two read sizes (the common case, as cheap as
-    /// before); beyond that, in an allocation that is allowed to fail.
+    /// reclaimed; otherwise in a new allocation of exactly what is needed, requested
+    /// fallibly, into which what is buffered moves.
+    ///
+    /// Exactly: `BytesMut::reserve` would grow the allocation the way a `Vec` does, to twice
+    /// its size, and a buffer from the cache may be large already (64 KiB read for a message
+    /// that is no longer coming), so a few bytes fed could cost 128 KiB.
     fn grow(&mut self, additional: usize) -> io::Result<()> {
-        let len = self.buf.len();
-        let cap = len.saturating_add(additional);
-        if cap <= 2 * MAX_READ_SIZE {
-            self.buf.reserve(additional);
-            return Ok(());
-        }
         if self.buf.try_reclaim(additional) {
             return Ok(());
         }
+        let cap = self.buf.len().saturating_add(additional);
         let mut v: Vec<u8> = Vec::new();
         v.try_reserve_exact(cap).map_err(|_| {
             io::Error::new(
@@ -585,6 +584,31 @@ mod tests {
             .unwrap();
         poll_fn(|cx| rb.poll_fill(&mut rd, cx, 1)).await.unwrap();
         assert_eq!(rb.next, 16 * 1024);
+    }
+
+    #[tokio::test]
+    async fn a_cached_buffer_grows_to_what_is_needed_not_twice_its_size() {
+        // A read buffer of a past large message, back in the cache.
+        let mut big = BytesMut::with_capacity(MAX_READ_SIZE);
+        big.extend_from_slice(&[0u8; 100]);
+        drop(big.split_to(100).freeze());
+        pool::give(big);
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        let (mut rd, _wr) = tokio::io::split(b);
+        let mut rb = ReadBuffer::new(64);
+        tokio::io::AsyncWriteExt::write_all(&mut a, &[1u8; 16])
+            .await
+            .unwrap();
+        let n = poll_fn(|cx| rb.poll_fill(&mut rd, cx, 8)).await.unwrap();
+        assert_eq!(n, 16);
+        // A header declared a large message: room for one more read size, no more.
+        let n = poll_fn(|cx| Poll::Ready(rb.poll_fill(&mut rd, cx, 4 << 20))).await;
+        assert!(n.is_pending());
+        assert!(
+            rb.capacity() <= 16 + MAX_READ_SIZE,
+            "16 bytes buffered hold {} bytes",
+            rb.capacity()
+        );
     }
 
     #[test]
