@@ -202,12 +202,7 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
                 }
                 Work::Login => {
                     let c = &wc.chan;
-                    let r = AssertUnwindSafe(self.state_listener.login(c))
-                        .catch_unwind()
-                        .await;
-                    if r.is_err() {
-                        error!(id = %c.id(), "state listener panicked");
-                    }
+                    run_state_event(c, self.state_listener.login(c)).await;
                     // The master lets the channel read once its login event has run.
                     let handled = Handled { cost: LOGIN_HOLD }.encode();
                     self.remote
@@ -217,12 +212,7 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
                 }
                 Work::Disconnect => {
                     let c = &wc.chan;
-                    let r = AssertUnwindSafe(self.state_listener.disconnect(c))
-                        .catch_unwind()
-                        .await;
-                    if r.is_err() {
-                        error!(id = %c.id(), "state listener panicked");
-                    }
+                    run_state_event(c, self.state_listener.disconnect(c)).await;
                     self.disconnects.fetch_add(1, Ordering::Relaxed);
                     self.done(1);
                 }
@@ -552,4 +542,12 @@ fn watch_lifeline(fd: RawFd) -> io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// Runs a state listener's login or disconnect event for `chan`; a panic in it is logged and
+/// goes no further, as one in a message handler does.
+async fn run_state_event(chan: &Channel, event: impl std::future::Future<Output = ()>) {
+    if AssertUnwindSafe(event).catch_unwind().await.is_err() {
+        error!(id = %chan.id(), "state listener panicked");
+    }
 }
