@@ -8,6 +8,7 @@
 //! - after login every text or binary frame is echoed with the same opcode, except
 //!   `@<id> <text>`, which is pushed to channel `<id>` as `<sender id>: <text>`; when `<id>` is
 //!   not connected the sender gets `offline <id>`;
+//! - `/join <room>`, `/leave <room>` and `#<room> <text>` work with rooms ([`rooms`]);
 //! - with `--presence` (off by default), every other channel is told `<id> joined` when a
 //!   channel logs in and `<id> left` when it is gone, as text frames ([`Presence`]).
 #![warn(missing_docs)]
@@ -16,6 +17,8 @@
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+pub mod rooms;
 
 use std::time::Duration;
 
@@ -27,6 +30,11 @@ use kim_core::{
 
 /// The longest user id the mock protocol accepts, in bytes.
 pub const MAX_ID_LEN: usize = 64;
+
+pub use rooms::{
+    parse_room_command, run_room_command, BroadcastListener, JoinBroadcast, RoomCommand,
+    BROADCAST_ROOM,
+};
 
 /// The mock protocol's login: the first frame is the user id.
 #[derive(Debug, Clone, Copy, Default)]
@@ -46,7 +54,8 @@ impl Acceptor for MockAcceptor {
     }
 }
 
-/// The mock protocol's messages: echo, or `@<id> <text>` to push to another channel.
+/// The mock protocol's messages: echo, `@<id> <text>` to push to another channel, and the
+/// room commands.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MockListener;
 
@@ -60,6 +69,9 @@ pub fn parse_push(payload: &[u8]) -> Option<(&str, &[u8])> {
 
 impl MessageListener for MockListener {
     async fn receive(&self, agent: &Agent, message: Frame) {
+        if let Some(command) = parse_room_command(&message.payload) {
+            return run_room_command(agent, command, &message).await;
+        }
         let Some((to, text)) = parse_push(&message.payload) else {
             if let Err(e) = agent.push_frame(message) {
                 log_echo_failed(agent, &e);

@@ -116,10 +116,13 @@ pub(crate) enum CloseCause {
     Server,
     /// The server shut down.
     Shutdown,
+    /// Its outbox was full when a room it is in published to it (policy
+    /// [`SlowMember::Close`](crate::room::SlowMember::Close)).
+    SlowConsumer,
 }
 
 impl CloseCause {
-    pub(crate) const ALL: [CloseCause; 10] = [
+    pub(crate) const ALL: [CloseCause; 11] = [
         CloseCause::Peer,
         CloseCause::PeerGone,
         CloseCause::IoError,
@@ -130,6 +133,7 @@ impl CloseCause {
         CloseCause::Kicked,
         CloseCause::Server,
         CloseCause::Shutdown,
+        CloseCause::SlowConsumer,
     ];
 
     /// The label value.
@@ -145,6 +149,7 @@ impl CloseCause {
             CloseCause::Kicked => "kicked",
             CloseCause::Server => "server",
             CloseCause::Shutdown => "shutdown",
+            CloseCause::SlowConsumer => "slow_consumer",
         }
     }
 }

@@ -38,6 +38,26 @@ pub trait FrameWriter: Send + Unpin + 'static {
     /// Encodes `frame` into the pending batch. Never does I/O.
     fn start_frame(&mut self, frame: Frame);
 
+    /// The bytes a server's writer of this transport sends for `frame`, when they are the same
+    /// on every connection (no mask, no per-connection state): a room's publish encodes its
+    /// frame once with this and every member's writer queues the same bytes with
+    /// [`FrameWriter::start_encoded`]. `None`, the default, has each writer encode the frame
+    /// itself.
+    fn encode_shared(frame: &Frame) -> Option<Bytes>
+    where
+        Self: Sized,
+    {
+        let _ = frame;
+        None
+    }
+
+    /// Queues `wire`, the bytes [`FrameWriter::encode_shared`] returned for `frame`. The
+    /// default encodes `frame` itself.
+    fn start_encoded(&mut self, frame: &Frame, wire: &Bytes) {
+        let _ = wire;
+        self.start_frame(frame.clone());
+    }
+
     /// The frame that closes a connection for `reason`, in this transport's encoding.
     fn close_frame(&self, reason: &CloseReason) -> Frame;
 

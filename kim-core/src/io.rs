@@ -377,7 +377,7 @@ impl WriteBuffer {
         }
         self.pending += payload.len();
         if payload.len() <= COPY_THRESHOLD {
-            self.staging.extend_from_slice(&payload);
+            self.staging().extend_from_slice(&payload);
         } else {
             if !self.staging.is_empty() {
                 self.segments.push_back(self.staging.split().freeze());

@@ -8,7 +8,8 @@
 //! [`DefaultServer`] owns everything else: the accept loop, the transport upgrade (chosen by
 //! an [`Upgrader`]: websocket or raw TCP frames), the login deadline, per-channel read and
 //! write deadlines, heartbeats, batched writes, pushes to any channel through a
-//! [`ServerHandle`], and graceful shutdown.
+//! [`ServerHandle`], [rooms](room) (join, leave, and publish to every member, encoded once),
+//! and graceful shutdown.
 //!
 //! The path of a message: the accept loop hands a stream to the upgrader, the acceptor logs
 //! it in under `login_wait`, the channel joins the [`ChannelMap`], and one task per channel
@@ -17,9 +18,11 @@
 //!
 //! The crate has one module per concept, and its dependencies point one way: `server` (accept,
 //! login, sweep, the handle) uses `session` (one channel's task), which uses `route` (where
-//! messages go) and `channel` (the handle, its outbox, the map); those use the leaves: frames,
-//! `close` (reasons and causes), errors, options, the clock. Process mode (`ipc`) plugs in at
-//! two seams: the master is a route, and a worker's channels forward their pushes.
+//! messages go) and `channel` (the handle, its outbox, the map); `room` keeps the server's
+//! rooms of channels (the server holds them; a session takes its channel out of them when it
+//! ends); those use the leaves: frames, `close` (reasons and causes), errors, options, the
+//! clock. Process mode (`ipc`) plugs in at two seams: the master is a route, and a worker's
+//! channels forward their pushes and room operations.
 //!
 //! # Example
 //!
@@ -45,6 +48,7 @@ pub mod io;
 pub mod ipc;
 pub mod metrics;
 mod options;
+pub mod room;
 mod route;
 mod server;
 mod session;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::OptionsError;
+use crate::room::RoomPolicy;
 
 /// What to do when a client logs in with an id that is already connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -102,6 +103,8 @@ pub struct ServerOptions {
     read_buffer_size: usize,
     max_connections: usize,
     duplicate_policy: DuplicatePolicy,
+    max_rooms_per_channel: usize,
+    room_policy: RoomPolicy,
     backlog: u32,
     backend: Backend,
     worker_command: Option<WorkerCommand>,
@@ -124,6 +127,8 @@ impl Default for ServerOptions {
             read_buffer_size: 4096,
             max_connections: 1_000_000,
             duplicate_policy: DuplicatePolicy::Reject,
+            max_rooms_per_channel: 1024,
+            room_policy: RoomPolicy::default(),
             backlog: 1024,
             backend: Backend::InProcess,
             worker_command: None,
@@ -187,6 +192,14 @@ impl ServerOptions {
     /// What a duplicate login does.
     pub fn duplicate_policy(&self) -> DuplicatePolicy {
         self.duplicate_policy
+    }
+    /// The most rooms one channel may be in.
+    pub fn max_rooms_per_channel(&self) -> usize {
+        self.max_rooms_per_channel
+    }
+    /// What each room's publishes do to members whose outbox is full.
+    pub fn room_policy(&self) -> &RoomPolicy {
+        &self.room_policy
     }
     /// The listen backlog.
     pub fn backlog(&self) -> u32 {
@@ -280,6 +293,22 @@ impl OptionsBuilder {
         self.opts.duplicate_policy = p;
         self
     }
+    /// The most rooms one channel may be in; a join past it fails with
+    /// [`RoomError::TooManyRooms`](crate::room::RoomError::TooManyRooms). Default 1024. It
+    /// bounds what one client can make the server keep, and the time one leave takes (a
+    /// channel's rooms are searched in a list).
+    pub fn max_rooms_per_channel(mut self, n: usize) -> Self {
+        self.opts.max_rooms_per_channel = n;
+        self
+    }
+    /// What a room's publish does to a member whose outbox is full, chosen per room name when
+    /// the room is created: skip it (the default for every room) or close it as a slow
+    /// consumer. `RoomPolicy::all(SlowMember::Close)` closes in every room;
+    /// `RoomPolicy::new(|name| ...)` decides by name.
+    pub fn room_policy(mut self, policy: RoomPolicy) -> Self {
+        self.opts.room_policy = policy;
+        self
+    }
     /// Listen backlog. Default 1024.
     pub fn backlog(mut self, n: u32) -> Self {
         self.opts.backlog = n;
@@ -356,6 +385,9 @@ impl OptionsBuilder {
         }
         if o.max_connections == 0 {
             return err("max_connections", "must be at least 1");
+        }
+        if o.max_rooms_per_channel == 0 {
+            return err("max_rooms_per_channel", "must be at least 1");
         }
         if let Backend::UnixDatagram {
             workers,

@@ -23,7 +23,8 @@ use std::task::{Context, Poll};
 
 use tokio::time::Sleep;
 
-use crate::channel::{outbox, Backlog, Channel};
+use crate::channel::outbox::{self, Queued};
+use crate::channel::{Backlog, Channel};
 use crate::close::{CloseCause, CloseMode, CloseReason, End};
 use crate::conn::{FrameReader, FrameWriter};
 use crate::error::ReadError;
@@ -170,10 +171,16 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
         let (mut batch, close) = self.chan.outbox().take_batch();
         if !batch.is_empty() {
             let (mut n, mut bytes) = (0, 0);
-            while let Some(f) = batch.pop_front() {
+            while let Some(q) = batch.pop_front() {
                 n += 1;
-                bytes += f.payload.len() as u64;
-                self.writer.start_frame(f);
+                bytes += q.len() as u64;
+                match q {
+                    Queued::Frame(f) => self.writer.start_frame(f),
+                    Queued::Shared(s) => match &s.wire {
+                        Some(wire) => self.writer.start_encoded(&s.frame, wire),
+                        None => self.writer.start_frame(s.frame.clone()),
+                    },
+                }
             }
             if self.chan.context().limits.count_messages {
                 self.chan.context().metrics.hot.sent(n, bytes);
@@ -311,6 +318,9 @@ impl<R, W, T: Route> Session<R, W, T> {
         let chan = &self.chan;
         chan.outbox().end();
         let server = &chan.context().server;
+        // Out of its rooms first (joins are refused once the outbox has ended), so that a
+        // channel gone from the map is in no room, and the disconnect callback sees it so.
+        server.core().rooms.leave_all(chan.serial());
         server.channels().remove_channel(chan);
         chan.context().metrics.closed(cause);
         self.route.ended(chan)

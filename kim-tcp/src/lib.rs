@@ -13,7 +13,7 @@
 use std::io;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kim_core::client::{Client, ClientError, ClientOptions};
 use kim_core::io::{Io, ReadBuffer, WriteBuffer};
 use kim_core::{
@@ -179,6 +179,19 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for TcpWriter<W> {
         staging.put_u32(len);
         self.buf.staged(HEADER_LEN);
         self.buf.push_payload(frame.payload.slice(..len as usize));
+    }
+
+    fn encode_shared(frame: &Frame) -> Option<Bytes> {
+        let len = u32::try_from(frame.payload.len()).ok()?;
+        let mut wire = BytesMut::with_capacity(HEADER_LEN + frame.payload.len());
+        wire.put_u8(frame.op as u8);
+        wire.put_u32(len);
+        wire.extend_from_slice(&frame.payload);
+        Some(wire.freeze())
+    }
+
+    fn start_encoded(&mut self, _frame: &Frame, wire: &Bytes) {
+        self.buf.push_payload(wire.clone());
     }
 
     fn close_frame(&self, reason: &CloseReason) -> Frame {

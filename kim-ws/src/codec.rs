@@ -496,6 +496,21 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for WsWriter<W> {
         }
     }
 
+    fn encode_shared(frame: &Frame) -> Option<Bytes> {
+        let mut wire = BytesMut::with_capacity(10 + frame.payload.len());
+        put_header(&mut wire, frame.op, frame.payload.len(), None);
+        wire.extend_from_slice(&frame.payload);
+        Some(wire.freeze())
+    }
+
+    fn start_encoded(&mut self, frame: &Frame, wire: &Bytes) {
+        match self.role {
+            // A server's frames are not masked: the shared bytes are this writer's own.
+            Role::Server => self.buf.push_payload(wire.clone()),
+            Role::Client => self.start_frame(frame.clone()),
+        }
+    }
+
     fn close_frame(&self, reason: &CloseReason) -> Frame {
         if reason.code == CloseReason::NO_STATUS || !is_valid_close_code(reason.code) {
             return Frame::new(OpCode::Close, Bytes::new());

@@ -34,6 +34,9 @@ pub use id::{ChannelId, Meta};
 pub use map::{ChannelMap, Insert};
 pub(crate) use outbox::{Backlog, Outbox};
 
+use crate::room::{Published, RoomError};
+use outbox::{Queued, Shared};
+
 /// Logs a failed push at debug level, at most once a second: a client that floods a full
 /// outbox fails a push per message, and the metrics count every one of them.
 pub(crate) fn log_push_failed(id: &str, e: &PushError) {
@@ -216,10 +219,11 @@ impl Channel {
         }
         match &context.delivery {
             Delivery::Outbox => {
-                let waker =
-                    self.inner
-                        .outbox
-                        .push(frame, limits.outbound_frames, limits.outbound_bytes)?;
+                let waker = self.inner.outbox.push(
+                    Queued::Frame(frame),
+                    limits.outbound_frames,
+                    limits.outbound_bytes,
+                )?;
                 if let Some(w) = waker {
                     w.wake();
                 }
@@ -227,6 +231,60 @@ impl Channel {
             }
             Delivery::Forward(to) => to.push(self, frame),
         }
+    }
+
+    /// Queues a frame shared with other channels (a room's publish), under the same bounds as
+    /// a push. Only channels whose socket is in this process are in rooms.
+    pub(crate) fn push_shared(&self, shared: &Arc<Shared>) -> Result<(), PushError> {
+        let limits = &self.inner.context.limits;
+        let waker = self.inner.outbox.push(
+            Queued::Shared(shared.clone()),
+            limits.outbound_frames,
+            limits.outbound_bytes,
+        )?;
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Joins room `room` (see [`crate::room`]); joining a room the channel is in changes
+    /// nothing. Fails for a bad name, a closed channel, or one in as many rooms as
+    /// [`max_rooms_per_channel`](crate::OptionsBuilder::max_rooms_per_channel) allows. The
+    /// channel leaves all its rooms when it ends. In a worker process the join is sent to the
+    /// master, ahead of anything this channel pushes or publishes after it.
+    pub fn join(&self, room: &str) -> Result<(), RoomError> {
+        self.inner.context.server.join_channel(self, room)
+    }
+
+    /// Leaves room `room`; leaving a room the channel is not in changes nothing.
+    pub fn leave(&self, room: &str) -> Result<(), RoomError> {
+        self.inner.context.server.leave_channel(self, room)
+    }
+
+    /// Publishes `frame` to every member of room `room`, this channel included if it is a
+    /// member (it need not be). See [`ServerHandle::publish`].
+    pub fn publish(&self, room: &str, frame: Frame) -> Result<Published, RoomError> {
+        self.inner.context.server.publish_from(room, frame, None)
+    }
+
+    /// Publishes `frame` to every member of room `room` but this channel.
+    pub fn publish_others(&self, room: &str, frame: Frame) -> Result<Published, RoomError> {
+        self.inner
+            .context
+            .server
+            .publish_from(room, frame, Some(self.serial()))
+    }
+
+    /// The rooms this channel is in. Answered at once in-process; in a worker process the
+    /// master is asked (within a few seconds, or [`RoomError::Unavailable`]).
+    pub async fn rooms(&self) -> Result<Vec<String>, RoomError> {
+        self.inner.context.server.rooms_of_channel(self).await
+    }
+
+    /// True if this channel is in room `room` (asked of the master in a worker process).
+    pub async fn in_room(&self, room: &str) -> Result<bool, RoomError> {
+        self.inner.context.server.channel_in_room(self, room).await
     }
 
     /// Closes the channel: what is queued is written, then a close frame with `reason`. The

@@ -14,13 +14,43 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::Waker;
+
+use bytes::Bytes;
 
 use parking_lot::Mutex;
 
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::error::PushError;
 use crate::frame::Frame;
+
+/// A frame many outboxes share (a room's publish), encoded once.
+pub(crate) struct Shared {
+    /// The frame, for writers that encode it themselves.
+    pub(crate) frame: Frame,
+    /// Its bytes on the wire, the same for every connection of the server's transport (`None`
+    /// when the transport encodes per connection).
+    pub(crate) wire: Option<Bytes>,
+}
+
+/// One entry of an outbox.
+pub(crate) enum Queued {
+    /// A frame pushed to this channel alone.
+    Frame(Frame),
+    /// A frame shared with other channels.
+    Shared(Arc<Shared>),
+}
+
+impl Queued {
+    /// The payload's length.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Queued::Frame(f) => f.payload.len(),
+            Queued::Shared(s) => s.frame.payload.len(),
+        }
+    }
+}
 
 /// A close requested from outside the channel's task.
 pub(crate) type CloseRequest = (CloseReason, CloseMode, CloseCause);
@@ -34,7 +64,7 @@ pub(crate) struct Outbox {
 
 #[derive(Default)]
 struct State {
-    frames: VecDeque<Frame>,
+    frames: VecDeque<Queued>,
     bytes: usize,
     /// A close requested from outside the task, not yet taken by the task.
     close: Option<CloseRequest>,
@@ -67,7 +97,7 @@ impl Outbox {
     /// already. Returns the task's waker when the task must be woken.
     pub(crate) fn push(
         &self,
-        frame: Frame,
+        frame: Queued,
         max_frames: usize,
         max_bytes: usize,
     ) -> Result<Option<Waker>, PushError> {
@@ -78,7 +108,7 @@ impl Outbox {
         if st.frames.len() >= max_frames || st.bytes >= max_bytes {
             return Err(PushError::Full);
         }
-        st.bytes += frame.payload.len();
+        st.bytes += frame.len();
         if st.frames.capacity() == 0 {
             st.frames = spare::take();
         }
@@ -90,7 +120,7 @@ impl Outbox {
     pub(crate) fn push_first(&self, frame: Frame) {
         let mut st = self.state.lock();
         st.bytes += frame.payload.len();
-        st.frames.push_back(frame);
+        st.frames.push_back(Queued::Frame(frame));
     }
 
     /// Asks the task to close. Only an abort overrides a close already requested or under
@@ -127,7 +157,7 @@ impl Outbox {
 
     /// The task, its writer idle, takes everything queued and any close requested. The
     /// emptied queue goes back with [`recycle`].
-    pub(crate) fn take_batch(&self) -> (VecDeque<Frame>, Option<CloseRequest>) {
+    pub(crate) fn take_batch(&self) -> (VecDeque<Queued>, Option<CloseRequest>) {
         let mut st = self.state.lock();
         st.running = true;
         st.bytes = 0;
@@ -212,7 +242,7 @@ impl Outbox {
 }
 
 /// Hands an emptied batch queue back for the next push on this thread.
-pub(crate) fn recycle(queue: VecDeque<Frame>) {
+pub(crate) fn recycle(queue: VecDeque<Queued>) {
     spare::give(queue);
 }
 
@@ -223,7 +253,7 @@ mod spare {
     use std::cell::RefCell;
     use std::collections::VecDeque;
 
-    use crate::frame::Frame;
+    use crate::channel::outbox::Queued;
 
     /// Queues kept per thread.
     const MAX_KEPT: usize = 64;
@@ -231,11 +261,11 @@ mod spare {
     const MAX_FRAMES: usize = 64;
 
     thread_local! {
-        static SPARE: RefCell<Vec<VecDeque<Frame>>> = const { RefCell::new(Vec::new()) };
+        static SPARE: RefCell<Vec<VecDeque<Queued>>> = const { RefCell::new(Vec::new()) };
     }
 
     /// An empty queue, with room if one is kept.
-    pub(super) fn take() -> VecDeque<Frame> {
+    pub(super) fn take() -> VecDeque<Queued> {
         SPARE
             .try_with(|s| s.borrow_mut().pop())
             .ok()
@@ -244,7 +274,7 @@ mod spare {
     }
 
     /// Keeps `queue` (emptied) for a later [`take`], unless too many or too large.
-    pub(super) fn give(mut queue: VecDeque<Frame>) {
+    pub(super) fn give(mut queue: VecDeque<Queued>) {
         let cap = queue.capacity();
         if cap == 0 || cap > MAX_FRAMES {
             return;
@@ -275,23 +305,25 @@ mod tests {
     #[test]
     fn pushes_are_bounded_and_refused_once_closing() {
         let ob = Outbox::default();
-        assert!(ob.push(Frame::binary("a"), 2, 100).is_ok());
-        assert!(ob.push(Frame::binary("b"), 2, 100).is_ok());
+        assert!(ob.push(Queued::Frame(Frame::binary("a")), 2, 100).is_ok());
+        assert!(ob.push(Queued::Frame(Frame::binary("b")), 2, 100).is_ok());
         assert_eq!(
-            ob.push(Frame::binary("c"), 2, 100).err(),
+            ob.push(Queued::Frame(Frame::binary("c")), 2, 100).err(),
             Some(PushError::Full)
         );
         let (batch, close) = ob.take_batch();
         assert_eq!(batch.len(), 2);
         assert!(close.is_none());
-        assert!(ob.push(Frame::binary(vec![0; 100]), 2, 100).is_ok());
+        assert!(ob
+            .push(Queued::Frame(Frame::binary(vec![0; 100])), 2, 100)
+            .is_ok());
         assert_eq!(
-            ob.push(Frame::binary("d"), 2, 100).err(),
+            ob.push(Queued::Frame(Frame::binary("d")), 2, 100).err(),
             Some(PushError::Full)
         );
         ob.refuse_pushes();
         assert_eq!(
-            ob.push(Frame::binary("e"), 9, 1000).err(),
+            ob.push(Queued::Frame(Frame::binary("e")), 9, 1000).err(),
             Some(PushError::Closed)
         );
     }
@@ -303,11 +335,14 @@ mod tests {
         let waker = Waker::from(count.clone());
         let _ = ob.take_batch();
         assert!(ob.park(true, &waker));
-        let w = ob.push(Frame::binary("x"), 9, 99).unwrap();
+        let w = ob.push(Queued::Frame(Frame::binary("x")), 9, 99).unwrap();
         w.expect("a parked task is woken").wake();
         // The task runs: it takes the batch, and pushes meanwhile need no wake-up.
         let _ = ob.take_batch();
-        assert!(ob.push(Frame::binary("y"), 9, 99).unwrap().is_none());
+        assert!(ob
+            .push(Queued::Frame(Frame::binary("y")), 9, 99)
+            .unwrap()
+            .is_none());
         // Work slipped in: the task must not park.
         assert!(!ob.park(true, &waker));
         assert_eq!(count.0.load(Ordering::SeqCst), 1);

@@ -23,6 +23,7 @@ use crate::ipc::protocol::{
     ipc_cost, Body, ChannelInfo, CloseBody, Control, Handled, ShutdownRequest, WorkerCounters,
     LOGIN_HOLD, OPEN_LOGIN, OPEN_OWNER,
 };
+use crate::ipc::rooms::on_room_message;
 use crate::ipc::stats::{IpcStats, Reports};
 use crate::ipc::wire::{Kind, Outgoing, Reassembler, Received, RecvStats, SendStats};
 use crate::metrics::HandlerHistogram;
@@ -347,6 +348,19 @@ impl Master {
                         let handle = ServerHandle::new(core);
                         tokio::spawn(async move {
                             handle.shutdown(Duration::from_millis(ms)).await;
+                        });
+                    }
+                }
+                Some(
+                    code @ (Control::RoomJoin
+                    | Control::RoomLeave
+                    | Control::RoomPublish
+                    | Control::RoomQuery),
+                ) => {
+                    if let Some(core) = self.core.upgrade() {
+                        let link = &self.slots[i].link;
+                        on_room_message(&core.rooms, link, code, m.key, &m.payload, |s| {
+                            self.channel(s)
                         });
                     }
                 }

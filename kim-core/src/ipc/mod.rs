@@ -35,6 +35,7 @@ mod in_transit;
 mod link;
 pub(crate) mod master;
 pub(crate) mod protocol;
+pub(crate) mod rooms;
 pub(crate) mod stats;
 pub(crate) mod wire;
 pub(crate) mod worker;

@@ -29,6 +29,16 @@ pub(crate) enum Control {
     /// Worker to master: a message of the channel in the header's key was handled
     /// ([`Handled`]).
     Handled = 6,
+    /// Worker to master: the channel in the key joins a room (body: its name).
+    RoomJoin = 7,
+    /// Worker to master: the channel in the key leaves a room (body: its name).
+    RoomLeave = 8,
+    /// Worker to master: publish to a room, except to the channel in the key (0: none).
+    RoomPublish = 9,
+    /// Worker to master: a question about rooms; the key is the question's number.
+    RoomQuery = 10,
+    /// Master to worker: the answer to the question numbered in the key.
+    RoomAnswer = 11,
 }
 
 impl Control {
@@ -41,6 +51,11 @@ impl Control {
             4 => Control::Stats,
             5 => Control::Shutdown,
             6 => Control::Handled,
+            7 => Control::RoomJoin,
+            8 => Control::RoomLeave,
+            9 => Control::RoomPublish,
+            10 => Control::RoomQuery,
+            11 => Control::RoomAnswer,
             _ => return None,
         })
     }
@@ -53,43 +68,43 @@ impl Control {
 
 /// Writes a body's fields in order.
 #[derive(Default)]
-pub(crate) struct Writer(BytesMut);
+pub(crate) struct Writer(pub(crate) BytesMut);
 
 impl Writer {
-    fn u16(&mut self, v: u16) {
+    pub(crate) fn u16(&mut self, v: u16) {
         self.0.put_u16_le(v);
     }
-    fn u32(&mut self, v: u32) {
+    pub(crate) fn u32(&mut self, v: u32) {
         self.0.put_u32_le(v);
     }
-    fn u64(&mut self, v: u64) {
+    pub(crate) fn u64(&mut self, v: u64) {
         self.0.put_u64_le(v);
     }
-    fn str(&mut self, s: &str) {
+    pub(crate) fn str(&mut self, s: &str) {
         self.u32(s.len() as u32);
         self.0.put_slice(s.as_bytes());
     }
 }
 
 /// Reads a body's fields in order; every read is `None` past the end.
-pub(crate) struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let (head, rest) = self.0.split_at_checked(n)?;
         self.0 = rest;
         Some(head)
     }
-    fn u16(&mut self) -> Option<u16> {
+    pub(crate) fn u16(&mut self) -> Option<u16> {
         Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
     }
-    fn u32(&mut self) -> Option<u32> {
+    pub(crate) fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub(crate) fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
-    fn str(&mut self) -> Option<&'a str> {
+    pub(crate) fn str(&mut self) -> Option<&'a str> {
         let n = self.u32()? as usize;
         std::str::from_utf8(self.take(n)?).ok()
     }
@@ -352,6 +367,6 @@ mod tests {
             }
         }
         assert_eq!(Control::from_u8(0), None);
-        assert_eq!(Control::from_u8(7), None);
+        assert_eq!(Control::from_u8(12), None);
     }
 }

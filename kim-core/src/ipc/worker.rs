@@ -28,8 +28,10 @@ use crate::ipc::protocol::{
     ipc_cost, Body, ChannelInfo, CloseBody, Control, Handled, ShutdownRequest, WorkerCounters,
     LOGIN_HOLD, OPEN_LOGIN, OPEN_OWNER,
 };
+use crate::ipc::rooms::RoomClient;
 use crate::ipc::wire::{Kind, Outgoing, Reassembler, Received, RecvStats, SendStats};
 use crate::options::{Backend, ServerOptions};
+use crate::room::remote::RemoteRooms;
 use crate::server::handle::{Core, ProcessMode};
 use crate::throttle::LogThrottle;
 
@@ -84,6 +86,8 @@ impl WorkerEnv {
 pub(crate) struct Remote {
     link: Arc<Link>,
     push_failed: AtomicU64,
+    /// Room operations, sent to the master.
+    rooms: RoomClient,
 }
 
 impl Forward for Remote {
@@ -120,6 +124,10 @@ impl ProcessMode for Remote {
         let body = ShutdownRequest { deadline_ms }.encode();
         self.link.enqueue(Control::Shutdown.message(0, body));
         true
+    }
+
+    fn remote_rooms(&self) -> Option<&dyn RemoteRooms> {
+        Some(&self.rooms)
     }
 }
 
@@ -363,6 +371,7 @@ where
     let remote = Arc::new(Remote {
         link: link.clone(),
         push_failed: AtomicU64::new(0),
+        rooms: RoomClient::new(link.clone()),
     });
     let core = Core::new(options, env.addr);
     core.set_process_mode(remote.clone());
@@ -473,6 +482,9 @@ where
                         worker.done(1);
                     }
                 }
+            }
+            Kind::Control if m.aux == Control::RoomAnswer as u8 => {
+                worker.remote.rooms.answered(m.key, &m.payload);
             }
             Kind::Control if m.aux == Control::Stop as u8 => {
                 info!(worker = index, "stopping");

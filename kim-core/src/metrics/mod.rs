@@ -16,13 +16,19 @@
 //! | `kim_push_failures_total` | counter | `reason`: `not_found`, `closed`, `full`, `not_data`, `too_large` |
 //! | `kim_channels_closed_total` | counter | `cause`: see below |
 //! | `kim_handler_duration_seconds` | histogram: time in [`MessageListener::receive`](crate::MessageListener::receive) | |
+//! | `kim_rooms`, `kim_room_memberships` | gauge: rooms with members, and channels in rooms counted once per room | |
+//! | `kim_room_publishes_total` | counter: publishes to a room (in the process that holds the sockets) | |
+//! | `kim_room_deliveries_total` | counter: members a publish reached | |
+//! | `kim_room_skipped_total` | counter: members a publish skipped, their outbox full | |
+//! | `kim_room_slow_consumers_closed_total` | counter: members closed, their outbox full | |
 //! | `kim_heap_bytes` | gauge: the process's heap, where the C allocator reports it (glibc) | `state`: `in_use`, `free` (kept by the allocator) |
 //! | `kim_heap_trims_total` | counter: free heap returned to the system after a burst | |
 //!
 //! Close causes: `peer` (the client closed), `peer_gone` (the stream ended without a close),
 //! `io_error`, `read_timeout`, `write_timeout`, `close_timeout` (our close was not answered),
-//! `protocol_error`, `kicked` (a newer login with the same id), `server` (the app closed it)
-//! and `shutdown`. A full outbox does not close a channel: the push fails (`full`) and the
+//! `protocol_error`, `kicked` (a newer login with the same id), `server` (the app closed it),
+//! `shutdown` and `slow_consumer` (a room's publish found its outbox full, and the room's
+//! policy is to close). A full outbox does not close a channel: the push fails (`full`) and the
 //! client, once it reads, gets what was queued.
 //!
 //! In process mode the master adds the workers' figures: `kim_ipc_workers`,
@@ -42,6 +48,7 @@
 
 mod hot;
 mod live;
+mod rooms;
 
 use std::sync::{Arc, Weak};
 
@@ -54,6 +61,7 @@ use crate::error::PushError;
 pub(crate) use hot::HANDLER_BUCKETS;
 pub(crate) use hot::{stopwatch, HandlerHistogram, Hot};
 pub(crate) use live::Live;
+pub(crate) use rooms::RoomMetrics;
 
 /// Why a login failed, a label of `kim_login_rejections_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +118,9 @@ pub struct Metrics {
     pub(crate) heap_trims: IntCounter,
     rejections: [IntCounter; 4],
     push_failures: [IntCounter; 5],
-    closed: [IntCounter; 10],
+    closed: [IntCounter; 11],
+    /// Rooms and their publishes.
+    pub(crate) rooms: RoomMetrics,
     pub(crate) hot: Arc<Hot>,
     /// Whether per-message figures are kept.
     pub(crate) per_message: bool,
@@ -170,6 +180,7 @@ impl Metrics {
             rejections: Rejection::ALL.map(|r| rejections.with_label_values(&[r.label()])),
             push_failures: PUSH_REASONS.map(|r| pushes.with_label_values(&[r])),
             closed: CloseCause::ALL.map(|c| closed.with_label_values(&[c.label()])),
+            rooms: RoomMetrics::new(&registry),
             hot: Arc::new(Hot::new()),
             per_message,
             registry,

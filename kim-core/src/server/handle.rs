@@ -21,6 +21,8 @@ use crate::frame::Frame;
 use crate::ipc::stats::IpcStats;
 use crate::metrics::{HandlerHistogram, Live, Metrics};
 use crate::options::ServerOptions;
+use crate::room::remote::RemoteRooms;
+use crate::room::Rooms;
 use crate::server::connections::Connections;
 use crate::server::log::TARGET;
 
@@ -50,6 +52,10 @@ pub(crate) trait ProcessMode: Send + Sync + 'static {
     /// The worker processes' ids.
     fn pids(&self) -> Vec<u32> {
         Vec::new()
+    }
+    /// In a worker: the master's rooms.
+    fn remote_rooms(&self) -> Option<&dyn RemoteRooms> {
+        None
     }
 }
 
@@ -89,6 +95,8 @@ pub(crate) struct Core {
     pub(crate) clock: Arc<Clock>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) connections: Arc<Connections>,
+    /// The rooms of this server's channels (unused in a worker: its master has them).
+    pub(crate) rooms: Rooms,
     pub(crate) lifecycle: Lifecycle,
     /// Set at start in process mode: the master's workers, or a worker's way to its master.
     process: OnceLock<Arc<dyn ProcessMode>>,
@@ -97,6 +105,7 @@ pub(crate) struct Core {
 impl Core {
     pub(crate) fn new(options: ServerOptions, local_addr: SocketAddr) -> Arc<Core> {
         let metrics = Arc::new(Metrics::new(options.metrics()));
+        let rooms = Rooms::new(&options, metrics.clone());
         let core = Arc::new(Core {
             local_addr,
             options,
@@ -104,6 +113,7 @@ impl Core {
             clock: Arc::new(Clock::new()),
             metrics,
             connections: Arc::default(),
+            rooms,
             lifecycle: Lifecycle::default(),
             process: OnceLock::new(),
         });
@@ -131,7 +141,7 @@ impl Core {
     }
 
     /// How this process takes part in process mode ([`NoWorkers`] in-process).
-    fn process(&self) -> &dyn ProcessMode {
+    pub(crate) fn process(&self) -> &dyn ProcessMode {
         match self.process.get() {
             Some(p) => &**p,
             None => &NoWorkers,
@@ -175,6 +185,11 @@ pub struct ServerHandle {
 impl ServerHandle {
     pub(crate) fn new(core: Arc<Core>) -> ServerHandle {
         ServerHandle { core }
+    }
+
+    /// What the handle is a handle to.
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
     }
 
     /// The address the server listens on.

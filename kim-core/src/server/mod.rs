@@ -18,6 +18,7 @@ mod gateway;
 pub(crate) mod handle;
 mod log;
 mod login;
+mod rooms;
 mod sweep;
 
 use std::io;
@@ -212,6 +213,8 @@ where
             let _ = core.lifecycle.debug_addr.set(bound);
             info!(target: TARGET, addr = %bound, "debug listener on");
         }
+        core.rooms
+            .set_encoder(<U::Writer as crate::conn::FrameWriter>::encode_shared);
         let context = core.channel_context(Delivery::Outbox);
         let (upgrader, acceptor) = (self.upgrader, self.acceptor);
         match core.options.backend() {
