@@ -500,7 +500,10 @@ async fn a_fast_sender_is_slowed_by_backpressure_not_answered_with_drops() {
     for i in 0..N {
         let f = read(&mut c).await.expect("every echo arrives");
         assert_eq!(f.payload.len(), 256 * 1024);
-        assert!(f.payload.iter().all(|&b| b == 0x80 | i as u8), "echo {i} in order");
+        assert!(
+            f.payload.iter().all(|&b| b == 0x80 | i as u8),
+            "echo {i} in order"
+        );
     }
     writer.await.unwrap();
 }

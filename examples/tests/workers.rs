@@ -126,7 +126,11 @@ async fn ws(addr: &str, id: &str) -> kim_ws::WsClient {
 /// `n` bytes that differ with `seed`, never starting with `#` or `/` (which the mock protocol
 /// reads as room commands), so that they are echoed.
 fn pattern(n: usize, seed: u8) -> Bytes {
-    let seed = if matches!(seed, b'#' | b'/') { !seed } else { seed };
+    let seed = if matches!(seed, b'#' | b'/') {
+        !seed
+    } else {
+        seed
+    };
     (0..n)
         .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
         .collect()
