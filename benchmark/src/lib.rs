@@ -5,7 +5,9 @@
 
 #![warn(missing_docs)]
 
+pub mod fanout;
 pub mod ipc;
+pub mod membership;
 pub mod parallel;
 pub mod pipelined;
 pub mod proc;

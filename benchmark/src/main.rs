@@ -36,7 +36,8 @@ use clap::{Parser, Subcommand};
 use kim_benchmark::wire::Wire;
 
 use crate::commands::{
-    echo, ipc, large, loadtest, overhead, parallel, pipelined, report, roundtrip, slow_consumers,
+    broadcast, echo, fanout, ipc, large, loadtest, membership, overhead, parallel, pipelined,
+    report, roundtrip, slow_consumers,
 };
 use crate::runner::Options;
 
@@ -154,6 +155,18 @@ enum Workload {
     Pipelined(pipelined::Args),
     /// Large messages echoed on one connection: MB/s.
     Large(large::Args),
+    /// N subscribers in one room and one publisher of small messages, as fast as the server
+    /// takes them: deliveries per second, p50 and p99 delivery latency, server CPU per
+    /// delivery; kim (`echo-server --broadcast`) against the tokio-tungstenite broadcast loop
+    /// and uWebSockets' pub/sub server (`uws-broadcast-server`, when built).
+    Fanout(fanout::Args),
+    /// uWebSockets' broadcast benchmark (`uws-broadcast-test`: C connections each send a
+    /// message and wait for all C) against the same servers as `fanout`: iterations per
+    /// second as it reports them, and the server's CPU per delivery.
+    Broadcast(broadcast::Args),
+    /// The server memory of one room membership: C channels log in, each joins R rooms
+    /// (kim's mock server only): resident memory growth / (C x R).
+    Membership(membership::Args),
     /// The IPC wire of the worker-process backend alone (two threads, one process): kim's
     /// `ChunkSender` and `Reassembler` against a bare ceiling and a naive receiver, MB/s.
     Ipc(ipc::Args),
@@ -204,5 +217,8 @@ fn main() -> anyhow::Result<()> {
         Workload::Loadtest(args) => loadtest::run(&opts, args),
         Workload::Pipelined(args) => pipelined::run(&opts, args),
         Workload::Large(args) => large::run(&opts, args),
+        Workload::Fanout(args) => fanout::run(&opts, args),
+        Workload::Broadcast(args) => broadcast::run(&opts, args),
+        Workload::Membership(args) => membership::run(&opts, args),
     }
 }

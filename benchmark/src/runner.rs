@@ -50,6 +50,23 @@ pub(crate) struct Options {
 pub(crate) const UWS_ECHO_SERVER: &str = "uws-echo-server";
 /// uWebSockets' load generator (its `benchmarks/load_test.c`), in the uws directory.
 pub(crate) const UWS_LOAD_TEST: &str = "uws-load-test";
+/// The pub/sub baseline on uWebSockets (`benchmark/uws/broadcast-server.cpp`: one topic, every
+/// message published to it with `App::publish`), in the uws directory.
+pub(crate) const UWS_BROADCAST_SERVER: &str = "uws-broadcast-server";
+/// uWebSockets' broadcast benchmark (its `benchmarks/broadcast_test.c`), in the uws directory.
+pub(crate) const UWS_BROADCAST_TEST: &str = "uws-broadcast-test";
+
+/// What the servers under test do with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Echo it (kim's `echo-server`).
+    Echo,
+    /// The mock protocol: logins, echo, pushes (kim's `mock-server`).
+    Mock,
+    /// Publish it to the one room every connection is in, the sender included
+    /// (`echo-server --broadcast`).
+    Broadcast,
+}
 
 impl Options {
     /// Runtime threads of each server: `--server-threads`, or 1 when pinned, 2 otherwise.
@@ -152,9 +169,15 @@ impl Options {
     /// the baselines when its echo server is built; otherwise says once that it is skipped,
     /// so that a missing uWebSockets build leaves the report as it was without it.
     pub(crate) fn echo_bench(&self) -> anyhow::Result<Bench> {
+        self.bench_with_uws(UWS_ECHO_SERVER)
+    }
+
+    /// [`Options::server_bench`] with `uws` last when uWebSockets' `server` (one of the uws
+    /// binaries) is built; otherwise says once that it is skipped.
+    pub(crate) fn bench_with_uws(&self, server: &str) -> anyhow::Result<Bench> {
         let mut bench = self.server_bench()?;
         if !self.kim_only {
-            let server = bench.uws_dir.join(UWS_ECHO_SERVER);
+            let server = bench.uws_dir.join(server);
             if server.exists() {
                 bench.targets.push(Target::Uws);
             } else {
@@ -278,9 +301,10 @@ pub(crate) struct Bench {
 }
 
 impl Bench {
-    /// Starts `target` as a process: kim's `mock-server` (with `mock`) or `echo-server`, or
-    /// the baseline server in the same mode (uWebSockets has no mock server).
-    pub(crate) fn start(&self, target: Target, mock: bool) -> anyhow::Result<ServerProcess> {
+    /// Starts `target` as a process in `mode`: kim's `mock-server` or `echo-server`, or the
+    /// baseline server in the same mode (uWebSockets has no mock server).
+    pub(crate) fn start(&self, target: Target, mode: Mode) -> anyhow::Result<ServerProcess> {
+        let mock = mode == Mode::Mock;
         let threads = self.threads.to_string();
         let listen = "127.0.0.1:0".to_string();
         let mut env: Vec<(&str, &str)> = Vec::new();
@@ -307,6 +331,9 @@ impl Bench {
                         self.workers.to_string(),
                     ]);
                 }
+                if mode == Mode::Broadcast {
+                    args.push("--broadcast".into());
+                }
                 if let Target::KimObs(_, obs) = target {
                     let on_off = |on| if on { "on" } else { "off" }.to_string();
                     args.extend(["--metrics".into(), on_off(obs.metrics)]);
@@ -327,7 +354,12 @@ impl Bench {
                 "baseline-server",
                 vec![
                     "--mode".into(),
-                    if mock { "mock" } else { "echo" }.into(),
+                    match mode {
+                        Mode::Echo => "echo",
+                        Mode::Mock => "mock",
+                        Mode::Broadcast => "broadcast",
+                    }
+                    .into(),
                     "--config".into(),
                     if target == Target::Tungstenite {
                         "default"
@@ -341,7 +373,7 @@ impl Bench {
                     threads,
                 ],
             ),
-            Target::Uws => return self.start_uws(mock),
+            Target::Uws => return self.start_uws(mode),
         };
         let bins = match (target, &self.compare_bins) {
             (Target::KimCompare(_) | Target::KimDgramCompare(_), Some(dir)) => dir,
@@ -359,9 +391,13 @@ impl Bench {
     /// Starts uWebSockets' echo server on a port the kernel picks (it prints it as kim's
     /// servers do), pinned as they are; it has one thread whatever `threads` says, and no mock
     /// server.
-    fn start_uws(&self, mock: bool) -> anyhow::Result<ServerProcess> {
-        anyhow::ensure!(!mock, "uWebSockets has no mock server (logins, pushes)");
-        let path = self.uws_dir.join(UWS_ECHO_SERVER);
+    fn start_uws(&self, mode: Mode) -> anyhow::Result<ServerProcess> {
+        let bin = match mode {
+            Mode::Echo => UWS_ECHO_SERVER,
+            Mode::Broadcast => UWS_BROADCAST_SERVER,
+            Mode::Mock => anyhow::bail!("uWebSockets has no mock server (logins, pushes)"),
+        };
+        let path = self.uws_dir.join(bin);
         anyhow::ensure!(
             path.exists(),
             "uWebSockets not built: no {} (--uws-dir tells where it is)",
@@ -374,7 +410,7 @@ impl Bench {
     pub(crate) fn each<T>(
         &self,
         label: &str,
-        mock: bool,
+        mode: Mode,
         mut measure: impl FnMut(&ServerProcess, Target) -> anyhow::Result<T>,
     ) -> anyhow::Result<Vec<(Target, Vec<T>)>> {
         let mut out: Vec<(Target, Vec<T>)> = self.targets.iter().map(|&t| (t, vec![])).collect();
@@ -390,7 +426,7 @@ impl Bench {
                     self.runs,
                     target.name()
                 );
-                let server = self.start(*target, mock)?;
+                let server = self.start(*target, mode)?;
                 let r = measure(&server, *target)
                     .with_context(|| format!("{label} against {}", target.name()))?;
                 results.push(r);

@@ -386,6 +386,19 @@ impl WriteBuffer {
         }
     }
 
+    /// Queues bytes shared with other writers (a room's publish, encoded once): copied into
+    /// staging when small, like a payload; shared by reference when large.
+    pub fn push_shared(&mut self, bytes: &Bytes) {
+        if bytes.len() <= COPY_THRESHOLD {
+            if !bytes.is_empty() {
+                self.pending += bytes.len();
+                self.staging().extend_from_slice(bytes);
+            }
+        } else {
+            self.push_payload(bytes.clone());
+        }
+    }
+
     /// Writes everything queued, then flushes `io`. Memory is released once all is written.
     pub fn poll_flush<W: AsyncWrite + Unpin + ?Sized>(
         &mut self,

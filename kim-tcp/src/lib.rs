@@ -191,7 +191,7 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for TcpWriter<W> {
     }
 
     fn start_encoded(&mut self, _frame: &Frame, wire: &Bytes) {
-        self.buf.push_payload(wire.clone());
+        self.buf.push_shared(wire);
     }
 
     fn close_frame(&self, reason: &CloseReason) -> Frame {

@@ -506,7 +506,7 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for WsWriter<W> {
     fn start_encoded(&mut self, frame: &Frame, wire: &Bytes) {
         match self.role {
             // A server's frames are not masked: the shared bytes are this writer's own.
-            Role::Server => self.buf.push_payload(wire.clone()),
+            Role::Server => self.buf.push_shared(wire),
             Role::Client => self.start_frame(frame.clone()),
         }
     }

@@ -6,6 +6,9 @@
 //! - `--mode mock`: the mock protocol (first frame is the user id, `ok`, echo, `@<id> <text>`
 //!   pushes, "channel id is repeated"), in the usual shape: a map of peers to unbounded
 //!   senders and a writer task per connection.
+//! - `--mode broadcast`: every message goes to every connection, the sender included, the way
+//!   an app fans out without rooms in its framework: a shared map of connections to unbounded
+//!   senders, a loop over it per message, and a writer task per connection.
 //! - `--config default` keeps tungstenite's defaults (128 KiB buffers); `--config small`
 //!   sets the 4 KiB read and write buffers its documentation advises for many connections.
 
@@ -25,6 +28,7 @@ use tokio_tungstenite::tungstenite::Message;
 enum Mode {
     Echo,
     Mock,
+    Broadcast,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,6 +69,7 @@ fn main() -> anyhow::Result<()> {
                 .write_buffer_size(4096),
         };
         let peers: Peers = Arc::default();
+        let mut next_id: u64 = 0;
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(x) => x,
@@ -77,6 +82,15 @@ fn main() -> anyhow::Result<()> {
             match args.mode {
                 Mode::Echo => tokio::spawn(echo(stream, config)),
                 Mode::Mock => tokio::spawn(mock(stream, config, peers.clone())),
+                Mode::Broadcast => {
+                    next_id += 1;
+                    tokio::spawn(broadcast(
+                        stream,
+                        config,
+                        peers.clone(),
+                        next_id.to_string(),
+                    ))
+                }
             };
         }
     })
@@ -180,6 +194,35 @@ async fn mock(stream: TcpStream, config: WebSocketConfig, peers: Peers) {
     }
     peers.lock().unwrap().remove(&id);
     drop(tx);
+    let _ = writer.await;
+}
+
+async fn broadcast(stream: TcpStream, config: WebSocketConfig, peers: Peers, id: String) {
+    let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
+        return;
+    };
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    peers.lock().unwrap().insert(id.clone(), tx);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if sink.send(m).await.is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(Ok(msg)) = stream.next().await {
+        match msg {
+            Message::Text(_) | Message::Binary(_) => {
+                for member in peers.lock().unwrap().values() {
+                    let _ = member.send(msg.clone());
+                }
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    peers.lock().unwrap().remove(&id);
     let _ = writer.await;
 }
 

@@ -10,7 +10,7 @@ use kim_benchmark::wire::Wire;
 use kim_benchmark::workloads;
 
 use crate::figures::{self, print_results};
-use crate::runner::{parse_preset, Options};
+use crate::runner::{parse_preset, Mode, Options};
 
 /// The `echo` command's flags (its help text is the doc comment of its variant of
 /// `Workload` in `main`).
@@ -40,7 +40,7 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
     let warmup = Duration::try_from_secs_f64(args.warmup)?;
     for (conns, size) in presets {
         let label = format!("echo {conns} x {size} B");
-        let res = bench.each(&label, false, |server, target| {
+        let res = bench.each(&label, Mode::Echo, |server, target| {
             echo_run(server, target.wire(), conns, size, warmup, duration)
         })?;
         collect_figures(&mut figs, &label, &res);

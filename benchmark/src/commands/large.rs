@@ -4,7 +4,7 @@
 use kim_benchmark::workloads;
 
 use crate::figures::{self, print_results};
-use crate::runner::Options;
+use crate::runner::{Mode, Options};
 
 /// The `large` command's flags (its help text is the doc comment of its variant of
 /// `Workload` in `main`).
@@ -23,7 +23,7 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
     let &Args { count, size } = args;
     let bench = opts.echo_bench()?;
     let mut figs = Vec::new();
-    let res = bench.each("large", false, |server, target| {
+    let res = bench.each("large", Mode::Echo, |server, target| {
         workloads::large(&server.addr, target.wire(), count, size)
     })?;
     figures::collect(&mut figs, "large", "MB/s echoed", true, &res, |r| {

@@ -17,10 +17,11 @@ use kim_benchmark::proc::ServerProcess;
 use kim_benchmark::wire::Wire;
 
 use crate::figures::{self, print_results};
-use crate::runner::{parse_preset, Options, Target, UWS_ECHO_SERVER, UWS_LOAD_TEST};
+use crate::runner::{parse_preset, Mode, Options, Target, UWS_ECHO_SERVER, UWS_LOAD_TEST};
 
-/// Seconds between load_test's figures (uSockets' timeout granularity).
-const PERIOD_SECS: f64 = 4.0;
+/// Seconds between the figures of uWebSockets' benchmark clients (uSockets' timeout
+/// granularity).
+pub(crate) const PERIOD_SECS: f64 = 4.0;
 
 /// The `loadtest` command's flags (its help text is the doc comment of its variant of
 /// `Workload` in `main`).
@@ -87,7 +88,7 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
     let mut details = serde_json::Map::new();
     for (conns, size) in presets {
         let label = format!("loadtest {conns} x {size} B");
-        let res = bench.each(&label, false, |server, _| {
+        let res = bench.each(&label, Mode::Echo, |server, _| {
             load_run(&load_test, server, conns, size, duration)
         })?;
         figures::collect(&mut figs, &label, "messages per second", true, &res, |r| {
@@ -130,55 +131,16 @@ fn load_run(
     size: usize,
     duration: Duration,
 ) -> anyhow::Result<LoadRun> {
-    let (host, port) = server
-        .addr
-        .rsplit_once(':')
-        .with_context(|| format!("no port in the server's address {}", server.addr))?;
-    let mut child = Command::new(load_test)
-        .args([&conns.to_string(), host, port, "0", "0", &size.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("cannot start {}", load_test.display()))?;
-    let stdout = child.stdout.take().context("load_test's stdout")?;
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let end = Instant::now() + duration;
-    // (figure, server CPU seconds when it came) for every figure.
-    let mut seen: Vec<(f64, f64)> = Vec::new();
-    let outcome = loop {
-        let Some(left) = end.checked_duration_since(Instant::now()) else {
-            break Ok(());
-        };
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(v) = parse_msgs_per_sec(&line) {
-                    seen.push((v, server.cpu_seconds()?));
-                } else if is_failure(&line) {
-                    break Err(anyhow::anyhow!("load_test: {line}"));
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => break Ok(()),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                break Err(anyhow::anyhow!(
-                    "load_test ended early ({:?})",
-                    child.wait()
-                ));
-            }
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = reader.join();
-    outcome?;
+    let (host, port) = host_port(server)?;
+    let args = [&conns.to_string(), host, port, "0", "0", &size.to_string()];
+    let seen = client_run(
+        load_test,
+        &args,
+        parse_msgs_per_sec,
+        is_failure,
+        server,
+        duration,
+    )?;
     let reported: Vec<f64> = seen.iter().map(|&(v, _)| v).collect();
     let Some(msgs_per_sec) = mean_after_ramp_up(&reported) else {
         bail!(
@@ -199,8 +161,77 @@ fn load_run(
     })
 }
 
+/// The host and port of `server`'s address.
+pub(crate) fn host_port(server: &ServerProcess) -> anyhow::Result<(&str, &str)> {
+    server
+        .addr
+        .rsplit_once(':')
+        .with_context(|| format!("no port in the server's address {}", server.addr))
+}
+
+/// Runs one of uWebSockets' benchmark clients (`bin` with `args`, on this process's CPU)
+/// against `server` for `duration`, then kills it: every figure it printed (as `parse` reads
+/// its lines), each with the server's CPU seconds when it came. A line `is_failure` accepts
+/// ends the run with an error.
+pub(crate) fn client_run(
+    bin: &std::path::Path,
+    args: &[&str],
+    parse: fn(&str) -> Option<f64>,
+    is_failure: fn(&str) -> bool,
+    server: &ServerProcess,
+    duration: Duration,
+) -> anyhow::Result<Vec<(f64, f64)>> {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let stdout = child.stdout.take().context("load_test's stdout")?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let end = Instant::now() + duration;
+    // (figure, server CPU seconds when it came) for every figure.
+    let mut seen: Vec<(f64, f64)> = Vec::new();
+    let outcome = loop {
+        let Some(left) = end.checked_duration_since(Instant::now()) else {
+            break Ok(());
+        };
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(v) = parse(&line) {
+                    seen.push((v, server.cpu_seconds()?));
+                } else if is_failure(&line) {
+                    break Err(anyhow::anyhow!("{}: {line}", bin.display()));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => break Ok(()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(anyhow::anyhow!(
+                    "{} ended early ({:?})",
+                    bin.display(),
+                    child.wait()
+                ));
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = reader.join();
+    outcome?;
+    Ok(seen)
+}
+
 /// The mean of `figures` after the first (which counts the ramp-up too); `None` without one.
-fn mean_after_ramp_up(figures: &[f64]) -> Option<f64> {
+pub(crate) fn mean_after_ramp_up(figures: &[f64]) -> Option<f64> {
     let kept = figures.get(1..).filter(|k| !k.is_empty())?;
     Some(kept.iter().sum::<f64>() / kept.len() as f64)
 }

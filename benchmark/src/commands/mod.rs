@@ -4,10 +4,13 @@
 //! `crate::figures`. These modules are the binary's, apart from the library's workloads of the
 //! same names (`commands::ipc` runs and reports `kim_benchmark::ipc`, and so on).
 
+pub(crate) mod broadcast;
 pub(crate) mod echo;
+pub(crate) mod fanout;
 pub(crate) mod ipc;
 pub(crate) mod large;
 pub(crate) mod loadtest;
+pub(crate) mod membership;
 pub(crate) mod overhead;
 pub(crate) mod parallel;
 pub(crate) mod pipelined;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use kim_benchmark::parallel;
 
 use crate::figures::{self, detail, print_results};
-use crate::runner::Options;
+use crate::runner::{Mode, Options};
 
 /// The `parallel` command's flags (its help text is the doc comment of its variant of
 /// `Workload` in `main`).
@@ -34,7 +34,7 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let hold = Duration::try_from_secs_f64(args.hold)?;
-    let res = bench.each("parallel", true, |server, target| {
+    let res = bench.each("parallel", Mode::Mock, |server, target| {
         rt.block_on(parallel::run(
             server,
             target.wire(),

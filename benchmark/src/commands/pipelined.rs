@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::figures::{self, print_results};
-use crate::runner::Options;
+use crate::runner::{Mode, Options};
 
 /// The `pipelined` command's flags (its help text is the doc comment of its variant of
 /// `Workload` in `main`).
@@ -35,7 +35,7 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
         duration,
     } = args;
     let duration = Duration::try_from_secs_f64(duration)?;
-    let res = bench.each("pipelined", true, |server, target| {
+    let res = bench.each("pipelined", Mode::Mock, |server, target| {
         kim_benchmark::pipelined::pipelined(
             &server.addr,
             target.wire(),

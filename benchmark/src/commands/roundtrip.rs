@@ -4,7 +4,7 @@
 use kim_benchmark::workloads;
 
 use crate::figures::{self, print_results};
-use crate::runner::Options;
+use crate::runner::{Mode, Options};
 
 /// The `roundtrip` command's flags (its help text is the doc comment of its variant of
 /// `Workload` in `main`).
@@ -23,7 +23,7 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
     let &Args { count, size } = args;
     let bench = opts.server_bench()?;
     let mut figs = Vec::new();
-    let res = bench.each("roundtrip", true, |server, target| {
+    let res = bench.each("roundtrip", Mode::Mock, |server, target| {
         workloads::roundtrip(&server.addr, target.wire(), count, size)
     })?;
     figures::collect(

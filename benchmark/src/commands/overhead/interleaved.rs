@@ -14,7 +14,7 @@ use kim_benchmark::wire::Wire;
 use kim_benchmark::workloads::{self, Slice};
 
 use crate::figures::median;
-use crate::runner::{Bench, Options, Target};
+use crate::runner::{Bench, Mode, Options, Target};
 
 use super::OVERHEAD_MAX_COST;
 
@@ -140,7 +140,7 @@ fn run_once(
     );
     let servers = targets
         .iter()
-        .map(|&t| bench.start(t, false))
+        .map(|&t| bench.start(t, Mode::Echo))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
     let cpu0 = servers

@@ -9,7 +9,7 @@ use kim_benchmark::wire::Wire;
 
 use crate::commands::echo::{echo_run, EchoRun};
 use crate::figures::{self, detail, median, print_markdown, Figure};
-use crate::runner::{Bench, Obs, Options, Target};
+use crate::runner::{Bench, Mode, Obs, Options, Target};
 
 use super::check::{self, MetricsCheck};
 use super::{OVERHEAD_MAX_COST, OVERHEAD_MIN_RUNS};
@@ -140,7 +140,7 @@ fn measure(
     duration: Duration,
 ) -> anyhow::Result<(Results, Vec<MetricsCheck>)> {
     let mut checks: Vec<MetricsCheck> = Vec::new();
-    let res = bench.each(label, false, |server, target| {
+    let res = bench.each(label, Mode::Echo, |server, target| {
         let run = echo_run(server, target.wire(), conns, size, warmup, duration)?;
         if let Target::KimObs(_, obs) = target {
             if !obs.metrics {
