@@ -21,9 +21,10 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 100)]
     pub(crate) size: usize,
     /// Messages the publisher keeps in flight (published, not yet received by every
-    /// subscriber).
-    #[arg(long, default_value_t = 32)]
-    pub(crate) window: usize,
+    /// subscriber); repeat for several [default: 32 and 256]. A small window measures the
+    /// servers at low latency, a large one how far batching takes them.
+    #[arg(long)]
+    pub(crate) window: Vec<usize>,
     /// Seconds measured (after the warm-up).
     #[arg(long, default_value_t = 10.0)]
     pub(crate) duration: f64,
@@ -47,18 +48,20 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
     let warmup = Duration::try_from_secs_f64(args.warmup)?;
     let mut figs = Vec::new();
     let mut details = serde_json::Map::new();
-    for n in sizes {
-        let label = format!("fanout {n} subscribers x {} B", args.size);
+    let windows = if args.window.is_empty() {
+        vec![32, 256]
+    } else {
+        args.window.clone()
+    };
+    let cases = sizes
+        .iter()
+        .flat_map(|&n| windows.iter().map(move |&w| (n, w)));
+    for (n, window) in cases {
+        let label = format!("fanout {n} subscribers x {} B, window {window}", args.size);
         let res = bench.each(&label, Mode::Broadcast, |server, _| {
-            fanout::fanout(
-                &server.addr,
-                n,
-                args.size,
-                args.window,
-                warmup,
-                duration,
-                || server.cpu_seconds(),
-            )
+            fanout::fanout(&server.addr, n, args.size, window, warmup, duration, || {
+                server.cpu_seconds()
+            })
         })?;
         figures::collect(
             &mut figs,
