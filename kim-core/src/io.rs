@@ -534,6 +534,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn shared_bytes_go_out_in_order_copied_when_small_and_referenced_when_large() {
+        let small = Bytes::from(vec![1u8; 100]);
+        let large = Bytes::from(vec![2u8; COPY_THRESHOLD + 1]);
+        let mut wb = WriteBuffer::new();
+        for b in [&small, &large, &small, &Bytes::new()] {
+            wb.push_shared(b);
+        }
+        assert_eq!(wb.pending(), 200 + large.len());
+        let mut w = Trickle {
+            out: vec![],
+            limit: 77,
+        };
+        poll_fn(|cx| wb.poll_flush(&mut w, cx)).await.unwrap();
+        let mut expect = small.to_vec();
+        expect.extend_from_slice(&large);
+        expect.extend_from_slice(&small);
+        assert_eq!(w.out, expect);
+        // The large one was shared, not copied: its owner and the buffer held it (now 1).
+        assert!(large.is_unique());
+    }
+
+    #[tokio::test]
     async fn read_buffer_grows_with_the_bytes_that_arrive_not_with_what_is_declared() {
         let (mut a, b) = tokio::io::duplex(1 << 20);
         let (mut rd, _wr) = tokio::io::split(b);

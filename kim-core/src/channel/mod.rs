@@ -252,7 +252,8 @@ impl Channel {
     /// nothing. Fails for a bad name, a closed channel, or one in as many rooms as
     /// [`max_rooms_per_channel`](crate::OptionsBuilder::max_rooms_per_channel) allows. The
     /// channel leaves all its rooms when it ends. In a worker process the join is sent to the
-    /// master, ahead of anything this channel pushes or publishes after it.
+    /// master, ahead of anything this channel pushes or publishes after it; the master checks
+    /// the room limit (a join past it is dropped and logged at debug level).
     pub fn join(&self, room: &str) -> Result<(), RoomError> {
         self.inner.context.server.join_channel(self, room)
     }
