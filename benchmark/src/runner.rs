@@ -69,6 +69,15 @@ pub(crate) enum Mode {
 }
 
 impl Options {
+    /// These options with kim measured over websocket only, for the workloads whose clients
+    /// speak nothing else.
+    pub(crate) fn ws_only(&self) -> Options {
+        Options {
+            wires: vec![Wire::Ws],
+            ..self.clone()
+        }
+    }
+
     /// Runtime threads of each server: `--server-threads`, or 1 when pinned, 2 otherwise.
     pub(crate) fn threads(&self) -> usize {
         self.server_threads.unwrap_or(if self.pin { 1 } else { 2 })

@@ -52,8 +52,7 @@ fn is_failure(line: &str) -> bool {
 /// Runs each connection count against every target, alternating, and reports them; fails at
 /// once if uWebSockets' broadcast_test is not built.
 pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
-    let mut opts = opts.clone();
-    opts.wires = vec![kim_benchmark::wire::Wire::Ws];
+    let opts = opts.ws_only();
     let test = opts.uws_dir().join(UWS_BROADCAST_TEST);
     anyhow::ensure!(
         test.exists(),

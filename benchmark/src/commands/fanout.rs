@@ -35,9 +35,7 @@ pub(crate) struct Args {
 
 /// Runs each room size against every target, alternating, and reports them.
 pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
-    let mut opts = opts.clone();
-    // The client speaks websocket; kim's raw TCP transport has no place here.
-    opts.wires = vec![kim_benchmark::wire::Wire::Ws];
+    let opts = opts.ws_only();
     let bench = opts.bench_with_uws(UWS_BROADCAST_SERVER)?;
     let sizes = if args.subscribers.is_empty() {
         vec![1000, 10_000]

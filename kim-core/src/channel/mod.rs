@@ -218,17 +218,7 @@ impl Channel {
             });
         }
         match &context.delivery {
-            Delivery::Outbox => {
-                let waker = self.inner.outbox.push(
-                    Queued::Frame(frame),
-                    limits.outbound_frames,
-                    limits.outbound_bytes,
-                )?;
-                if let Some(w) = waker {
-                    w.wake();
-                }
-                Ok(())
-            }
+            Delivery::Outbox => self.enqueue(Queued::Frame(frame)),
             Delivery::Forward(to) => to.push(self, frame),
         }
     }
@@ -236,12 +226,16 @@ impl Channel {
     /// Queues a frame shared with other channels (a room's publish), under the same bounds as
     /// a push. Only channels whose socket is in this process are in rooms.
     pub(crate) fn push_shared(&self, shared: &Arc<Shared>) -> Result<(), PushError> {
+        self.enqueue(Queued::Shared(shared.clone()))
+    }
+
+    /// Puts `entry` in the outbox within its bounds, and wakes the task if it waits.
+    fn enqueue(&self, entry: Queued) -> Result<(), PushError> {
         let limits = &self.inner.context.limits;
-        let waker = self.inner.outbox.push(
-            Queued::Shared(shared.clone()),
-            limits.outbound_frames,
-            limits.outbound_bytes,
-        )?;
+        let waker = self
+            .inner
+            .outbox
+            .push(entry, limits.outbound_frames, limits.outbound_bytes)?;
         if let Some(w) = waker {
             w.wake();
         }
