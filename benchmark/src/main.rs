@@ -82,7 +82,8 @@ struct Cli {
     /// others in the same run.
     #[arg(long, global = true)]
     compare_bin_dir: Option<PathBuf>,
-    /// Where uWebSockets' `uws-echo-server` and `uws-load-test` are, built apart from a
+    /// Where uWebSockets' `uws-echo-server` and `uws-load-test` (and, for `fanout` and
+    /// `broadcast`, `uws-broadcast-server` and `uws-broadcast-test`) are, built apart from a
     /// uWebSockets checkout [default: `uws` in cargo's target directory]. Without them the
     /// `uws` baseline is skipped.
     #[arg(long, global = true)]

@@ -50,8 +50,8 @@ pub(crate) struct Options {
 pub(crate) const UWS_ECHO_SERVER: &str = "uws-echo-server";
 /// uWebSockets' load generator (its `benchmarks/load_test.c`), in the uws directory.
 pub(crate) const UWS_LOAD_TEST: &str = "uws-load-test";
-/// The pub/sub baseline on uWebSockets (`benchmark/uws/broadcast-server.cpp`: one topic, every
-/// message published to it with `App::publish`), in the uws directory.
+/// The pub/sub baseline on uWebSockets (built apart: every connection subscribed to one topic,
+/// every message published to it with `App::publish`), in the uws directory.
 pub(crate) const UWS_BROADCAST_SERVER: &str = "uws-broadcast-server";
 /// uWebSockets' broadcast benchmark (its `benchmarks/broadcast_test.c`), in the uws directory.
 pub(crate) const UWS_BROADCAST_TEST: &str = "uws-broadcast-test";

@@ -56,7 +56,7 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
     let test = opts.uws_dir().join(UWS_BROADCAST_TEST);
     anyhow::ensure!(
         test.exists(),
-        "uWebSockets' broadcast_test not built (no {}; benchmark/uws/build-pubsub builds it)",
+        "uWebSockets' broadcast_test not built (no {}; --uws-dir tells where it is)",
         test.display()
     );
     let duration = Duration::try_from_secs_f64(args.duration)?;
