@@ -8,6 +8,11 @@
 //! - after login every text or binary frame is echoed with the same opcode, except
 //!   `@<id> <text>`, which is pushed to channel `<id>` as `<sender id>: <text>`; when `<id>` is
 //!   not connected the sender gets `offline <id>`;
+//! - with `--cluster nats://HOST:PORT --node NAME` the server is one node of a cluster and all of
+//!   this spans nodes: `@<id>` reaches `<id>` on any node (`offline <id>` when no node holds
+//!   it; `unavailable <id>: <reason>` while the cluster cannot be asked), room publishes reach
+//!   members on every node, and a duplicate login on another node is refused with "channel id
+//!   is repeated" (or kicks the older one, with `--kick`);
 //! - `/join <room>`, `/leave <room>` and `#<room> <text>` work with rooms ([`rooms`]);
 //! - with `--presence` (off by default), every other channel is told `<id> joined` when a
 //!   channel logs in and `<id> left` when it is gone, as text frames ([`Presence`]).
@@ -84,10 +89,14 @@ impl MessageListener for MockListener {
         out.put_slice(b": ");
         out.put_slice(text);
         let frame = Frame::new(message.op, out.freeze());
-        match agent.server().push_frame(to, frame) {
+        match agent.server().push_to(to, frame).await {
             Ok(()) => {}
             Err(PushError::NotFound(_) | PushError::Closed) => {
                 let reply = Frame::new(message.op, format!("offline {to}"));
+                let _ = agent.push_frame(reply);
+            }
+            Err(PushError::Unavailable(e)) => {
+                let reply = Frame::new(message.op, format!("unavailable {to}: {e}"));
                 let _ = agent.push_frame(reply);
             }
             Err(e) => {
@@ -234,6 +243,17 @@ pub struct ServerArgs {
     /// It has no authentication: keep it on a private address.
     #[arg(long)]
     pub debug_listen: Option<std::net::SocketAddr>,
+    /// Join a cluster of gateway nodes over NATS at this URL (e.g. nats://127.0.0.1:4222;
+    /// nats-server must run with JetStream, `-js`): pushes, rooms and duplicate logins then
+    /// span every node. Needs `--node`.
+    #[arg(long, requires = "node")]
+    pub cluster: Option<String>,
+    /// This node's name in the cluster: unique, and the same across restarts.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// The cluster's name (nodes of different clusters can share one NATS server).
+    #[arg(long, default_value = "kim")]
+    pub cluster_name: String,
 }
 
 /// On or off.
@@ -378,12 +398,20 @@ where
     L: MessageListener,
     S: StateListener,
 {
-    let handle = kim_core::DefaultServer::new(upgrader, listener)
+    let mut server = kim_core::DefaultServer::new(upgrader, listener)
         .with_acceptor(acceptor)
         .with_state_listener(state)
-        .with_options(options)
-        .start(args.listen.as_str())
-        .await?;
+        .with_options(options);
+    // Workers run this too (process mode) but never serve: only the master joins.
+    if let (Some(url), Some(node), false) = (&args.cluster, &args.node, kim_core::ipc::is_worker())
+    {
+        let options = kim_nats::NatsOptions::new(url.as_str(), node.as_str())
+            .cluster(args.cluster_name.as_str());
+        let cluster = kim_nats::NatsCluster::connect(options).await?;
+        println!("cluster node {node} on {url}");
+        server = server.with_cluster(cluster);
+    }
+    let handle = server.start(args.listen.as_str()).await?;
     if let Some(debug) = handle.debug_addr() {
         println!("debug listening on {debug}");
     }

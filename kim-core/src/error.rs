@@ -4,6 +4,7 @@ use std::io;
 
 use crate::channel::ChannelId;
 use crate::close::CloseReason;
+use crate::cluster::ClusterError;
 use crate::frame::OpCode;
 
 /// Why a frame could not be read.
@@ -60,6 +61,10 @@ pub enum PushError {
         /// The configured maximum.
         max: usize,
     },
+    /// The user may be on another node, and the cluster could not be asked (see
+    /// [`crate::cluster`]).
+    #[error("cannot reach the other nodes: {0}")]
+    Unavailable(ClusterError),
 }
 
 /// Why reading a frame during login failed.

@@ -38,6 +38,7 @@ mod channel;
 pub mod client;
 mod clock;
 mod close;
+pub mod cluster;
 mod conn;
 mod debug;
 mod error;

@@ -321,7 +321,11 @@ impl<R, W, T: Route> Session<R, W, T> {
         // Out of its rooms first (joins are refused once the outbox has ended), so that a
         // channel gone from the map is in no room, and the disconnect callback sees it so.
         server.core().rooms.leave_all(chan.serial());
-        server.channels().remove_channel(chan);
+        if server.channels().remove_channel(chan) {
+            if let Some(cluster) = server.cluster() {
+                cluster.release(chan.id());
+            }
+        }
         chan.context().metrics.closed(cause);
         self.route.ended(chan)
     }

@@ -37,6 +37,20 @@ pub(crate) use outbox::{Backlog, Outbox};
 use crate::room::{Published, RoomError};
 use outbox::{Queued, Shared};
 
+/// Checks what a push may carry: a text or binary frame within the largest message size.
+pub(crate) fn check_push(frame: &Frame, max_message_size: usize) -> Result<(), PushError> {
+    if !frame.op.is_data() {
+        return Err(PushError::NotData(frame.op));
+    }
+    if frame.payload.len() > max_message_size {
+        return Err(PushError::TooLarge {
+            len: frame.payload.len(),
+            max: max_message_size,
+        });
+    }
+    Ok(())
+}
+
 /// Logs a failed push at debug level, at most once a second: a client that floods a full
 /// outbox fails a push per message, and the metrics count every one of them.
 pub(crate) fn log_push_failed(id: &str, e: &PushError) {
@@ -125,7 +139,7 @@ pub(crate) struct Context {
 #[cfg(test)]
 pub(crate) fn test_context() -> Arc<Context> {
     let options = crate::ServerOptions::default();
-    let core = crate::server::handle::Core::new(options, ([127, 0, 0, 1], 1).into());
+    let core = crate::server::handle::Core::new(options, ([127, 0, 0, 1], 1).into(), None);
     core.channel_context(Delivery::Outbox)
 }
 
@@ -206,17 +220,8 @@ impl Channel {
     }
 
     fn try_push(&self, frame: Frame) -> Result<(), PushError> {
-        if !frame.op.is_data() {
-            return Err(PushError::NotData(frame.op));
-        }
         let context = &*self.inner.context;
-        let limits = &context.limits;
-        if frame.payload.len() > limits.max_message_size {
-            return Err(PushError::TooLarge {
-                len: frame.payload.len(),
-                max: limits.max_message_size,
-            });
-        }
+        check_push(&frame, context.limits.max_message_size)?;
         match &context.delivery {
             Delivery::Outbox => self.enqueue(Queued::Frame(frame)),
             Delivery::Forward(to) => to.push(self, frame),

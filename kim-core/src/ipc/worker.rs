@@ -373,7 +373,7 @@ where
         push_failed: AtomicU64::new(0),
         rooms: RoomClient::new(link.clone()),
     });
-    let core = Core::new(options, env.addr);
+    let core = Core::new(options, env.addr, None);
     core.set_process_mode(remote.clone());
     let context = core.channel_context(Delivery::Forward(remote.clone()));
     let worker = Arc::new(Worker {

@@ -13,7 +13,7 @@
 //! | `kim_login_rejections_total` | counter | `reason`: `acceptor`, `timeout`, `duplicate`, `handshake` |
 //! | `kim_messages_received_total`, `kim_received_bytes_total` | counter: text and binary messages read after login, and their payload bytes | |
 //! | `kim_messages_sent_total`, `kim_sent_bytes_total` | counter: text and binary messages written, and their payload bytes | |
-//! | `kim_push_failures_total` | counter | `reason`: `not_found`, `closed`, `full`, `not_data`, `too_large` |
+//! | `kim_push_failures_total` | counter | `reason`: `not_found`, `closed`, `full`, `not_data`, `too_large`, `unavailable` (the cluster could not be asked) |
 //! | `kim_channels_closed_total` | counter | `cause`: see below |
 //! | `kim_handler_duration_seconds` | histogram: time in [`MessageListener::receive`](crate::MessageListener::receive) | |
 //! | `kim_rooms`, `kim_room_memberships` | gauge: rooms with members, and channels in rooms counted once per room | |
@@ -94,7 +94,14 @@ impl Rejection {
     }
 }
 
-const PUSH_REASONS: [&str; 5] = ["not_found", "closed", "full", "not_data", "too_large"];
+const PUSH_REASONS: [&str; 6] = [
+    "not_found",
+    "closed",
+    "full",
+    "not_data",
+    "too_large",
+    "unavailable",
+];
 
 fn push_reason(e: &PushError) -> usize {
     match e {
@@ -103,6 +110,7 @@ fn push_reason(e: &PushError) -> usize {
         PushError::Full => 2,
         PushError::NotData(_) => 3,
         PushError::TooLarge { .. } => 4,
+        PushError::Unavailable(_) => 5,
     }
 }
 
@@ -117,7 +125,7 @@ pub struct Metrics {
     pub(crate) logins: IntCounter,
     pub(crate) heap_trims: IntCounter,
     rejections: [IntCounter; 4],
-    push_failures: [IntCounter; 5],
+    push_failures: [IntCounter; 6],
     closed: [IntCounter; 11],
     /// Rooms and their publishes.
     pub(crate) rooms: RoomMetrics,

@@ -33,7 +33,8 @@ pub enum RoomError {
         /// The configured maximum.
         max: usize,
     },
-    /// In a worker process: the master did not answer a query in time.
-    #[error("the master process did not answer")]
+    /// A query could not be answered: in a worker process, the master did not answer in
+    /// time; with a cluster, the other nodes could not be asked.
+    #[error("the master process or the cluster did not answer")]
     Unavailable,
 }

@@ -17,8 +17,10 @@ mod name;
 mod policy;
 mod registry;
 pub(crate) mod remote;
+mod watcher;
 
 pub use error::RoomError;
 pub use name::{check_room_name, MAX_ROOM_NAME};
 pub use policy::{Published, RoomPolicy, SlowMember};
 pub(crate) use registry::Rooms;
+pub(crate) use watcher::RoomWatcher;

@@ -59,8 +59,9 @@ pub struct Published {
     pub skipped: usize,
     /// Members closed because their outbox was full ([`SlowMember::Close`]).
     pub closed: usize,
-    /// True in a worker process: the publish was sent to the master, which fans it out and
-    /// counts it in its metrics; the figures above are then zero.
+    /// True when the publish was sent on: in a worker process, to the master, which fans it
+    /// out and counts it in its metrics (the figures above are then zero); with a cluster, to
+    /// the other nodes, which reach their own members (the figures above are this node's).
     pub forwarded: bool,
 }
 

@@ -23,6 +23,7 @@ use crate::error::PushError;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
 use crate::options::ServerOptions;
+use crate::room::watcher::RoomWatcher;
 use crate::room::{check_room_name, Published, RoomError, RoomPolicy, SlowMember};
 
 /// How the server's transport encodes a frame that many connections share: the same bytes
@@ -73,6 +74,9 @@ pub(crate) struct Rooms {
     /// Set when the server starts, by its transport.
     encoder: OnceLock<Encoder>,
     metrics: Arc<Metrics>,
+    /// Told when a room gets its first member and loses its last (a cluster, so that this
+    /// node receives the other nodes' publishes to exactly the rooms it has members in).
+    watcher: Option<Arc<dyn RoomWatcher>>,
 }
 
 /// Why a slow member is closed.
@@ -81,7 +85,11 @@ fn slow_consumer() -> CloseReason {
 }
 
 impl Rooms {
-    pub(crate) fn new(options: &ServerOptions, metrics: Arc<Metrics>) -> Rooms {
+    pub(crate) fn new(
+        options: &ServerOptions,
+        metrics: Arc<Metrics>,
+        watcher: Option<Arc<dyn RoomWatcher>>,
+    ) -> Rooms {
         Rooms {
             by_name: RwLock::default(),
             joined: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -90,6 +98,7 @@ impl Rooms {
             max_message_size: options.max_message_size(),
             encoder: OnceLock::new(),
             metrics,
+            watcher,
         }
     }
 
@@ -134,6 +143,9 @@ impl Rooms {
                     });
                     by_name.insert(name, room.clone());
                     self.metrics.rooms.rooms.inc();
+                    if let Some(w) = &self.watcher {
+                        w.created(&room.name);
+                    }
                     room
                 }
             };
@@ -192,6 +204,9 @@ impl Rooms {
             if indexed && room.members.read().is_empty() {
                 by_name.remove(&room.name);
                 self.metrics.rooms.rooms.dec();
+                if let Some(w) = &self.watcher {
+                    w.dropped(&room.name);
+                }
             }
         }
     }
@@ -211,6 +226,11 @@ impl Rooms {
         shard
             .get(&serial)
             .is_some_and(|mine| mine.iter().any(|r| &*r.name == name))
+    }
+
+    /// The names of the rooms with members.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.by_name.read().keys().map(|n| n.to_string()).collect()
     }
 
     /// Members of room `name` (0 for a room that does not exist).
@@ -312,7 +332,7 @@ mod tests {
     #[test]
     fn a_publish_is_encoded_once_and_every_member_queues_the_same_bytes() {
         let context = test_context();
-        let rooms = Rooms::new(&ServerOptions::default(), context.metrics.clone());
+        let rooms = Rooms::new(&ServerOptions::default(), context.metrics.clone(), None);
         rooms.set_encoder(counting_encoder);
         let chans = channels(3);
         for c in &chans {
@@ -345,7 +365,7 @@ mod tests {
             .max_rooms_per_channel(2)
             .build()
             .unwrap();
-        let rooms = Rooms::new(&options, context.metrics.clone());
+        let rooms = Rooms::new(&options, context.metrics.clone(), None);
         let chans = channels(2);
         rooms.join(&chans[0], "a").unwrap();
         rooms.join(&chans[0], "a").unwrap();

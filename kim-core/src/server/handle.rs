@@ -16,6 +16,7 @@ use tracing::info;
 use crate::channel::{log_push_failed, Channel, ChannelId, ChannelMap, Context, Delivery, Limits};
 use crate::clock::Clock;
 use crate::close::{CloseCause, CloseMode, CloseReason};
+use crate::cluster::Cluster;
 use crate::error::PushError;
 use crate::frame::Frame;
 use crate::ipc::stats::IpcStats;
@@ -100,12 +101,21 @@ pub(crate) struct Core {
     pub(crate) lifecycle: Lifecycle,
     /// Set at start in process mode: the master's workers, or a worker's way to its master.
     process: OnceLock<Arc<dyn ProcessMode>>,
+    /// The other nodes, if this server is one of several.
+    pub(crate) cluster: Option<Arc<dyn Cluster>>,
 }
 
 impl Core {
-    pub(crate) fn new(options: ServerOptions, local_addr: SocketAddr) -> Arc<Core> {
+    pub(crate) fn new(
+        options: ServerOptions,
+        local_addr: SocketAddr,
+        cluster: Option<Arc<dyn Cluster>>,
+    ) -> Arc<Core> {
         let metrics = Arc::new(Metrics::new(options.metrics()));
-        let rooms = Rooms::new(&options, metrics.clone());
+        let watcher = cluster.clone().map(|c| {
+            Arc::new(crate::cluster::ClusterRooms(c)) as Arc<dyn crate::room::RoomWatcher>
+        });
+        let rooms = Rooms::new(&options, metrics.clone(), watcher);
         let core = Arc::new(Core {
             local_addr,
             options,
@@ -116,6 +126,7 @@ impl Core {
             rooms,
             lifecycle: Lifecycle::default(),
             process: OnceLock::new(),
+            cluster,
         });
         core.clock.tick();
         let live: std::sync::Weak<Core> = Arc::downgrade(&core);
@@ -343,6 +354,9 @@ impl ServerHandle {
         let remaining = core.connections.active();
         let left = deadline.saturating_sub(started.elapsed());
         core.process().stop(left.max(Duration::from_secs(2))).await;
+        if let Some(cluster) = &core.cluster {
+            let _ = tokio::time::timeout(Duration::from_secs(2), cluster.shutdown()).await;
+        }
         life.debug_stop.cancel();
         info!(target: TARGET, channels, forced, remaining, "shutdown complete");
         ShutdownReport {

@@ -4,11 +4,12 @@
 use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::app::{Accepted, Acceptor, LoginConn, Reject};
 use crate::channel::{Channel, Insert};
 use crate::close::{CloseCause, CloseMode, CloseReason};
+use crate::cluster::{Claim, Cluster};
 use crate::conn::{Conn, FrameReader, FrameReaderExt, FrameWriter, FrameWriterExt};
 use crate::metrics::Rejection;
 use crate::options::{DuplicatePolicy, ServerOptions};
@@ -136,6 +137,16 @@ where
             );
         }
     }
+    if let Some(cluster) = &core.cluster {
+        if !claim(cluster.as_ref(), &chan, deadline, opts).await {
+            core.channels.remove_channel(&chan);
+            core.metrics.rejected(Rejection::Duplicate);
+            let reason = CloseReason::policy("channel id is repeated");
+            info!(target: TARGET, %id, %reason, cause = "duplicate", "login rejected: held on another node");
+            refuse(&mut conn, &reason, opts).await;
+            return None;
+        }
+    }
     // Where its messages go learns of the channel before its first message.
     let login_event = gateway.route.opened(&chan);
     core.metrics.logins.inc();
@@ -154,6 +165,34 @@ where
         conn,
         login_event,
     })
+}
+
+/// Claims the channel's id cluster-wide; false when another node keeps it. A claim that cannot
+/// be made (the broker is away, or the login's deadline came) lets the login go on, as on a
+/// single node: local traffic does not wait for the cluster, which claims again when it can.
+async fn claim(
+    cluster: &dyn Cluster,
+    chan: &Channel,
+    deadline: tokio::time::Instant,
+    opts: &ServerOptions,
+) -> bool {
+    let claimed =
+        tokio::time::timeout_at(deadline, cluster.claim(chan.id(), opts.duplicate_policy()));
+    match claimed.await {
+        Ok(Ok(Claim::Granted)) => true,
+        Ok(Ok(Claim::Refused { owner })) => {
+            info!(target: TARGET, id = %chan.id(), %owner, "id held on another node");
+            false
+        }
+        Ok(Err(e)) => {
+            warn!(target: TARGET, id = %chan.id(), error = %e, "cluster claim not made; logged in here only");
+            true
+        }
+        Err(_) => {
+            warn!(target: TARGET, id = %chan.id(), "cluster claim timed out; logged in here only");
+            true
+        }
+    }
 }
 
 /// Sends a close frame for a refused login and waits briefly for the peer to close, so the

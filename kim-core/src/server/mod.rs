@@ -13,11 +13,13 @@
 //! can be stored anywhere.
 
 mod accept;
+mod cluster;
 pub(crate) mod connections;
 mod gateway;
 pub(crate) mod handle;
 mod log;
 mod login;
+mod node;
 mod rooms;
 mod sweep;
 
@@ -30,6 +32,7 @@ use tracing::{info, warn};
 
 use crate::app::{Acceptor, DefaultAcceptor, MessageListener, StateListener};
 use crate::channel::Delivery;
+use crate::cluster::Cluster;
 use crate::error::ServerError;
 use crate::ipc::is_worker;
 use crate::ipc::master::Master;
@@ -40,6 +43,7 @@ use crate::server::accept::accept_loop;
 use crate::server::gateway::Gateway;
 use crate::server::handle::Core;
 use crate::server::log::TARGET;
+use crate::server::node::ServerNode;
 use crate::server::sweep::sweep;
 use crate::upgrade::Upgrader;
 
@@ -74,6 +78,7 @@ pub struct DefaultServer<U, A, L, S> {
     message_listener: L,
     state_listener: S,
     options: ServerOptions,
+    cluster: Option<Arc<dyn Cluster>>,
 }
 
 impl<U, L> DefaultServer<U, DefaultAcceptor, L, ()>
@@ -90,6 +95,7 @@ where
             message_listener,
             state_listener: (),
             options: ServerOptions::default(),
+            cluster: None,
         }
     }
 }
@@ -109,6 +115,7 @@ where
             message_listener: self.message_listener,
             state_listener: self.state_listener,
             options: self.options,
+            cluster: self.cluster,
         }
     }
 
@@ -123,12 +130,22 @@ where
             message_listener: self.message_listener,
             state_listener,
             options: self.options,
+            cluster: self.cluster,
         }
     }
 
     /// Sets the options.
     pub fn with_options(mut self, options: ServerOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Makes this server a node of a cluster: pushes, rooms, duplicate logins and presence
+    /// then span every node (see [`crate::cluster`]). Without it the server is a single node.
+    /// In process mode the master is the node; a worker's
+    /// [`ServerHandle::push_to`] reaches its own server's channels only.
+    pub fn with_cluster(mut self, cluster: impl Cluster) -> Self {
+        self.cluster = Some(Arc::new(cluster));
         self
     }
 
@@ -199,7 +216,7 @@ where
             )));
         }
         let local = socket.local_addr()?;
-        let core = Core::new(self.options, local);
+        let core = Core::new(self.options, local, self.cluster);
         if let Some(addr) = core.options.debug_listen() {
             let bound = crate::debug::start(
                 core.metrics.clone(),
@@ -212,6 +229,10 @@ where
             })?;
             let _ = core.lifecycle.debug_addr.set(bound);
             info!(target: TARGET, addr = %bound, "debug listener on");
+        }
+        if let Some(cluster) = &core.cluster {
+            cluster.attach(Arc::new(ServerNode::new(&core)));
+            info!(target: TARGET, node = cluster.node(), "cluster node attached");
         }
         core.rooms
             .set_encoder(<U::Writer as crate::conn::FrameWriter>::encode_shared);

@@ -35,7 +35,9 @@ impl ServerHandle {
     /// [`SlowMember`](crate::room::SlowMember) policy says, and the result counts what
     /// happened. A room nobody is in is not an error: nobody is reached. In a worker process
     /// the publish is sent to the master and the result says so
-    /// ([`Published::forwarded`]).
+    /// ([`Published::forwarded`]). With a [cluster](crate::cluster), the publish is also sent
+    /// once to the other nodes, each of which reaches its own members
+    /// ([`Published::forwarded`] says it was sent; the counts are this node's).
     pub fn publish(&self, room: &str, frame: Frame) -> Result<Published, RoomError> {
         self.publish_from(room, frame, None)
     }
@@ -52,8 +54,8 @@ impl ServerHandle {
         self.publish_from(room, frame, serial)
     }
 
-    /// How many channels are in room `room` (0 if nobody is). In a worker process the master
-    /// is asked.
+    /// How many channels of this node are in room `room` (0 if nobody is). In a worker process
+    /// the master is asked. [`ServerHandle::cluster_room_size`] counts every node's.
     pub async fn room_size(&self, room: &str) -> Result<usize, RoomError> {
         check_room_name(room)?;
         match self.remote_rooms() {
@@ -120,7 +122,17 @@ impl ServerHandle {
                     ..Published::default()
                 })
             }
-            None => rooms.publish(room, frame, except),
+            None => match &self.core().cluster {
+                Some(cluster) => {
+                    // Checked before anything is sent, so the other nodes get only what
+                    // this one would deliver.
+                    rooms.check_publish(room, &frame)?;
+                    let forwarded = cluster.publish(room, &frame).is_ok();
+                    let done = rooms.publish(room, frame, except)?;
+                    Ok(Published { forwarded, ..done })
+                }
+                None => rooms.publish(room, frame, except),
+            },
         }
     }
 
