@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use mio::{Events, Poll, Token};
 
+use crate::latency::Histogram;
 use crate::wire::{self, Wire};
 
 /// A message's sequence number marking it as a probe (sent until every subscriber is in the
@@ -22,8 +23,6 @@ use crate::wire::{self, Wire};
 const PROBE: u64 = u64::MAX;
 /// The smallest payload: a sequence number and a time.
 pub const MIN_SIZE: usize = 16;
-/// Latencies are counted in microsecond buckets up to this; longer ones share the last.
-const MAX_LATENCY_US: usize = 1_000_000;
 
 /// What a fan-out run measured, over its measured window.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -67,11 +66,13 @@ fn message(seq: u64, sent_ns: u64, size: usize) -> Vec<u8> {
     Wire::Ws.request(&payload)
 }
 
-/// Runs the fan-out against the server at `addr`: `subscribers` connections that only read,
-/// one that publishes `size`-byte messages; `warmup` unmeasured, then `duration` measured.
-/// `server_cpu` reads the server's CPU seconds (at the window's start and end).
+/// Runs the fan-out against the servers at `addrs`: `subscribers` connections that only read,
+/// spread over the servers in turn, and one on the first that publishes `size`-byte
+/// messages; `warmup` unmeasured, then `duration` measured. `server_cpu` reads the servers'
+/// CPU seconds (at the window's start and end). Several servers must be nodes of one cluster,
+/// so that a publish on one reaches the room's members on all.
 pub fn fanout(
-    addr: &str,
+    addrs: &[&str],
     subscribers: usize,
     size: usize,
     window: usize,
@@ -81,13 +82,14 @@ pub fn fanout(
 ) -> anyhow::Result<FanoutResult> {
     anyhow::ensure!(size >= MIN_SIZE, "messages carry at least {MIN_SIZE} bytes");
     anyhow::ensure!(
-        window >= 1 && subscribers >= 1,
-        "a window and a subscriber at least"
+        window >= 1 && subscribers >= 1 && !addrs.is_empty(),
+        "a window, a subscriber and a server at least"
     );
     let frame_len = header_len(size) + size;
     let mut poll = Poll::new()?;
     let mut subs = Vec::with_capacity(subscribers);
     for i in 0..subscribers {
+        let addr = addrs[i % addrs.len()];
         let stream = wire::register(wire::connect(addr, Wire::Ws)?, &poll, i)
             .with_context(|| format!("subscriber {i}"))?;
         subs.push(Subscriber {
@@ -98,7 +100,7 @@ pub fn fanout(
         });
     }
     let publisher_token = subscribers;
-    let mut publisher = wire::register(wire::connect(addr, Wire::Ws)?, &poll, publisher_token)?;
+    let mut publisher = wire::register(wire::connect(addrs[0], Wire::Ws)?, &poll, publisher_token)?;
     let base = Instant::now();
     let now_ns = || base.elapsed().as_nanos() as u64;
 
@@ -112,7 +114,7 @@ pub fn fanout(
     let mut out_at = 0;
     let mut joined = 0;
     let mut last_probe: Option<Instant> = None;
-    let mut latencies = vec![0u64; MAX_LATENCY_US + 1];
+    let mut latencies = Histogram::new();
     let mut measuring: Option<(Instant, u64, u64, f64)> = None;
     let mut delivered: u64 = 0;
     let mut progress_at = Instant::now();
@@ -131,7 +133,7 @@ pub fn fanout(
             let elapsed = begun.elapsed();
             if measuring.is_none() && elapsed >= warmup {
                 measuring = Some((Instant::now(), delivered, next_seq, server_cpu()?));
-                latencies.iter_mut().for_each(|l| *l = 0);
+                latencies.clear();
             }
             if elapsed >= warmup + duration {
                 break;
@@ -224,8 +226,7 @@ pub fn fanout(
                         }
                         s.next += 1;
                         delivered += 1;
-                        let lat_us = (received_ns.saturating_sub(sent) / 1000) as usize;
-                        latencies[lat_us.min(MAX_LATENCY_US)] += 1;
+                        latencies.record_us(received_ns.saturating_sub(sent) / 1000);
                         let slot = &mut got[(seq % window as u64) as usize];
                         *slot += 1;
                         while got[(complete % window as u64) as usize] == subscribers {
@@ -246,44 +247,15 @@ pub fn fanout(
     Ok(FanoutResult {
         deliveries_per_sec: deliveries as f64 / secs,
         publishes_per_sec: (next_seq - p0) as f64 / secs,
-        p50_us: percentile(&latencies, 0.50),
-        p99_us: percentile(&latencies, 0.99),
+        p50_us: latencies.percentile(0.50),
+        p99_us: latencies.percentile(0.99),
         server_cpu_us_per_delivery: cpu * 1e6 / deliveries.max(1) as f64,
     })
-}
-
-/// The `q` quantile of a histogram of one-microsecond buckets.
-fn percentile(buckets: &[u64], q: f64) -> f64 {
-    let total: u64 = buckets.iter().sum();
-    if total == 0 {
-        return 0.0;
-    }
-    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-    let mut seen = 0;
-    for (us, &n) in buckets.iter().enumerate() {
-        seen += n;
-        if seen >= rank {
-            return us as f64;
-        }
-    }
-    buckets.len() as f64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_of_a_histogram() {
-        let mut h = vec![0u64; 10];
-        h[1] = 50;
-        h[3] = 49;
-        h[9] = 1;
-        assert_eq!(percentile(&h, 0.5), 1.0);
-        assert_eq!(percentile(&h, 0.99), 3.0);
-        assert_eq!(percentile(&h, 1.0), 9.0);
-        assert_eq!(percentile(&[0; 4], 0.5), 0.0);
-    }
 
     #[test]
     fn messages_are_masked_binary_frames_of_the_size_asked() {

@@ -49,13 +49,27 @@ pub(crate) fn collect<T>(
     results: &[(Target, Vec<T>)],
     get: impl Fn(&T) -> f64,
 ) {
+    let named = results.iter().map(|(t, runs)| (t.name(), runs.as_slice()));
+    collect_named(out, workload, metric, higher_is_better, named, get);
+}
+
+/// [`collect`] for rows that are not servers under test (the `cluster` command's cases, such
+/// as `same-node` and `cross-node`), named as given.
+pub(crate) fn collect_named<'a, T: 'a>(
+    out: &mut Vec<Figure>,
+    workload: &str,
+    metric: &str,
+    higher_is_better: bool,
+    results: impl IntoIterator<Item = (String, &'a [T])>,
+    get: impl Fn(&T) -> f64,
+) {
     for (target, runs) in results {
         let v: Vec<f64> = runs.iter().map(&get).collect();
         out.push(Figure {
             workload: workload.into(),
             metric: metric.into(),
             higher_is_better,
-            target: target.name(),
+            target,
             median: median(&v),
             runs: v,
         });

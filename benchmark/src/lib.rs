@@ -5,9 +5,12 @@
 
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod fanout;
 pub mod ipc;
+pub mod latency;
 pub mod membership;
+pub mod nats;
 pub mod parallel;
 pub mod pipelined;
 pub mod proc;

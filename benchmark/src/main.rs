@@ -36,8 +36,8 @@ use clap::{Parser, Subcommand};
 use kim_benchmark::wire::Wire;
 
 use crate::commands::{
-    broadcast, echo, fanout, ipc, large, loadtest, membership, overhead, parallel, pipelined,
-    report, roundtrip, slow_consumers,
+    broadcast, cluster, echo, fanout, ipc, large, loadtest, membership, overhead, parallel,
+    pipelined, report, roundtrip, slow_consumers,
 };
 use crate::runner::Options;
 
@@ -168,6 +168,12 @@ enum Workload {
     /// The server memory of one room membership: C channels log in, each joins R rooms
     /// (kim's mock server only): resident memory growth / (C x R).
     Membership(membership::Args),
+    /// kim's cluster over NATS (3 nodes and a nats-server, all on the servers' CPU) against
+    /// one node, in the same runs: pushes on one node and across nodes (latency, with NATS's
+    /// bare request round trip as the anchor, and rate), a room spread over 3 nodes against
+    /// the same room on one node (deliveries per second), and the memory of a logged-in
+    /// channel on a cluster node against one without. kim only.
+    Cluster(cluster::Args),
     /// The IPC wire of the worker-process backend alone (two threads, one process): kim's
     /// `ChunkSender` and `Reassembler` against a bare ceiling and a naive receiver, MB/s.
     Ipc(ipc::Args),
@@ -221,5 +227,6 @@ fn main() -> anyhow::Result<()> {
         Workload::Fanout(args) => fanout::run(&opts, args),
         Workload::Broadcast(args) => broadcast::run(&opts, args),
         Workload::Membership(args) => membership::run(&opts, args),
+        Workload::Cluster(args) => cluster::run(&opts, args),
     }
 }

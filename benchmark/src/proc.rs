@@ -45,6 +45,16 @@ pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
     set_affinity(0, cpu)
 }
 
+/// Makes the process `cmd` starts run on `cpu` only, with every thread it starts.
+pub fn pin_command(cmd: &mut Command, cpu: usize) {
+    use std::os::unix::process::CommandExt;
+    // In the child before exec, so that every thread it starts inherits the CPU.
+    // SAFETY: sched_setaffinity is async-signal-safe and touches no shared state.
+    unsafe {
+        cmd.pre_exec(move || set_affinity(0, cpu));
+    }
+}
+
 fn set_affinity(pid: libc::pid_t, cpu: usize) -> std::io::Result<()> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
     unsafe {
@@ -89,12 +99,7 @@ impl ServerProcess {
             .stdout(Stdio::piped())
             .stderr(stderr);
         if let Some(cpu) = pin {
-            use std::os::unix::process::CommandExt;
-            // In the child before exec, so that every thread it starts inherits the CPU.
-            // SAFETY: sched_setaffinity is async-signal-safe and touches no shared state.
-            unsafe {
-                cmd.pre_exec(move || set_affinity(0, cpu));
-            }
+            pin_command(&mut cmd, cpu);
         }
         let mut child = cmd
             .spawn()
@@ -204,20 +209,26 @@ impl ServerProcess {
     /// CPU time used so far (user + system), in seconds, by the server and its worker
     /// processes.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        // SAFETY: sysconf has no preconditions.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         let mut total = 0.0;
         for (i, pid) in self.family().into_iter().enumerate() {
-            let Some(fields) = stat_fields(pid) else {
-                anyhow::ensure!(i != 0, "cannot read /proc/{pid}/stat");
-                continue;
-            };
-            let utime: f64 = fields.get(11).context("no utime")?.parse()?;
-            let stime: f64 = fields.get(12).context("no stime")?.parse()?;
-            total += (utime + stime) / ticks;
+            match cpu_of(pid) {
+                Ok(s) => total += s,
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => {} // a worker that just exited
+            }
         }
         Ok(total)
     }
+}
+
+/// CPU time used so far (user + system) by process `pid`, in seconds.
+pub fn cpu_of(pid: u32) -> anyhow::Result<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let fields = stat_fields(pid).with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    let utime: f64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: f64 = fields.get(12).context("no stime")?.parse()?;
+    Ok((utime + stime) / ticks)
 }
 
 /// The fields of /proc/PID/stat after the command name (which is in parentheses and may
@@ -228,7 +239,8 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
-fn rss_of(pid: u32) -> anyhow::Result<u64> {
+/// Resident memory of process `pid`, in bytes.
+pub fn rss_of(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: u64 = status
         .lines()

@@ -15,7 +15,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 fn brief(addr: String) -> anyhow::Result<fanout::FanoutResult> {
     fanout::fanout(
-        &addr,
+        &[&addr],
         50,
         100,
         8,

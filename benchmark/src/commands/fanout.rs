@@ -57,9 +57,15 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
     for (n, window) in cases {
         let label = format!("fanout {n} subscribers x {} B, window {window}", args.size);
         let res = bench.each(&label, Mode::Broadcast, |server, _| {
-            fanout::fanout(&server.addr, n, args.size, window, warmup, duration, || {
-                server.cpu_seconds()
-            })
+            fanout::fanout(
+                &[&server.addr],
+                n,
+                args.size,
+                window,
+                warmup,
+                duration,
+                || server.cpu_seconds(),
+            )
         })?;
         figures::collect(
             &mut figs,

@@ -5,6 +5,7 @@
 //! same names (`commands::ipc` runs and reports `kim_benchmark::ipc`, and so on).
 
 pub(crate) mod broadcast;
+pub(crate) mod cluster;
 pub(crate) mod echo;
 pub(crate) mod fanout;
 pub(crate) mod ipc;
