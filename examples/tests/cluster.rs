@@ -160,6 +160,44 @@ async fn pushes_reach_users_on_other_nodes_and_nobody_is_offline_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_moves_to_another_node_is_found_there() {
+    let nats = Nats::start();
+    let n1 = node(&nats, "n1", DuplicatePolicy::Reject).await;
+    let n2 = node(&nats, "n2", DuplicatePolicy::Reject).await;
+    let n3 = node(&nats, "n3", DuplicatePolicy::Reject).await;
+    let mut alice = login(&addr(&n1), "alice").await;
+    let mut bob = login(&addr(&n2), "bob").await;
+    // n1 now remembers that bob is on n2.
+    say(&mut alice, "@bob one").await;
+    assert_eq!(said(&mut bob).await, "alice: one");
+
+    drop(bob);
+    until("bob gone from n2", || n2.channel("bob").is_none()).await;
+    let mut bob = login(&addr(&n3), "bob").await;
+    // n2 says bob is not there; n1 reads the claims again and finds n3.
+    say(&mut alice, "@bob two").await;
+    assert_eq!(said(&mut bob).await, "alice: two");
+    assert_eq!(
+        n1.locate("bob").await.unwrap(),
+        Some(Location::Node("n3".into()))
+    );
+    let offline = r#"kim_cluster_failures_total{reason="offline"}"#;
+    assert_eq!(metric(&n1, offline), 0.0);
+
+    drop(bob);
+    until("bob gone from n3", || n3.channel("bob").is_none()).await;
+    // Whether the release reached the broker yet or n3 says "not here", bob is offline.
+    say(&mut alice, "@bob three").await;
+    assert_eq!(said(&mut alice).await, "offline bob");
+    assert_eq!(metric(&n1, offline), 1.0);
+    // n2 was asked twice: "one", delivered, and "two", not there any more.
+    assert_eq!(
+        metric(&n2, r#"kim_cluster_pushes_total{direction="received"}"#),
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_spans_nodes_and_each_node_receives_a_publish_once() {
     let nats = Nats::start();
     let nodes = [

@@ -12,13 +12,11 @@ use async_nats::{Client, Request, RequestErrorKind};
 use bytes::Bytes;
 use kim_core::cluster::{Claim, ClusterError};
 use kim_core::{ChannelId, DuplicatePolicy};
-use tokio_util::sync::CancellationToken;
 
 use crate::error::NatsError;
 use crate::metrics::{ClaimOutcome, Failure};
 use crate::options::NatsOptions;
 use crate::subject::{user_key, UserKind};
-use crate::users::UserSub;
 use crate::{broker, Inner};
 
 /// Lock shards: claims and releases of one id are done one at a time, in order.
@@ -27,19 +25,13 @@ const LOCKS: usize = 64;
 /// Tries at changing a key that keeps changing under us before giving up.
 const TRIES: usize = 4;
 
-/// The ids this node holds (or holds without a confirmed claim, while the broker was away).
+/// The ids this node holds, each with the key's revision when this node's claim was recorded
+/// (`None` until it is: while the claim is under way, or was not made while the broker was
+/// away).
 pub(crate) struct Claims {
-    owned: parking_lot::Mutex<HashMap<ChannelId, Owned>>,
+    owned: parking_lot::Mutex<HashMap<ChannelId, Option<u64>>>,
     locks: Box<[tokio::sync::Mutex<()>]>,
     hasher: RandomState,
-}
-
-/// One id held here.
-struct Owned {
-    /// The key's revision when this node's claim was recorded; `None` until it is.
-    revision: Option<u64>,
-    /// Ends the subscription to the user's subject.
-    subscription: Option<CancellationToken>,
 }
 
 impl Claims {
@@ -85,7 +77,7 @@ pub(crate) async fn open_bucket(
 }
 
 /// Runs a broker call under the request timeout.
-async fn bounded<T, E: std::fmt::Display>(
+pub(crate) async fn bounded<T, E: std::fmt::Display>(
     inner: &Inner,
     call: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, ClusterError> {
@@ -108,7 +100,7 @@ pub(crate) async fn claim(
         .owned
         .lock()
         .get(id)
-        .is_some_and(|o| o.revision.is_some());
+        .is_some_and(Option::is_some);
     if held {
         // A newer login here replaced an older one of this node: the claim stands.
         inner.metrics.claimed(ClaimOutcome::Granted);
@@ -124,61 +116,23 @@ pub(crate) async fn claim(
         inner.metrics.claimed(outcome);
     }
     if let Ok(Claim::Refused { .. }) = result {
-        // Not ours: stop answering for it.
-        if let Some(o) = inner.claims.owned.lock().remove(id) {
-            if let Some(s) = o.subscription {
-                s.cancel();
-            }
-        }
+        inner.claims.owned.lock().remove(id);
     }
     result
 }
 
-/// Subscribes to the user's subject (if not yet) and claims the key. The caller holds the id's
-/// lock. On an error the id stays held here unconfirmed, answered and claimed again when the
-/// broker is back.
+/// Claims the key. The caller holds the id's lock. On an error the id stays held here
+/// unconfirmed, answered for by this node and claimed again when the broker is back.
 async fn acquire(
     inner: &Inner,
     id: &ChannelId,
     policy: DuplicatePolicy,
 ) -> Result<Claim, ClusterError> {
-    let subscribed = inner
-        .claims
-        .owned
-        .lock()
-        .get(id)
-        .is_some_and(|o| o.subscription.is_some());
+    // This node answers for the id from now on (its subject was subscribed at connect, before
+    // any key could name it).
+    inner.claims.owned.lock().entry(id.clone()).or_insert(None);
     if !inner.connected() {
-        inner
-            .claims
-            .owned
-            .lock()
-            .entry(id.clone())
-            .or_insert(Owned {
-                revision: None,
-                subscription: None,
-            });
         return Err(ClusterError::Disconnected);
-    }
-    if !subscribed {
-        // Before the key: once another node can see our claim, we answer for the id.
-        let sub = bounded(
-            inner,
-            inner.client.subscribe(inner.subjects.user_all(id.as_str())),
-        )
-        .await?;
-        let stop = CancellationToken::new();
-        let _ = inner.user_subs.send(UserSub {
-            sub,
-            stop: stop.clone(),
-        });
-        inner.claims.owned.lock().insert(
-            id.clone(),
-            Owned {
-                revision: None,
-                subscription: Some(stop),
-            },
-        );
     }
     let key = user_key(id.as_str());
     let me = Bytes::from(inner.node.clone());
@@ -204,11 +158,11 @@ async fn acquire(
             // Ours from before a restart, or a release that never reached the broker.
             true
         } else {
-            match ask(inner, id.as_str(), UserKind::Owns).await {
+            match ask(inner, &owner, id.as_str(), UserKind::Owns).await {
                 Asked::Yes(_) => match policy {
                     DuplicatePolicy::Reject => return Ok(Claim::Refused { owner }),
                     DuplicatePolicy::Kick => {
-                        let _ = ask(inner, id.as_str(), UserKind::Kick).await;
+                        let _ = ask(inner, &owner, id.as_str(), UserKind::Kick).await;
                         true
                     }
                 },
@@ -241,12 +195,7 @@ async fn acquire(
 
 /// Records a confirmed claim.
 fn record(inner: &Inner, id: &ChannelId, revision: u64) {
-    let mut owned = inner.claims.owned.lock();
-    let o = owned.entry(id.clone()).or_insert(Owned {
-        revision: None,
-        subscription: None,
-    });
-    o.revision = Some(revision);
+    inner.claims.owned.lock().insert(id.clone(), Some(revision));
 }
 
 /// What a user's owner said.
@@ -255,7 +204,7 @@ pub(crate) enum Asked {
     Yes(String),
     /// It does not hold it any more.
     No,
-    /// Nobody is subscribed: no node holds the id.
+    /// Nobody answers: the node is gone.
     Nobody,
     /// Subscribed, but no answer in time.
     Silent,
@@ -263,15 +212,16 @@ pub(crate) enum Asked {
     Failed(ClusterError),
 }
 
-/// Asks the holder of `id` something, bounded by the request timeout.
-pub(crate) async fn ask(inner: &Inner, id: &str, kind: UserKind) -> Asked {
+/// Asks `node`, which holds `id` by the claims bucket, something about it, bounded by the
+/// request timeout.
+pub(crate) async fn ask(inner: &Inner, node: &str, id: &str, kind: UserKind) -> Asked {
     if !inner.connected() {
         return Asked::Failed(ClusterError::Disconnected);
     }
     let request = Request::new().timeout(Some(inner.timeout));
     let asked = inner
         .client
-        .send_request(inner.subjects.user(id, kind), request);
+        .send_request(inner.subjects.user(node, id, kind), request);
     match tokio::time::timeout(inner.timeout + Duration::from_millis(100), asked).await {
         Err(_) => Asked::Silent,
         Ok(Ok(m)) => match m.payload.first() {
@@ -292,13 +242,7 @@ pub(crate) async fn release(inner: &Inner, id: &ChannelId) {
     if inner.local().is_some_and(|l| l.holds(id.as_str())) {
         return;
     }
-    let Some(owned) = inner.claims.owned.lock().remove(id) else {
-        return;
-    };
-    if let Some(s) = owned.subscription {
-        s.cancel();
-    }
-    let Some(revision) = owned.revision else {
+    let Some(Some(revision)) = inner.claims.owned.lock().remove(id) else {
         return;
     };
     if !inner.connected() {
@@ -338,19 +282,15 @@ pub(crate) async fn reclaim_all(inner: &Inner) {
         if confirmed {
             continue;
         }
-        if let Some(o) = inner.claims.owned.lock().get_mut(&id) {
-            o.revision = None;
+        if let Some(revision) = inner.claims.owned.lock().get_mut(&id) {
+            *revision = None;
         }
         match acquire(inner, &id, DuplicatePolicy::Reject).await {
             Ok(Claim::Granted) => {}
             Ok(Claim::Refused { owner }) => {
                 lost += 1;
                 tracing::warn!(%id, %owner, "id taken elsewhere while the broker was away; closing it here");
-                if let Some(o) = inner.claims.owned.lock().remove(&id) {
-                    if let Some(s) = o.subscription {
-                        s.cancel();
-                    }
-                }
+                inner.claims.owned.lock().remove(&id);
                 local.kick(id.as_str());
             }
             Err(e) => tracing::warn!(%id, error = %e, "claim not made again"),

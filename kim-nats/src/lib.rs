@@ -16,20 +16,22 @@
 //!
 //! # How the nodes find each other's users
 //!
-//! A node subscribes to the subject of each user it holds (`kim.<cluster>.u.<id>.*`), so a push
-//! to a user elsewhere is one NATS request, answered by the owner once its outbox took the
-//! frame. When no node holds the user, NATS answers at once with "no responders": the push
-//! fails with [`kim_core::PushError::NotFound`], without waiting. A node
-//! that dies takes its subscriptions with it the moment its connection to NATS closes, so its
-//! users are offline at once (for a host that vanishes without closing its connections, NATS
-//! notices after its ping interval: two minutes by default, `ping_interval` in the server's
-//! configuration).
+//! Each node subscribes to one subject of its own (`kim.<cluster>.n.<node>.*.*`), whatever the
+//! number of users it holds, and the claims bucket below says which node holds which id. A
+//! push to a user elsewhere reads the user's key (skipped when the answer is in a bounded
+//! cache of recent ones) and is then one NATS request to that node, answered once its outbox
+//! took the frame. A user nobody claims is offline at once, without asking any node; a cached
+//! node that no longer holds the user says so, and the key is read afresh once. A node that
+//! dies takes its subscription with it the moment its connection to NATS closes: NATS answers
+//! a request to it with "no responders" at once, so its users are offline at once (for a host
+//! that vanishes without closing its connections, NATS notices after its ping interval: two
+//! minutes by default, `ping_interval` in the server's configuration).
 //!
 //! # One login per id
 //!
 //! A login's id is claimed in a JetStream key-value bucket (`kim-<cluster>-users`, key = the
 //! id, value = the node): `create` succeeds for exactly one of two racing claims. The loser
-//! asks the owner (a request on the user's subject) whether it still holds the id. An owner
+//! asks the owner (a request on the owner's subject) whether it still holds the id. An owner
 //! that answers "yes" keeps it (reject policy) or is told to close its channel (kick policy,
 //! after which the key changes hands by compare-and-set on its revision). An owner that
 //! answers "no", or nobody (a dead node, "no responders"), or a node silent for three
@@ -52,6 +54,7 @@
 //! confirmed) again: one that lost its id meanwhile to a login elsewhere is closed.
 
 mod claims;
+mod directory;
 mod error;
 mod metrics;
 mod nodes;
@@ -64,7 +67,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectOptions, Event, Subscriber};
 use bytes::Bytes;
 use kim_core::cluster::{Claim, Cluster, ClusterError, ClusterFuture, LocalNode};
 use kim_core::{ChannelId, DuplicatePolicy, Frame, PushError};
@@ -76,10 +79,10 @@ pub use error::NatsError;
 pub use options::NatsOptions;
 
 use crate::claims::Claims;
+use crate::directory::Directory;
 use crate::metrics::ClusterMetrics;
 use crate::nodes::Nodes;
 use crate::subject::Subjects;
-use crate::users::UserSub;
 
 /// A node of a kim cluster whose nodes meet in NATS: give it to
 /// [`DefaultServer::with_cluster`](kim_core::DefaultServer::with_cluster).
@@ -98,9 +101,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: ClusterMetrics,
     pub(crate) local: OnceLock<Arc<dyn LocalNode>>,
     pub(crate) claims: Claims,
+    pub(crate) directory: Directory,
     pub(crate) nodes: Nodes,
-    /// New user subscriptions, for the task that answers them.
-    pub(crate) user_subs: mpsc::UnboundedSender<UserSub>,
     /// Rooms whose local membership may have crossed zero, for the task that subscribes.
     pub(crate) interest: mpsc::UnboundedSender<String>,
     /// Room publishes on their way to the broker, in order.
@@ -114,7 +116,8 @@ pub(crate) struct Inner {
 }
 
 struct Receivers {
-    user_subs: mpsc::UnboundedReceiver<UserSub>,
+    /// This node's subject: the requests about the users it holds.
+    requests: Subscriber,
     interest: mpsc::UnboundedReceiver<String>,
     outgoing: mpsc::Receiver<(String, Bytes)>,
     events: mpsc::UnboundedReceiver<Event>,
@@ -150,11 +153,19 @@ impl NatsCluster {
                 reason: e.to_string(),
             })?;
         let users_kv = claims::open_bucket(&client, &options).await?;
-        let (user_subs, user_subs_rx) = mpsc::unbounded_channel();
+        let subjects = Subjects::new(&options.cluster);
+        // Before any claim: once a key names this node, it answers for the id.
+        let requests = client
+            .subscribe(subjects.node_all(&options.node))
+            .await
+            .map_err(|e| NatsError::Connect {
+                url: options.url.clone(),
+                reason: format!("subscribing to this node's subject: {e}"),
+            })?;
         let (interest, interest_rx) = mpsc::unbounded_channel();
         let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
         let inner = Arc::new(Inner {
-            subjects: Subjects::new(&options.cluster),
+            subjects,
             nodes: Nodes::new(&options.node, options.heartbeat),
             node: options.node,
             client,
@@ -164,14 +175,14 @@ impl NatsCluster {
             metrics: ClusterMetrics::new(),
             local: OnceLock::new(),
             claims: Claims::new(),
-            user_subs,
+            directory: Directory::new(),
             interest,
             outgoing,
             tasks: TaskTracker::new(),
             releases: TaskTracker::new(),
             stop: CancellationToken::new(),
             receivers: parking_lot::Mutex::new(Some(Receivers {
-                user_subs: user_subs_rx,
+                requests,
                 interest: interest_rx,
                 outgoing: outgoing_rx,
                 events,
@@ -249,9 +260,7 @@ impl Cluster for NatsCluster {
         let Some(rx) = inner.receivers.lock().take() else {
             return;
         };
-        inner
-            .tasks
-            .spawn(users::answer(inner.clone(), rx.user_subs));
+        inner.tasks.spawn(users::answer(inner.clone(), rx.requests));
         inner.tasks.spawn(rooms::follow(inner.clone(), rx.interest));
         inner.tasks.spawn(rooms::send(inner.clone(), rx.outgoing));
         inner.tasks.spawn(rooms::answer_sizes(inner.clone()));

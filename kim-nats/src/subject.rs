@@ -5,7 +5,7 @@
 //!
 //! | subject | who subscribes | what it carries |
 //! |---|---|---|
-//! | `u.<id>.<kind>` | the node holding user `<id>` (`u.<id>.*`) | requests: `t`/`b` push a text or binary frame, `o` asks whether the id is held, `k` kicks it, `w` asks where it is |
+//! | `n.<node>.<id>.<kind>` | node `<node>` (`n.<node>.*.*`) | requests about user `<id>`, held there: `t`/`b` push a text or binary frame, `o` asks whether the id is held, `k` kicks it, `w` asks where it is |
 //! | `r.<room>.<kind>` | nodes with members in `<room>` (`r.<room>.*`) | publishes, `t` or `b` |
 //! | `size` | every node | a room's name; each node answers its member count |
 //! | `hb` | every node | each node's name, every heartbeat |
@@ -51,7 +51,7 @@ pub(crate) fn decode(token: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// What a request to a user's subject asks.
+/// What a request about a user asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UserKind {
     /// Push a text frame.
@@ -102,20 +102,30 @@ impl Subjects {
         }
     }
 
-    /// What a node holding `id` subscribes to.
-    pub(crate) fn user_all(&self, id: &str) -> String {
-        format!("{}.u.{}.*", self.prefix, encode(id))
+    /// What node `node` subscribes to, once: the requests about every user it holds.
+    pub(crate) fn node_all(&self, node: &str) -> String {
+        format!("{}.n.{}.*.*", self.prefix, encode(node))
     }
 
-    /// Where a request of `kind` about `id` goes.
-    pub(crate) fn user(&self, id: &str, kind: UserKind) -> String {
-        format!("{}.u.{}.{}", self.prefix, encode(id), kind.token())
+    /// Where a request of `kind` about `id`, held by `node`, goes.
+    pub(crate) fn user(&self, node: &str, id: &str, kind: UserKind) -> String {
+        format!(
+            "{}.n.{}.{}.{}",
+            self.prefix,
+            encode(node),
+            encode(id),
+            kind.token()
+        )
     }
 
-    /// The id and kind of a request that came on a user's subject.
+    /// The id and kind of a request that came on a node's subject.
     pub(crate) fn parse_user(&self, subject: &str) -> Option<(String, UserKind)> {
-        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".u.")?;
-        let (id, kind) = rest.rsplit_once('.')?;
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".n.")?;
+        let mut tokens = rest.split('.');
+        let (_node, id, kind) = (tokens.next()?, tokens.next()?, tokens.next()?);
+        if tokens.next().is_some() {
+            return None;
+        }
         Some((decode(id)?, UserKind::from_token(kind)?))
     }
 
@@ -172,15 +182,16 @@ mod tests {
     #[test]
     fn user_subjects_parse_back() {
         let s = Subjects::new("c1");
-        let subject = s.user("bob.smith", UserKind::Kick);
-        assert_eq!(subject, "kim.c1.u.=626f622e736d697468.k");
+        let subject = s.user("n 1", "bob.smith", UserKind::Kick);
+        assert_eq!(subject, "kim.c1.n.=6e2031.=626f622e736d697468.k");
         assert_eq!(
             s.parse_user(&subject),
             Some(("bob.smith".to_string(), UserKind::Kick))
         );
-        assert_eq!(s.user_all("bob"), "kim.c1.u.bob.*");
-        assert_eq!(s.parse_user("kim.c1.u.bob.q"), None);
-        assert_eq!(s.parse_user("kim.c2.u.bob.t"), None);
+        assert_eq!(s.node_all("n1"), "kim.c1.n.n1.*.*");
+        assert_eq!(s.parse_user("kim.c1.n.n1.bob.q"), None);
+        assert_eq!(s.parse_user("kim.c1.n.n1.bob.t.x"), None);
+        assert_eq!(s.parse_user("kim.c2.n.n1.bob.t"), None);
         assert!(Subjects::room_is_text(&s.room("r", true)));
         assert!(!Subjects::room_is_text(&s.room("r", false)));
     }

@@ -1,45 +1,31 @@
-//! The users' subjects: this node answering for the users it holds (pushes, "do you hold it",
-//! kicks, "where is it"), and asking other nodes about theirs.
+//! Requests about users: this node answering, on its own subject, for the users it holds
+//! (pushes, "do you hold it", kicks, "where is it"), and asking the node holding a user
+//! elsewhere, found through the directory.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Message, Request, RequestErrorKind, Subscriber};
 use bytes::Bytes;
-use futures_util::stream::{SelectAll, StreamExt};
+use futures_util::stream::StreamExt;
 use kim_core::cluster::ClusterError;
 use kim_core::{ChannelId, Frame, OpCode, PushError};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::claims::{ask, Asked};
+use crate::directory;
 use crate::metrics::Failure;
 use crate::subject::UserKind;
 use crate::{broker, Inner};
 
-/// A new subscription to a user's subject, and what ends it.
-pub(crate) struct UserSub {
-    pub(crate) sub: Subscriber,
-    pub(crate) stop: CancellationToken,
-}
-
-type UserStream = Pin<Box<dyn futures_util::Stream<Item = Message> + Send>>;
-
-/// Answers the requests on every user subject this node subscribed to, in one task: the
-/// subscriptions are polled together, and only those with a message are woken.
-pub(crate) async fn answer(inner: Arc<Inner>, mut new: mpsc::UnboundedReceiver<UserSub>) {
-    let mut all: SelectAll<UserStream> = SelectAll::new();
+/// Answers the requests that come on this node's subject, one at a time, in order.
+pub(crate) async fn answer(inner: Arc<Inner>, mut requests: Subscriber) {
     loop {
         tokio::select! {
             _ = inner.stop.cancelled() => return,
-            added = new.recv() => match added {
-                Some(UserSub { sub, stop }) => {
-                    all.push(Box::pin(sub.take_until(stop.cancelled_owned())));
-                }
+            m = requests.next() => match m {
+                Some(message) => respond(&inner, message).await,
                 None => return,
             },
-            Some(message) = all.next(), if !all.is_empty() => respond(&inner, message).await,
         }
     }
 }
@@ -83,57 +69,77 @@ async fn respond(inner: &Inner, message: Message) {
     }
 }
 
-/// Pushes `frame` to `id` on the node holding it.
+/// Pushes `frame` to `id` on the node holding it: the node found in the directory, asked
+/// again afresh once if a remembered node says the user is not there (any more).
 pub(crate) async fn push(inner: &Inner, id: &str, frame: Frame) -> Result<(), PushError> {
     let failed = |why: Failure, e: PushError| {
         inner.metrics.failed(why);
         Err(e)
     };
+    let unavailable = |e: ClusterError| {
+        let why = match e {
+            ClusterError::Disconnected => Failure::Disconnected,
+            ClusterError::TimedOut => Failure::Timeout,
+            _ => Failure::Broker,
+        };
+        failed(why, PushError::Unavailable(e))
+    };
     if !inner.connected() {
-        return failed(
-            Failure::Disconnected,
-            PushError::Unavailable(ClusterError::Disconnected),
-        );
+        return unavailable(ClusterError::Disconnected);
     }
     let kind = if frame.op == OpCode::Text {
         UserKind::Text
     } else {
         UserKind::Binary
     };
-    let request = Request::new()
-        .payload(frame.payload)
-        .timeout(Some(inner.timeout));
-    let sent = inner
-        .client
-        .send_request(inner.subjects.user(id, kind), request);
     let offline = || PushError::NotFound(ChannelId::new(id));
-    match tokio::time::timeout(inner.timeout + Duration::from_millis(100), sent).await {
-        Ok(Ok(m)) => match m.payload.first() {
-            Some(b'+') => {
-                inner.metrics.pushes_sent.inc();
-                Ok(())
+    let mut fresh = false;
+    loop {
+        let owner = match directory::owner(inner, id, fresh).await {
+            Ok(Some(owner)) if *owner.node != *inner.node => owner,
+            // Nobody claims it, or the key still names this node, which does not hold it.
+            Ok(_) => return failed(Failure::Offline, offline()),
+            Err(e) => return unavailable(e),
+        };
+        let request = Request::new()
+            .payload(frame.payload.clone())
+            .timeout(Some(inner.timeout));
+        let subject = inner.subjects.user(&owner.node, id, kind);
+        let sent = inner.client.send_request(subject, request);
+        let answered = tokio::time::timeout(inner.timeout + Duration::from_millis(100), sent);
+        match answered.await {
+            Ok(Ok(m)) => match m.payload.first() {
+                Some(b'+') => {
+                    inner.metrics.pushes_sent.inc();
+                    return Ok(());
+                }
+                Some(b'F') => return failed(Failure::Full, PushError::Full),
+                // "Not here".
+                _ => {}
+            },
+            // The node is gone.
+            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {}
+            Ok(Err(e)) if e.kind() == RequestErrorKind::TimedOut => {
+                return unavailable(ClusterError::TimedOut)
             }
-            Some(b'F') => failed(Failure::Full, PushError::Full),
-            _ => failed(Failure::Offline, offline()),
-        },
-        Ok(Err(e)) => match e.kind() {
-            RequestErrorKind::NoResponders => failed(Failure::Offline, offline()),
-            RequestErrorKind::TimedOut => failed(
-                Failure::Timeout,
-                PushError::Unavailable(ClusterError::TimedOut),
-            ),
-            _ => failed(Failure::Broker, PushError::Unavailable(broker(e))),
-        },
-        Err(_) => failed(
-            Failure::Timeout,
-            PushError::Unavailable(ClusterError::TimedOut),
-        ),
+            Ok(Err(e)) => return unavailable(broker(e)),
+            Err(_) => return unavailable(ClusterError::TimedOut),
+        }
+        inner.directory.forget(id);
+        if !owner.cached {
+            return failed(Failure::Offline, offline());
+        }
+        fresh = true;
     }
 }
 
-/// The node holding `id`, if another one does.
+/// The node holding `id`, if another one does: the one the claims bucket names, once it
+/// says it holds the id.
 pub(crate) async fn locate(inner: &Inner, id: &str) -> Result<Option<String>, ClusterError> {
-    match ask(inner, id, UserKind::Where).await {
+    let Some(owner) = directory::owner(inner, id, true).await? else {
+        return Ok(None);
+    };
+    match ask(inner, &owner.node, id, UserKind::Where).await {
         Asked::Yes(node) => Ok(Some(node)),
         Asked::No | Asked::Nobody => Ok(None),
         Asked::Silent => Err(ClusterError::TimedOut),
