@@ -309,6 +309,18 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
     }
 }
 
+impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
+    /// Unless the stream failed or stopped taking writes, tells the peer at the stream's level
+    /// too that nothing more comes: one poll of the writer's shutdown, which sends TLS's
+    /// close_notify (without it a TLS client cannot tell the end from a cut connection) and
+    /// TCP's FIN. Best effort: the socket is closed when the session is dropped either way.
+    fn shut_write(&mut self, cx: &mut Context<'_>, end: End) {
+        if !matches!(end, End::Io(_) | End::WriteTimeout) {
+            let _ = self.writer.poll_shutdown(cx);
+        }
+    }
+}
+
 impl<R, W, T: Route> Session<R, W, T> {
     /// What ending a channel does however the session ends (in [`Session::end`], or dropped
     /// before it could end): the outbox refuses pushes and lets go of what it holds, the
@@ -339,7 +351,10 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Future for Session<R, W, T> {
         if this.ended.is_none() {
             match this.drive(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(end) => this.end(end),
+                Poll::Ready(end) => {
+                    this.shut_write(cx, end);
+                    this.end(end);
+                }
             }
         }
         if let Some(d) = this.running.as_mut() {

@@ -61,4 +61,10 @@ pub trait Upgrader<IO: Io>: Send + Sync + 'static {
         let _ = (conn, status, reason);
         async { false }
     }
+
+    /// Registers the transport's own metrics (a TLS layer counts its handshakes) in the
+    /// server's registry, once, when the server starts. Most transports have none.
+    fn register_metrics(&self, registry: &prometheus::Registry) {
+        let _ = registry;
+    }
 }

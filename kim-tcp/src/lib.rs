@@ -225,16 +225,21 @@ pub async fn connect(addr: &str, options: &ClientOptions) -> Result<TcpClient, C
             source,
         })?;
     stream.set_nodelay(true)?;
-    let (r, w) = stream.into_split();
+    Ok(client_over(stream, options))
+}
+
+/// A raw TCP frames client over a stream the caller opened (TLS, say, with
+/// `kim_tls::connect`).
+pub fn client_over<IO: Io>(
+    io: IO,
+    options: &ClientOptions,
+) -> Client<TcpReader<IO::ReadHalf>, TcpWriter<IO::WriteHalf>> {
+    let (r, w) = io.split_io();
     let config = ConnConfig {
         max_message_size: options.max_message_size,
         read_buffer_size: options.read_buffer_size,
     };
-    Ok(Client::new(
-        TcpReader::new(r, config),
-        TcpWriter::new(w),
-        options,
-    ))
+    Client::new(TcpReader::new(r, config), TcpWriter::new(w), options)
 }
 
 #[cfg(test)]

@@ -255,75 +255,104 @@ pub async fn connect_with(
                 source,
             })?;
         stream.set_nodelay(true)?;
-        let (mut rd, mut wr) = stream.into_split();
-        let key = {
-            use std::hash::BuildHasher;
-            let s = std::collections::hash_map::RandomState::new();
-            let mut raw = [0u8; 16];
-            raw[..8].copy_from_slice(&s.hash_one(1u8).to_ne_bytes());
-            raw[8..].copy_from_slice(&s.hash_one(2u8).to_ne_bytes());
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        };
-        let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        wr.write_all(req.as_bytes()).await?;
-        let head = handshake::read_head(
-            &mut rd,
-            DEFAULT_MAX_HEADER,
-            handshake::check_response_prefix,
-        );
-        let (mut buf, head_len) = head.await.map_err(|e| match e {
-            HeadError::Io(e) => ClientError::Io(e),
-            HeadError::Eof => ClientError::Handshake("connection closed".into()),
-            HeadError::TooLarge => ClientError::Handshake("response head too large".into()),
-            HeadError::Invalid(r) => {
-                ClientError::Handshake(format!("malformed response: {}", r.reason))
-            }
-        })?;
-        let mut hdrs = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut hdrs);
-        resp.parse(&buf[..head_len])
-            .map_err(|e| ClientError::Handshake(format!("malformed response: {e}")))?;
-        if resp.code != Some(101) {
-            let body = String::from_utf8_lossy(&buf[head_len..]).into_owned();
-            return Err(ClientError::Handshake(format!(
-                "status {}: {}",
-                resp.code.unwrap_or(0),
-                body.trim()
-            )));
-        }
-        let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
-        let mut accepts = resp
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
-            .map(|h| h.value.trim_ascii());
-        let accept = accepts.next();
-        // RFC 6455 section 11.3.3: the field must not appear more than once.
-        if accept != Some(expected.as_bytes()) || accepts.next().is_some() {
-            return Err(ClientError::Handshake("wrong Sec-WebSocket-Accept".into()));
-        }
-        let rest = buf.split_off(head_len);
-        let reader = WsReader::new(
-            rd,
-            Role::Client,
-            options.max_message_size,
-            ReadBuffer::with_bytes(options.read_buffer_size, rest),
-        );
-        Ok(Client::new(
-            reader,
-            WsWriter::new(wr, Role::Client),
-            options,
-        ))
+        handshake_over(stream, addr, path, headers, options).await
     };
     tokio::time::timeout(options.connect_timeout, work)
         .await
         .map_err(|_| ClientError::ConnectTimeout(url.to_string()))?
+}
+
+/// A websocket client over a stream the caller opened (TLS, say, with `kim_tls::connect`):
+/// the upgrade request for `path` with `Host: host` and `headers`, within the connect timeout.
+pub async fn client_over<IO: Io>(
+    io: IO,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    options: &ClientOptions,
+) -> Result<Client<WsReader<IO::ReadHalf>, WsWriter<IO::WriteHalf>>, ClientError> {
+    tokio::time::timeout(
+        options.connect_timeout,
+        handshake_over(io, host, path, headers, options),
+    )
+    .await
+    .map_err(|_| ClientError::ConnectTimeout(host.to_string()))?
+}
+
+/// The client's side of the upgrade on `io`.
+async fn handshake_over<IO: Io>(
+    io: IO,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    options: &ClientOptions,
+) -> Result<Client<WsReader<IO::ReadHalf>, WsWriter<IO::WriteHalf>>, ClientError> {
+    let (mut rd, mut wr) = io.split_io();
+    let key = {
+        use std::hash::BuildHasher;
+        let s = std::collections::hash_map::RandomState::new();
+        let mut raw = [0u8; 16];
+        raw[..8].copy_from_slice(&s.hash_one(1u8).to_ne_bytes());
+        raw[8..].copy_from_slice(&s.hash_one(2u8).to_ne_bytes());
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    };
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    wr.write_all(req.as_bytes()).await?;
+    wr.flush().await?;
+    let head = handshake::read_head(
+        &mut rd,
+        DEFAULT_MAX_HEADER,
+        handshake::check_response_prefix,
+    );
+    let (mut buf, head_len) = head.await.map_err(|e| match e {
+        HeadError::Io(e) => ClientError::Io(e),
+        HeadError::Eof => ClientError::Handshake("connection closed".into()),
+        HeadError::TooLarge => ClientError::Handshake("response head too large".into()),
+        HeadError::Invalid(r) => {
+            ClientError::Handshake(format!("malformed response: {}", r.reason))
+        }
+    })?;
+    let mut hdrs = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut hdrs);
+    resp.parse(&buf[..head_len])
+        .map_err(|e| ClientError::Handshake(format!("malformed response: {e}")))?;
+    if resp.code != Some(101) {
+        let body = String::from_utf8_lossy(&buf[head_len..]).into_owned();
+        return Err(ClientError::Handshake(format!(
+            "status {}: {}",
+            resp.code.unwrap_or(0),
+            body.trim()
+        )));
+    }
+    let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut accepts = resp
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+        .map(|h| h.value.trim_ascii());
+    let accept = accepts.next();
+    // RFC 6455 section 11.3.3: the field must not appear more than once.
+    if accept != Some(expected.as_bytes()) || accepts.next().is_some() {
+        return Err(ClientError::Handshake("wrong Sec-WebSocket-Accept".into()));
+    }
+    let rest = buf.split_off(head_len);
+    let reader = WsReader::new(
+        rd,
+        Role::Client,
+        options.max_message_size,
+        ReadBuffer::with_bytes(options.read_buffer_size, rest),
+    );
+    Ok(Client::new(
+        reader,
+        WsWriter::new(wr, Role::Client),
+        options,
+    ))
 }
 
 #[cfg(test)]

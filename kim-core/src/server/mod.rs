@@ -238,6 +238,7 @@ where
             .set_encoder(<U::Writer as crate::conn::FrameWriter>::encode_shared);
         let context = core.channel_context(Delivery::Outbox);
         let (upgrader, acceptor) = (self.upgrader, self.acceptor);
+        upgrader.register_metrics(core.metrics.registry());
         match core.options.backend() {
             Backend::InProcess => {
                 let route = Arc::new(InProcess::new(self.message_listener, self.state_listener));
