@@ -254,6 +254,14 @@ pub struct ServerArgs {
     /// The cluster's name (nodes of different clusters can share one NATS server).
     #[arg(long, default_value = "kim")]
     pub cluster_name: String,
+    /// Serve over TLS with this certificate chain (PEM, the server's certificate first): wss,
+    /// or raw TCP frames over TLS. Needs `--tls-key`. SIGHUP reads both files again: new
+    /// handshakes get the new certificate, channels stay; a bad file is refused and logged.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// On or off.
@@ -358,30 +366,43 @@ where
     S: StateListener,
 {
     let options = args.options()?;
-    match args.transport {
-        Transport::Tcp => {
-            run(
-                args,
-                kim_tcp::TcpUpgrader,
-                acceptor,
-                listener,
-                state,
-                options,
-            )
-            .await
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = kim_tls::TlsConfig::from_pem_files(cert, key)?;
+            reload_on_sighup(tls.clone())?;
+            Some(tls)
         }
-        Transport::Ws => {
-            run(
-                args,
-                kim_ws::WsUpgrader::new(),
-                acceptor,
-                listener,
-                state,
-                options,
-            )
-            .await
+        _ => None,
+    };
+    let (a, l, s, o) = (acceptor, listener, state, options);
+    match (args.transport, tls) {
+        (Transport::Tcp, None) => run(args, kim_tcp::TcpUpgrader, a, l, s, o).await,
+        (Transport::Ws, None) => run(args, kim_ws::WsUpgrader::new(), a, l, s, o).await,
+        (Transport::Tcp, Some(tls)) => {
+            let tls = kim_tls::TlsUpgrader::new(kim_tcp::TcpUpgrader, &tls);
+            run(args, tls, a, l, s, o).await
+        }
+        (Transport::Ws, Some(tls)) => {
+            let wss = kim_tls::TlsUpgrader::new(kim_ws::WsUpgrader::new(), &tls);
+            run(args, wss, a, l, s, o).await
         }
     }
+}
+
+/// Reads the certificate files again on every SIGHUP; a refused reload is logged and the
+/// certificate in use stays.
+fn reload_on_sighup(tls: kim_tls::TlsConfig) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => println!("tls certificate reloaded"),
+                Err(e) => eprintln!("tls certificate not reloaded: {e}"),
+            }
+        }
+    });
+    Ok(())
 }
 
 async fn run<U, A, L, S>(

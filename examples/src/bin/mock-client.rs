@@ -5,6 +5,7 @@
 //! mock-client --addr 127.0.0.1:8000 --id alice --count 3 --message hello
 //! mock-client --addr 127.0.0.1:8000 --id bob --count 0 --listen
 //! mock-client --addr 127.0.0.1:8000 --id alice --count 1 --message "@bob hi"
+//! mock-client --transport ws --addr wss://127.0.0.1:8443/ --tls-root cert.pem --id carol
 //! ```
 
 use std::time::Duration;
@@ -42,6 +43,13 @@ struct Args {
     /// interrupted (Ctrl-C) or the gateway closes the connection.
     #[arg(long)]
     listen: bool,
+    /// Connect over TLS (wss, or TCP frames over TLS), trusting the certificates in this PEM
+    /// file (the server's own, if self-signed).
+    #[arg(long)]
+    tls_root: Option<std::path::PathBuf>,
+    /// The server name to ask for and check the certificate against (with `--tls-root`).
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
 }
 
 #[tokio::main]
@@ -57,9 +65,38 @@ async fn main() {
 
 async fn run(args: &Args) -> anyhow::Result<()> {
     let opts = ClientOptions::default();
+    let Some(root) = &args.tls_root else {
+        return match args.transport {
+            Transport::Tcp => talk(kim_tcp::connect(&args.addr, &opts).await?, args).await,
+            Transport::Ws => talk(kim_ws::connect(&args.addr, &opts).await?, args).await,
+        };
+    };
+    let pem =
+        std::fs::read(root).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", root.display()))?;
+    let (host, path) = match args
+        .addr
+        .strip_prefix("wss://")
+        .unwrap_or(&args.addr)
+        .split_once('/')
+    {
+        Some((host, path)) => (host.to_string(), format!("/{path}")),
+        None => (
+            args.addr.trim_start_matches("wss://").to_string(),
+            "/".to_string(),
+        ),
+    };
     match args.transport {
-        Transport::Tcp => talk(kim_tcp::connect(&args.addr, &opts).await?, args).await,
-        Transport::Ws => talk(kim_ws::connect(&args.addr, &opts).await?, args).await,
+        Transport::Tcp => {
+            let config = kim_tls::TlsClientConfig::with_root_pem(&pem, &[])?;
+            let io = kim_tls::connect(&host, &args.tls_name, &config).await?;
+            talk(kim_tcp::client_over(io, &opts), args).await
+        }
+        Transport::Ws => {
+            let config = kim_tls::TlsClientConfig::with_root_pem(&pem, &[b"http/1.1"])?;
+            let io = kim_tls::connect(&host, &args.tls_name, &config).await?;
+            let client = kim_ws::client_over(io, &args.tls_name, &path, &[], &opts).await?;
+            talk(client, args).await
+        }
     }
 }
 
