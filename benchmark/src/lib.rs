@@ -16,5 +16,6 @@ pub mod pipelined;
 pub mod proc;
 pub mod prometheus;
 pub mod slow_consumers;
+pub mod tls;
 pub mod wire;
 pub mod workloads;

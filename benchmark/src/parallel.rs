@@ -84,7 +84,7 @@ async fn login_all<R, W, F, Fut>(
 where
     R: FrameReader,
     W: FrameWriter,
-    F: Fn(String, ClientOptions) -> Fut + Copy + Send + 'static,
+    F: Fn(String, ClientOptions) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<Client<R, W>, ClientError>> + Send,
 {
     let opts = ClientOptions {
@@ -98,6 +98,7 @@ where
         let gate = gate.clone();
         let addr = addr.to_string();
         let opts = opts.clone();
+        let connect = connect.clone();
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await.expect("semaphore open");
             // A duplicate refusal is retried until `patience` runs out: a channel closed a
@@ -201,6 +202,85 @@ where
         connect,
         "logging in again",
         Duration::from_secs(2),
+    )
+    .await?;
+    drop(again);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = server.rss()?;
+    Ok(ParallelResult {
+        clients,
+        login_secs,
+        logins_per_sec: clients as f64 / login_secs,
+        server_cpu_us_per_login: login_cpu * 1e6 / clients as f64,
+        rss_before,
+        rss_with_all,
+        rss_after,
+        bytes_per_conn: rss_with_all.saturating_sub(rss_before) as f64 / clients as f64,
+    })
+}
+
+/// [`run`] over wss against a server with a certificate for `localhost`, trusting
+/// `root_pem`: every login is a full TLS handshake (no resumption), made by kim's client (the
+/// epoll loop of the plain runs speaks no TLS; both servers meet the same client).
+pub async fn run_tls(
+    server: &ServerProcess,
+    clients: usize,
+    in_flight: usize,
+    hold: Duration,
+    root_pem: &str,
+) -> anyhow::Result<ParallelResult> {
+    let config = kim_tls::TlsClientConfig::with_root_pem(root_pem.as_bytes(), &[b"http/1.1"])?
+        .without_resumption();
+    let connect = move |addr: String, opts: ClientOptions| {
+        let config = config.clone();
+        async move {
+            let io = kim_tls::connect(&addr, "localhost", &config)
+                .await
+                .map_err(ClientError::Io)?;
+            kim_ws::client_over(io, "localhost", "/", &[], &opts).await
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_before = server.rss()?;
+    let cpu_before = server.cpu_seconds()?;
+    let started = Instant::now();
+    let login = Duration::from_secs(2);
+    let mut all = login_all(
+        &server.addr,
+        clients,
+        in_flight,
+        connect.clone(),
+        "logging in",
+        login,
+    )
+    .await?;
+    let login_secs = started.elapsed().as_secs_f64();
+    let login_cpu = server.cpu_seconds()? - cpu_before;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_with_all = server.rss()?;
+    tokio::time::sleep(hold).await;
+    let mut echo_failures = 0;
+    for c in &mut all {
+        let echoed = async {
+            c.send_text("still there?").await?;
+            c.read().await
+        };
+        match tokio::time::timeout(Duration::from_secs(10), echoed).await {
+            Ok(Ok(f)) if &f.payload[..] == b"still there?" => {}
+            _ => echo_failures += 1,
+        }
+    }
+    drop(all);
+    if echo_failures > 0 {
+        bail!("{echo_failures} of {clients} held connections no longer echo");
+    }
+    let again = login_all(
+        &server.addr,
+        clients,
+        in_flight,
+        connect,
+        "logging in again",
+        login,
     )
     .await?;
     drop(again);

@@ -163,6 +163,7 @@ impl Options {
             uws_dir: self.uws_dir(),
             server_log: std::env::temp_dir()
                 .join(format!("kim-benchmark-{}-server.log", std::process::id())),
+            tls_args: Vec::new(),
         }
     }
 
@@ -307,6 +308,9 @@ pub(crate) struct Bench {
     pub(crate) uws_dir: PathBuf,
     /// Where `KimObs` servers with tracing on write their log (truncated at each start).
     pub(crate) server_log: PathBuf,
+    /// `--tls-cert FILE --tls-key FILE` for kim's servers and the baseline, when the run is
+    /// over TLS.
+    pub(crate) tls_args: Vec<String>,
 }
 
 impl Bench {
@@ -343,6 +347,7 @@ impl Bench {
                 if mode == Mode::Broadcast {
                     args.push("--broadcast".into());
                 }
+                args.extend(self.tls_args.iter().cloned());
                 if let Target::KimObs(_, obs) = target {
                     let on_off = |on| if on { "on" } else { "off" }.to_string();
                     args.extend(["--metrics".into(), on_off(obs.metrics)]);
@@ -380,7 +385,10 @@ impl Bench {
                     listen,
                     "--threads".into(),
                     threads,
-                ],
+                ]
+                .into_iter()
+                .chain(self.tls_args.iter().cloned())
+                .collect(),
             ),
             Target::Uws => return self.start_uws(mode),
         };

@@ -60,6 +60,13 @@ impl TlsClientConfig {
         })
     }
 
+    /// This configuration with no session resumption: every connection makes a full
+    /// handshake (what a benchmark of handshakes wants).
+    pub fn without_resumption(mut self) -> TlsClientConfig {
+        Arc::make_mut(&mut self.config).resumption = rustls::client::Resumption::disabled();
+        self
+    }
+
     /// The rustls configuration, for clients other than kim's.
     pub fn rustls(&self) -> Arc<ClientConfig> {
         self.config.clone()

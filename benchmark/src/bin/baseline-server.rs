@@ -11,6 +11,9 @@
 //!   senders, a loop over it per message, and a writer task per connection.
 //! - `--config default` keeps tungstenite's defaults (128 KiB buffers); `--config small`
 //!   sets the 4 KiB read and write buffers its documentation advises for many connections.
+//! - `--tls-cert FILE --tls-key FILE`: wss through tokio-rustls, configured as its examples
+//!   do (one certificate, ALPN `http/1.1`, rustls' defaults otherwise), with the crypto
+//!   provider kim uses (aws-lc-rs).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,8 +21,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use futures_util::{future, SinkExt, StreamExt, TryStreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -49,7 +54,33 @@ struct Args {
     /// Runtime worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Serve wss with this certificate chain (PEM); needs `--tls-key`.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The key of `--tls-cert` (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
+
+/// A tokio-rustls acceptor for `cert` and `key`, the way tokio-rustls' server example makes
+/// one.
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// What a connection handler takes: plain TCP, or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 type Peers = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>>;
 
@@ -68,6 +99,10 @@ fn main() -> anyhow::Result<()> {
                 .read_buffer_size(4096)
                 .write_buffer_size(4096),
         };
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            _ => None,
+        };
         let peers: Peers = Arc::default();
         let mut next_id: u64 = 0;
         loop {
@@ -79,24 +114,29 @@ fn main() -> anyhow::Result<()> {
                 }
             };
             let _ = stream.set_nodelay(true);
-            match args.mode {
-                Mode::Echo => tokio::spawn(echo(stream, config)),
-                Mode::Mock => tokio::spawn(mock(stream, config, peers.clone())),
-                Mode::Broadcast => {
-                    next_id += 1;
-                    tokio::spawn(broadcast(
-                        stream,
-                        config,
-                        peers.clone(),
-                        next_id.to_string(),
-                    ))
-                }
+            next_id += 1;
+            let (mode, peers, id) = (args.mode, peers.clone(), next_id.to_string());
+            match tls.clone() {
+                None => tokio::spawn(serve(stream, mode, config, peers, id)),
+                Some(tls) => tokio::spawn(async move {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        serve(stream, mode, config, peers, id).await;
+                    }
+                }),
             };
         }
     })
 }
 
-async fn echo(stream: TcpStream, config: WebSocketConfig) {
+async fn serve(stream: impl Stream, mode: Mode, config: WebSocketConfig, peers: Peers, id: String) {
+    match mode {
+        Mode::Echo => echo(stream, config).await,
+        Mode::Mock => mock(stream, config, peers).await,
+        Mode::Broadcast => broadcast(stream, config, peers, id).await,
+    }
+}
+
+async fn echo(stream: impl Stream, config: WebSocketConfig) {
     let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
         return;
     };
@@ -114,7 +154,7 @@ fn close(reason: &str) -> Message {
     }))
 }
 
-async fn mock(stream: TcpStream, config: WebSocketConfig, peers: Peers) {
+async fn mock(stream: impl Stream, config: WebSocketConfig, peers: Peers) {
     let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
         return;
     };
@@ -197,7 +237,7 @@ async fn mock(stream: TcpStream, config: WebSocketConfig, peers: Peers) {
     let _ = writer.await;
 }
 
-async fn broadcast(stream: TcpStream, config: WebSocketConfig, peers: Peers, id: String) {
+async fn broadcast(stream: impl Stream, config: WebSocketConfig, peers: Peers, id: String) {
     let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
         return;
     };

@@ -22,11 +22,28 @@ pub(crate) struct Args {
     /// Seconds to hold the connections before checking they still echo.
     #[arg(long, default_value_t = 30.0)]
     pub(crate) hold: f64,
+    /// Over TLS (wss; kim's websocket targets and the baselines, each with a self-signed
+    /// ECDSA P-256 certificate made for the run): every login is a full handshake, made by
+    /// kim's client rather than the epoll loop.
+    #[arg(long)]
+    pub(crate) tls: bool,
 }
 
 /// Runs the workload against every target and reports it.
 pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
-    let bench = opts.server_bench()?;
+    let certificate = if args.tls {
+        Some(kim_benchmark::tls::Certificate::new()?)
+    } else {
+        None
+    };
+    let mut bench = if args.tls {
+        opts.ws_only().server_bench()?
+    } else {
+        opts.server_bench()?
+    };
+    if let Some(c) = &certificate {
+        bench.tls_args = c.server_args();
+    }
     let mut figs = Vec::new();
     let mut details = serde_json::Map::new();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -34,15 +51,26 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let hold = Duration::try_from_secs_f64(args.hold)?;
-    let res = bench.each("parallel", Mode::Mock, |server, target| {
-        rt.block_on(parallel::run(
-            server,
-            target.wire(),
-            args.clients,
-            args.in_flight,
-            hold,
-        ))
-    })?;
+    let res = bench.each(
+        "parallel",
+        Mode::Mock,
+        |server, target| match &certificate {
+            Some(c) => rt.block_on(parallel::run_tls(
+                server,
+                args.clients,
+                args.in_flight,
+                hold,
+                &c.cert_pem,
+            )),
+            None => rt.block_on(parallel::run(
+                server,
+                target.wire(),
+                args.clients,
+                args.in_flight,
+                hold,
+            )),
+        },
+    )?;
     figures::collect(
         &mut figs,
         "parallel",
