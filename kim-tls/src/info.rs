@@ -1,6 +1,8 @@
 //! What a TLS handshake learned, handed to the acceptor.
 
-use rustls::{HandshakeKind, ProtocolVersion, ServerConnection};
+use rustls::{HandshakeKind, ProtocolVersion};
+
+use crate::stream::TlsStream;
 
 /// What the client's TLS handshake said, in the login's handshake extensions:
 ///
@@ -28,9 +30,10 @@ pub struct TlsInfo {
 }
 
 impl TlsInfo {
-    pub(crate) fn of(conn: &ServerConnection) -> TlsInfo {
+    pub(crate) fn of(stream: &TlsStream) -> TlsInfo {
+        let conn = stream.connection();
         TlsInfo {
-            server_name: conn.server_name().map(str::to_string),
+            server_name: stream.server_name().map(str::to_string),
             version: match conn.protocol_version() {
                 Some(ProtocolVersion::TLSv1_3) => "TLSv1_3",
                 Some(ProtocolVersion::TLSv1_2) => "TLSv1_2",

@@ -36,10 +36,12 @@ mod client;
 mod error;
 mod info;
 mod metrics;
+mod stream;
 mod upgrader;
 
 pub use certs::TlsConfig;
 pub use client::{connect, TlsClientConfig, TlsClientIo};
 pub use error::TlsError;
 pub use info::TlsInfo;
+pub use stream::TlsStream;
 pub use upgrader::{TlsIo, TlsUpgrader};

@@ -2,17 +2,23 @@
 //! transport's upgrade, so the server's login deadline bounds it like the upgrade it precedes;
 //! then the wrapped upgrader (websocket, raw TCP frames) runs on the decrypted stream.
 
+use std::future::poll_fn;
+use std::io;
+use std::sync::Arc;
+
 use kim_core::io::Generic;
 use kim_core::{Conn, ConnConfig, UpgradeError, Upgrader};
+use rustls::server::{Acceptor, ServerConfig, UnbufferedServerConnection};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 
 use crate::certs::TlsConfig;
 use crate::info::TlsInfo;
 use crate::metrics::{Failure, TlsMetrics};
+use crate::stream::TlsStream;
 
 /// The stream a wrapped upgrader runs on: TLS over the accepted TCP connection.
-pub type TlsIo = Generic<tokio_rustls::server::TlsStream<TcpStream>>;
+pub type TlsIo = Generic<TlsStream>;
 
 /// An upgrader that performs a TLS handshake, then hands the decrypted stream to `U`:
 /// `TlsUpgrader::new(WsUpgrader::new(), &config)` serves wss, `TlsUpgrader::new(TcpUpgrader,
@@ -23,7 +29,7 @@ pub type TlsIo = Generic<tokio_rustls::server::TlsStream<TcpStream>>;
 /// resumption) reaches the acceptor as a [`TlsInfo`] in the login's handshake extensions.
 pub struct TlsUpgrader<U> {
     inner: U,
-    acceptor: TlsAcceptor,
+    server: Arc<ServerConfig>,
     config: TlsConfig,
     name: &'static str,
 }
@@ -38,7 +44,7 @@ impl<U: Upgrader<TlsIo>> TlsUpgrader<U> {
             _ => ("tls", &[]),
         };
         TlsUpgrader {
-            acceptor: acceptor(config, alpn),
+            server: server_config(config, alpn),
             inner,
             config: config.clone(),
             name,
@@ -48,7 +54,7 @@ impl<U: Upgrader<TlsIo>> TlsUpgrader<U> {
     /// Offers these ALPN protocols instead, in order of preference; a client that offers
     /// ALPN but none of these is refused with the `no_application_protocol` alert.
     pub fn with_alpn(mut self, protocols: &[&[u8]]) -> TlsUpgrader<U> {
-        self.acceptor = acceptor(&self.config, protocols);
+        self.server = server_config(&self.config, protocols);
         self
     }
 
@@ -58,8 +64,51 @@ impl<U: Upgrader<TlsIo>> TlsUpgrader<U> {
     }
 }
 
-fn acceptor(config: &TlsConfig, alpn: &[&[u8]]) -> TlsAcceptor {
-    TlsAcceptor::from(config.server_config(alpn.iter().map(|p| p.to_vec()).collect()))
+fn server_config(config: &TlsConfig, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+    config.server_config(alpn.iter().map(|p| p.to_vec()).collect())
+}
+
+fn invalid(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// The server's side of the handshake on `io`.
+///
+/// rustls' unbuffered connection does not tell the client's SNI, so the ClientHello is first
+/// read and parsed by rustls' `Acceptor`, which does; the same bytes then start the
+/// connection. A ClientHello it refuses gets its alert.
+async fn handshake(server: &Arc<ServerConfig>, mut io: TcpStream) -> io::Result<TlsStream> {
+    let mut hello = Acceptor::default();
+    let mut incoming: Vec<u8> = Vec::new();
+    let server_name = loop {
+        let at = incoming.len();
+        incoming.resize(at + 4096, 0);
+        let n = io.read(&mut incoming[at..]).await?;
+        incoming.truncate(at + n);
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut fed = &incoming[at..];
+        while !fed.is_empty() {
+            if hello.read_tls(&mut fed)? == 0 {
+                break;
+            }
+        }
+        match hello.accept() {
+            Ok(None) => {}
+            Ok(Some(accepted)) => break accepted.client_hello().server_name().map(str::to_string),
+            Err((e, mut alert)) => {
+                let mut out = Vec::new();
+                let _ = alert.write_all(&mut out);
+                let _ = io.write_all(&out).await;
+                return Err(invalid(e));
+            }
+        }
+    };
+    let conn = UnbufferedServerConnection::new(server.clone()).map_err(invalid)?;
+    let mut stream = TlsStream::new(io, conn, incoming, server_name);
+    poll_fn(|cx| stream.poll_handshake(cx)).await?;
+    Ok(stream)
 }
 
 /// Counts a handshake that never ended (its future dropped when the login deadline ran
@@ -109,12 +158,11 @@ impl<U: Upgrader<TlsIo>> Upgrader<TcpStream> for TlsUpgrader<U> {
             metrics,
             done: false,
         };
-        // On an error rustls has queued its alert, and tokio-rustls writes it before
-        // returning.
-        let accepted = self.acceptor.accept(io).await;
+        // On an error rustls' alert was sent before the error came back.
+        let accepted = handshake(&self.server, io).await;
         unfinished.done = true;
         let stream = accepted.inspect_err(|e| metrics.failed(classify(e)))?;
-        let info = TlsInfo::of(stream.get_ref().1);
+        let info = TlsInfo::of(&stream);
         metrics.completed(info.version, info.resumed);
         let mut conn = self.inner.upgrade(Generic(stream), config).await?;
         conn.handshake
