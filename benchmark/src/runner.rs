@@ -48,6 +48,9 @@ pub(crate) struct Options {
 /// uWebSockets' echo server (its `examples/EchoServer.cpp`, listening on the port given as
 /// its argument and printing `listening on ADDR`), in the uws directory.
 pub(crate) const UWS_ECHO_SERVER: &str = "uws-echo-server";
+/// uWebSockets' echo example as an SSLApp (built apart with OpenSSL; `PORT CERT KEY`, printing
+/// `listening on ADDR`), in the uws directory.
+pub(crate) const UWS_SSL_ECHO_SERVER: &str = "uws-ssl-echo-server";
 /// uWebSockets' load generator (its `benchmarks/load_test.c`), in the uws directory.
 pub(crate) const UWS_LOAD_TEST: &str = "uws-load-test";
 /// The pub/sub baseline on uWebSockets (built apart: every connection subscribed to one topic,
@@ -409,7 +412,9 @@ impl Bench {
     /// servers do), pinned as they are; it has one thread whatever `threads` says, and no mock
     /// server.
     fn start_uws(&self, mode: Mode) -> anyhow::Result<ServerProcess> {
+        let tls = !self.tls_args.is_empty();
         let bin = match mode {
+            Mode::Echo if tls => UWS_SSL_ECHO_SERVER,
             Mode::Echo => UWS_ECHO_SERVER,
             Mode::Broadcast => UWS_BROADCAST_SERVER,
             Mode::Mock => anyhow::bail!("uWebSockets has no mock server (logins, pushes)"),
@@ -420,7 +425,12 @@ impl Bench {
             "uWebSockets not built: no {} (--uws-dir tells where it is)",
             path.display()
         );
-        ServerProcess::start(&path, &["0".into()], &[], self.pin.then_some(0))
+        let mut args = vec!["0".to_string()];
+        if tls {
+            // `--tls-cert CERT --tls-key KEY` as uWebSockets' `CERT KEY`.
+            args.extend(self.tls_args.iter().skip(1).step_by(2).cloned());
+        }
+        ServerProcess::start(&path, &args, &[], self.pin.then_some(0))
     }
 
     /// Runs `measure` against every target, `runs` times, alternating targets.

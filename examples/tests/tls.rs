@@ -1,6 +1,7 @@
 //! The example binaries over TLS, as a user runs them: mock-server with `--tls-cert` and
-//! `--tls-key` serving wss and TCP frames over TLS, mock-client with `--tls-root`, and the
-//! certificate reloaded on SIGHUP (a bad file refused, the old certificate staying).
+//! `--tls-key` serving wss and TCP frames over TLS (in process mode too), mock-client with
+//! `--tls-root`, and the certificate reloaded on SIGHUP (a bad file refused, the old
+//! certificate staying).
 
 mod common;
 
@@ -102,17 +103,12 @@ fn the_examples_serve_tls_and_reload_the_certificate_on_sighup() {
     let _ = server.kill();
     let _ = server.wait();
 
-    // TCP frames over TLS.
+    // TCP frames over TLS, the handlers in a worker process.
     std::fs::write(&cert, &cert_a).unwrap();
     std::fs::write(&key, &key_a).unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_mock-server"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--transport",
-            "tcp",
-            "--tls-cert",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--transport", "tcp"])
+        .args(["--backend", "dgram", "--workers", "1", "--tls-cert"])
         .arg(&cert)
         .arg("--tls-key")
         .arg(&key)

@@ -17,7 +17,9 @@ use kim_benchmark::proc::ServerProcess;
 use kim_benchmark::wire::Wire;
 
 use crate::figures::{self, print_results};
-use crate::runner::{parse_preset, Mode, Options, Target, UWS_ECHO_SERVER, UWS_LOAD_TEST};
+use crate::runner::{
+    parse_preset, Mode, Options, Target, UWS_ECHO_SERVER, UWS_LOAD_TEST, UWS_SSL_ECHO_SERVER,
+};
 
 /// Seconds between the figures of uWebSockets' benchmark clients (uSockets' timeout
 /// granularity).
@@ -34,6 +36,12 @@ pub(crate) struct Args {
     /// 4 s and its first figure is dropped, so at least 9 s for one figure kept.
     #[arg(long, default_value_t = 13.0)]
     pub(crate) duration: f64,
+    /// Over TLS: load_test with its ssl argument set (it must be built with OpenSSL), kim's
+    /// echo server over wss, uWebSockets' echo example as an SSLApp
+    /// (`uws-ssl-echo-server PORT CERT KEY`) and tokio-tungstenite over tokio-rustls, each
+    /// with a self-signed ECDSA P-256 certificate made for the run.
+    #[arg(long)]
+    pub(crate) tls: bool,
 }
 
 /// One run of load_test against one server.
@@ -55,7 +63,12 @@ pub(crate) struct LoadRun {
 /// uWebSockets', alternating, and reports them; fails at once if uWebSockets is not built.
 pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
     let dir = opts.uws_dir();
-    for bin in [UWS_ECHO_SERVER, UWS_LOAD_TEST] {
+    let echo_server = if args.tls {
+        UWS_SSL_ECHO_SERVER
+    } else {
+        UWS_ECHO_SERVER
+    };
+    for bin in [echo_server, UWS_LOAD_TEST] {
         let path = dir.join(bin);
         anyhow::ensure!(
             path.exists(),
@@ -82,14 +95,27 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
     );
     // load_test speaks websocket only.
     let mut targets = opts.kim_targets(&[Wire::Ws]);
+    if args.tls && !opts.kim_only {
+        targets.push(Target::Tungstenite);
+    }
     targets.push(Target::Uws);
-    let bench = opts.bench(opts.prepare()?, targets, false);
+    let mut bench = opts.bench(opts.prepare()?, targets, false);
+    let certificate = if args.tls {
+        Some(kim_benchmark::tls::Certificate::new()?)
+    } else {
+        None
+    };
+    if let Some(c) = &certificate {
+        bench.tls_args = c.server_args();
+    }
+    let ssl = if args.tls { "1" } else { "0" };
     let mut figs = Vec::new();
     let mut details = serde_json::Map::new();
     for (conns, size) in presets {
-        let label = format!("loadtest {conns} x {size} B");
+        let over = if args.tls { " over TLS" } else { "" };
+        let label = format!("loadtest {conns} x {size} B{over}");
         let res = bench.each(&label, Mode::Echo, |server, _| {
-            load_run(&load_test, server, conns, size, duration)
+            load_run(&load_test, server, conns, size, ssl, duration)
         })?;
         figures::collect(&mut figs, &label, "messages per second", true, &res, |r| {
             r.msgs_per_sec
@@ -129,10 +155,11 @@ fn load_run(
     server: &ServerProcess,
     conns: usize,
     size: usize,
+    ssl: &str,
     duration: Duration,
 ) -> anyhow::Result<LoadRun> {
     let (host, port) = host_port(server)?;
-    let args = [&conns.to_string(), host, port, "0", "0", &size.to_string()];
+    let args = [&conns.to_string(), host, port, ssl, "0", &size.to_string()];
     let seen = client_run(
         load_test,
         &args,
