@@ -347,6 +347,10 @@ impl AsyncWrite for TlsStream {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         // One encryption for the batch: records as large as they can be, not one per slice.
+        let mut slices = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (slices.next(), slices.next()) {
+            return self.get_mut().poll_write_data(cx, only);
+        }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut data = Vec::with_capacity(total);
         for b in bufs {
