@@ -126,7 +126,7 @@ impl Drop for Unfinished<'_> {
     }
 }
 
-/// Why a handshake failed, from the error tokio-rustls returns.
+/// Why a handshake failed, from its error (rustls' own, inside the I/O error, when TLS failed).
 fn classify(e: &std::io::Error) -> Failure {
     use rustls::Error as E;
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
