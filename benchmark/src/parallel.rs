@@ -194,19 +194,57 @@ where
     if echo_failures > 0 {
         bail!("{echo_failures} of {clients} held connections no longer echo");
     }
-    // Every id logs in again: a channel the server kept would refuse it as a duplicate.
+    let held = Held {
+        login_secs,
+        login_cpu,
+        rss_before,
+        rss_with_all,
+    };
+    finish(server, clients, in_flight, connect, held).await
+}
+
+/// What a run measured while its clients were logged in.
+struct Held {
+    login_secs: f64,
+    login_cpu: f64,
+    rss_before: u64,
+    rss_with_all: u64,
+}
+
+/// How every run ends, its clients gone: every id logs in once more (a channel the server kept
+/// would refuse it as a duplicate), and the server's memory once those are gone too.
+async fn finish<R, W, F, Fut>(
+    server: &ServerProcess,
+    clients: usize,
+    in_flight: usize,
+    connect: F,
+    held: Held,
+) -> anyhow::Result<ParallelResult>
+where
+    R: FrameReader,
+    W: FrameWriter,
+    F: Fn(String, ClientOptions) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Client<R, W>, ClientError>> + Send,
+{
+    let patience = Duration::from_secs(2);
     let again = login_all(
         &server.addr,
         clients,
         in_flight,
         connect,
         "logging in again",
-        Duration::from_secs(2),
+        patience,
     )
     .await?;
     drop(again);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after = server.rss()?;
+    let Held {
+        login_secs,
+        login_cpu,
+        rss_before,
+        rss_with_all,
+    } = held;
     Ok(ParallelResult {
         clients,
         login_secs,
@@ -274,28 +312,13 @@ pub async fn run_tls(
     if echo_failures > 0 {
         bail!("{echo_failures} of {clients} held connections no longer echo");
     }
-    let again = login_all(
-        &server.addr,
-        clients,
-        in_flight,
-        connect,
-        "logging in again",
-        login,
-    )
-    .await?;
-    drop(again);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = server.rss()?;
-    Ok(ParallelResult {
-        clients,
+    let held = Held {
         login_secs,
-        logins_per_sec: clients as f64 / login_secs,
-        server_cpu_us_per_login: login_cpu * 1e6 / clients as f64,
+        login_cpu,
         rss_before,
         rss_with_all,
-        rss_after,
-        bytes_per_conn: rss_with_all.saturating_sub(rss_before) as f64 / clients as f64,
-    })
+    };
+    finish(server, clients, in_flight, connect, held).await
 }
 
 /// Where a lean login stands.

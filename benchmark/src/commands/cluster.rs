@@ -277,6 +277,18 @@ const CASES_MEMORY: [&str; 2] = ["no-cluster", "cluster"];
 /// A metric of a part: its name, whether more is better, and how to read it from a result.
 type Metric<T> = (&'static str, bool, fn(&T) -> f64);
 
+/// Adds every one of `metrics` of every row to `figs`.
+fn collect_all<T>(
+    figs: &mut Vec<Figure>,
+    workload: &str,
+    rows: &[(String, &[T])],
+    metrics: &[Metric<T>],
+) {
+    for &(metric, higher, get) in metrics {
+        collect_named(figs, workload, metric, higher, rows.iter().cloned(), get);
+    }
+}
+
 /// The rows of a part's two cases that ran, named.
 fn rows<'a, T>(cases: [&str; 2], runs: &'a [Vec<T>; 2]) -> Vec<(String, &'a [T])> {
     cases
@@ -291,58 +303,41 @@ fn rows<'a, T>(cases: [&str; 2], runs: &'a [Vec<T>; 2]) -> Vec<(String, &'a [T])
 fn figures_of(res: &Results, args: &Args) -> Vec<Figure> {
     let mut figs = Vec::new();
     let latency = "cluster push, 1 pair, 1 in flight";
+    let anchor = [("nats-request".to_string(), res.requests.as_slice())];
+    let round_trips: [Metric<RequestResult>; 2] = [
+        ("p50 latency us", false, |r| r.p50_us),
+        ("p99 latency us", false, |r| r.p99_us),
+    ];
     if !res.requests.is_empty() {
-        let anchor = [("nats-request".to_string(), res.requests.as_slice())];
-        collect_named(
-            &mut figs,
-            latency,
-            "p50 latency us",
-            false,
-            anchor.clone(),
-            |r| r.p50_us,
-        );
-        collect_named(&mut figs, latency, "p99 latency us", false, anchor, |r| {
-            r.p99_us
-        });
+        collect_all(&mut figs, latency, &anchor, &round_trips);
     }
-    let p = rows(CASES_PUSH, &res.latency);
-    collect_named(
+    let latencies: [Metric<PushResult>; 2] = [
+        ("p50 latency us", false, |r| r.p50_us),
+        ("p99 latency us", false, |r| r.p99_us),
+    ];
+    collect_all(
         &mut figs,
         latency,
-        "p50 latency us",
-        false,
-        p.clone(),
-        |r| r.p50_us,
-    );
-    collect_named(
-        &mut figs,
-        latency,
-        "p99 latency us",
-        false,
-        p.clone(),
-        |r| r.p99_us,
+        &rows(CASES_PUSH, &res.latency),
+        &latencies,
     );
     let rate = format!(
         "cluster push, {} pairs, {} in flight each",
         args.pairs, args.window
     );
-    let p = rows(CASES_PUSH, &res.rate);
     let metrics: [Metric<PushResult>; 4] = [
         ("pushes per second", true, |r| r.pushes_per_sec),
-        ("p50 latency us", false, |r| r.p50_us),
-        ("p99 latency us", false, |r| r.p99_us),
+        latencies[0],
+        latencies[1],
         ("server CPU us per push", false, |r| {
             r.server_cpu_us_per_push
         }),
     ];
-    for (metric, higher, get) in metrics {
-        collect_named(&mut figs, &rate, metric, higher, p.clone(), get);
-    }
+    collect_all(&mut figs, &rate, &rows(CASES_PUSH, &res.rate), &metrics);
     let room = format!(
         "cluster room of {} members, window {}",
         args.members, args.room_window
     );
-    let r = rows(CASES_ROOM, &res.room);
     let metrics: [Metric<FanoutResult>; 4] = [
         ("deliveries per second", true, |r| r.deliveries_per_sec),
         ("p50 latency us", false, |r| r.p50_us),
@@ -351,20 +346,20 @@ fn figures_of(res: &Results, args: &Args) -> Vec<Figure> {
             r.server_cpu_us_per_delivery
         }),
     ];
-    for (metric, higher, get) in metrics {
-        collect_named(&mut figs, &room, metric, higher, r.clone(), get);
-    }
+    collect_all(&mut figs, &room, &rows(CASES_ROOM, &res.room), &metrics);
     let memory = format!("cluster memory, {} idle logged-in channels", args.clients);
-    let m = rows(CASES_MEMORY, &res.memory);
     let metrics: [Metric<ParallelResult>; 2] = [
         ("server bytes per idle connection", false, |r| {
             r.bytes_per_conn
         }),
         ("logins per second", true, |r| r.logins_per_sec),
     ];
-    for (metric, higher, get) in metrics {
-        collect_named(&mut figs, &memory, metric, higher, m.clone(), get);
-    }
+    collect_all(
+        &mut figs,
+        &memory,
+        &rows(CASES_MEMORY, &res.memory),
+        &metrics,
+    );
     figs
 }
 
