@@ -23,10 +23,13 @@ pub fn find_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("NATS_SERVER") {
         return Ok(PathBuf::from(p));
     }
-    // This binary is `<target>/release/kim-benchmark`.
-    let beside_build = std::env::current_exe()
-        .ok()
-        .and_then(|me| Some(me.parent()?.parent()?.join("nats-venv/bin/nats-server")));
+    // This binary is `<target>/release/kim-benchmark` (a test's, `<target>/debug/deps/...`):
+    // the script installs into `<target>/nats-venv`.
+    let beside_build = std::env::current_exe().ok().and_then(|me| {
+        me.ancestors()
+            .map(|dir| dir.join("nats-venv/bin/nats-server"))
+            .find(|p| p.is_file())
+    });
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join("nats-server"))
