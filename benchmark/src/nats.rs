@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use futures_util::StreamExt;
 
 use crate::latency::Histogram;
-use crate::proc::{cpu_of, pin_command, rss_of};
+use crate::proc::{cpu_of, pin_command};
 
 /// Where nats-server is: `explicit` (the command line), else `$NATS_SERVER`, else the one
 /// `scripts/nats-server` installs under cargo's target directory, else `nats-server` on
@@ -89,11 +89,6 @@ impl NatsServer {
     /// CPU time it used so far, in seconds.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
         cpu_of(self.child.id())
-    }
-
-    /// Its resident memory, in bytes.
-    pub fn rss(&self) -> anyhow::Result<u64> {
-        rss_of(self.child.id())
     }
 }
 

@@ -191,14 +191,12 @@ where
         failures
     })
     .await?;
-    if echo_failures > 0 {
-        bail!("{echo_failures} of {clients} held connections no longer echo");
-    }
     let held = Held {
         login_secs,
         login_cpu,
         rss_before,
         rss_with_all,
+        echo_failures,
     };
     finish(server, clients, in_flight, connect, held).await
 }
@@ -209,6 +207,8 @@ struct Held {
     login_cpu: f64,
     rss_before: u64,
     rss_with_all: u64,
+    /// Held connections that no longer echoed after the hold.
+    echo_failures: usize,
 }
 
 /// How every run ends, its clients gone: every id logs in once more (a channel the server kept
@@ -226,6 +226,12 @@ where
     F: Fn(String, ClientOptions) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<Client<R, W>, ClientError>> + Send,
 {
+    if held.echo_failures > 0 {
+        bail!(
+            "{} of {clients} held connections no longer echo",
+            held.echo_failures
+        );
+    }
     let patience = Duration::from_secs(2);
     let again = login_all(
         &server.addr,
@@ -244,6 +250,7 @@ where
         login_cpu,
         rss_before,
         rss_with_all,
+        ..
     } = held;
     Ok(ParallelResult {
         clients,
@@ -309,14 +316,12 @@ pub async fn run_tls(
         }
     }
     drop(all);
-    if echo_failures > 0 {
-        bail!("{echo_failures} of {clients} held connections no longer echo");
-    }
     let held = Held {
         login_secs,
         login_cpu,
         rss_before,
         rss_with_all,
+        echo_failures,
     };
     finish(server, clients, in_flight, connect, held).await
 }
