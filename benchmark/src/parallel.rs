@@ -282,7 +282,7 @@ pub async fn run_tls(
             let io = kim_tls::connect(&addr, "localhost", &config)
                 .await
                 .map_err(ClientError::Io)?;
-            kim_ws::client_over(io, "localhost", "/", &[], &opts).await
+            kim_ws::client_over(io, "localhost", "/", &[], None, &opts).await
         }
     };
     tokio::time::sleep(Duration::from_millis(300)).await;

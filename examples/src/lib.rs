@@ -262,6 +262,23 @@ pub struct ServerArgs {
     /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Websocket: accept permessage-deflate offers (browsers make one on every connection).
+    /// Each message is compressed on its own, so connections keep no compression state.
+    #[arg(long)]
+    pub deflate: bool,
+    /// With `--deflate`: messages shorter than this many bytes go uncompressed.
+    #[arg(long, default_value_t = kim_ws::Compression::DEFAULT_THRESHOLD)]
+    pub deflate_threshold: usize,
+    /// With `--deflate`: the deflate level, 1 (fastest) to 9 (smallest).
+    #[arg(long, default_value_t = kim_ws::Compression::DEFAULT_LEVEL)]
+    pub deflate_level: u8,
+    /// With `--deflate`: keep a compression context per connection for what the server
+    /// sends, with a window of 2^BITS bytes (9 to 15) and `--deflate-mem-level`.
+    #[arg(long, value_name = "BITS")]
+    pub deflate_takeover: Option<u8>,
+    /// With `--deflate-takeover`: deflate's memory level, 1 to 9 (sizes its tables).
+    #[arg(long, default_value_t = 1)]
+    pub deflate_mem_level: u8,
 }
 
 /// On or off.
@@ -294,6 +311,21 @@ pub enum DispatchArg {
 }
 
 impl ServerArgs {
+    /// The websocket upgrader these flags describe.
+    pub fn ws_upgrader(&self) -> kim_ws::WsUpgrader {
+        let upgrader = kim_ws::WsUpgrader::new();
+        if !self.deflate {
+            return upgrader;
+        }
+        let mut c = kim_ws::Compression::new()
+            .with_threshold(self.deflate_threshold)
+            .with_level(self.deflate_level);
+        if let Some(bits) = self.deflate_takeover {
+            c = c.with_context_takeover(bits, self.deflate_mem_level);
+        }
+        upgrader.with_compression(c)
+    }
+
     /// The server options these flags describe.
     pub fn options(&self) -> anyhow::Result<kim_core::ServerOptions> {
         let secs = |name: &str, v: f64| {
@@ -377,13 +409,13 @@ where
     let (a, l, s, o) = (acceptor, listener, state, options);
     match (args.transport, tls) {
         (Transport::Tcp, None) => run(args, kim_tcp::TcpUpgrader, a, l, s, o).await,
-        (Transport::Ws, None) => run(args, kim_ws::WsUpgrader::new(), a, l, s, o).await,
+        (Transport::Ws, None) => run(args, args.ws_upgrader(), a, l, s, o).await,
         (Transport::Tcp, Some(tls)) => {
             let tls = kim_tls::TlsUpgrader::new(kim_tcp::TcpUpgrader, &tls);
             run(args, tls, a, l, s, o).await
         }
         (Transport::Ws, Some(tls)) => {
-            let wss = kim_tls::TlsUpgrader::new(kim_ws::WsUpgrader::new(), &tls);
+            let wss = kim_tls::TlsUpgrader::new(args.ws_upgrader(), &tls);
             run(args, wss, a, l, s, o).await
         }
     }

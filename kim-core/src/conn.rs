@@ -15,6 +15,7 @@ use crate::close::CloseReason;
 use crate::error::ReadError;
 use crate::extensions::Extensions;
 use crate::frame::Frame;
+use crate::shared_frame::SharedFrame;
 
 /// Reads frames from one connection.
 pub trait FrameReader: Send + Unpin + 'static {
@@ -40,8 +41,8 @@ pub trait FrameWriter: Send + Unpin + 'static {
 
     /// The bytes a server's writer of this transport sends for `frame`, when they are the same
     /// on every connection (no mask, no per-connection state): a room's publish encodes its
-    /// frame once with this and every member's writer queues the same bytes with
-    /// [`FrameWriter::start_encoded`]. `None`, the default, has each writer encode the frame
+    /// frame once with this, and every member's writer gets it in a [`SharedFrame`] through
+    /// [`FrameWriter::start_shared`]. `None`, the default, has each writer encode the frame
     /// itself.
     fn encode_shared(frame: &Frame) -> Option<Bytes>
     where
@@ -51,11 +52,11 @@ pub trait FrameWriter: Send + Unpin + 'static {
         None
     }
 
-    /// Queues `wire`, the bytes [`FrameWriter::encode_shared`] returned for `frame`. The
-    /// default encodes `frame` itself.
-    fn start_encoded(&mut self, frame: &Frame, wire: &Bytes) {
-        let _ = wire;
-        self.start_frame(frame.clone());
+    /// Queues a frame shared with other channels: its [`SharedFrame::wire`] bytes when this
+    /// writer's encoding matches them, or a [`SharedFrame::variant`] it shares with writers of
+    /// the same settings. The default encodes the frame itself.
+    fn start_shared(&mut self, shared: &SharedFrame) {
+        self.start_frame(shared.frame().clone());
     }
 
     /// The frame that closes a connection for `reason`, in this transport's encoding.

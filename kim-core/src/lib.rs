@@ -53,6 +53,7 @@ pub mod room;
 mod route;
 mod server;
 mod session;
+mod shared_frame;
 mod throttle;
 mod upgrade;
 
@@ -70,6 +71,7 @@ pub use options::{
     Backend, Dispatch, DuplicatePolicy, OptionsBuilder, ServerOptions, WorkerCommand,
 };
 pub use server::{DefaultServer, ServerHandle, ServerStats, ShutdownReport};
+pub use shared_frame::SharedFrame;
 pub use throttle::LogThrottle;
 pub use upgrade::{ConnConfig, Upgrader};
 

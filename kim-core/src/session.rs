@@ -176,10 +176,7 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
                 bytes += q.len() as u64;
                 match q {
                     Queued::Frame(f) => self.writer.start_frame(f),
-                    Queued::Shared(s) => match &s.wire {
-                        Some(wire) => self.writer.start_encoded(&s.frame, wire),
-                        None => self.writer.start_frame(s.frame.clone()),
-                    },
+                    Queued::Shared(s) => self.writer.start_shared(&s),
                 }
             }
             if self.chan.context().limits.count_messages {

@@ -17,7 +17,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kim_core::client::{Client, ClientError, ClientOptions};
 use kim_core::io::{Io, ReadBuffer, WriteBuffer};
 use kim_core::{
-    CloseReason, Conn, ConnConfig, Frame, FrameReader, FrameWriter, OpCode, ReadError,
+    CloseReason, Conn, ConnConfig, Frame, FrameReader, FrameWriter, OpCode, ReadError, SharedFrame,
     UpgradeError, Upgrader,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -190,8 +190,11 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for TcpWriter<W> {
         Some(wire.freeze())
     }
 
-    fn start_encoded(&mut self, _frame: &Frame, wire: &Bytes) {
-        self.buf.push_shared(wire);
+    fn start_shared(&mut self, shared: &SharedFrame) {
+        match shared.wire() {
+            Some(wire) => self.buf.push_shared(wire),
+            None => self.start_frame(shared.frame().clone()),
+        }
     }
 
     fn close_frame(&self, reason: &CloseReason) -> Frame {

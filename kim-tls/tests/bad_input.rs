@@ -112,7 +112,7 @@ async fn a_thousand_handshakes_at_once_all_log_in_within_the_deadline() {
             tokio::spawn(async move {
                 let config = trusting(&cert, &[b"http/1.1"]);
                 let io = kim_tls::connect(&addr, "localhost", &config).await?;
-                let mut c = kim_ws::client_over(io, "localhost", "/", &[], &quiet())
+                let mut c = kim_ws::client_over(io, "localhost", "/", &[], None, &quiet())
                     .await
                     .map_err(std::io::Error::other)?;
                 c.login(bytes(&format!("u{i}")))

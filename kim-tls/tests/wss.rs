@@ -22,7 +22,7 @@ async fn wss_serves_kims_client_and_tungstenite_and_resumes_sessions() {
     let io = kim_tls::connect(&addr, "localhost", &client_tls)
         .await
         .unwrap();
-    let mut alice = kim_ws::client_over(io, "localhost", "/", &[], &quiet())
+    let mut alice = kim_ws::client_over(io, "localhost", "/", &[], None, &quiet())
         .await
         .unwrap();
     let said = alice.login(bytes("alice")).await.unwrap();
@@ -37,7 +37,7 @@ async fn wss_serves_kims_client_and_tungstenite_and_resumes_sessions() {
     let io = kim_tls::connect(&addr, "localhost", &client_tls)
         .await
         .unwrap();
-    let mut bob = kim_ws::client_over(io, "localhost", "/", &[], &quiet())
+    let mut bob = kim_ws::client_over(io, "localhost", "/", &[], None, &quiet())
         .await
         .unwrap();
     let said = bob.login(bytes("bob")).await.unwrap();
@@ -177,7 +177,7 @@ async fn a_reloaded_certificate_reaches_new_handshakes_and_a_bad_one_is_refused(
 
     let io = kim_tls::connect(&addr, "localhost", &both()).await.unwrap();
     assert_eq!(presented(&io), der(&cert_a));
-    let mut old = kim_ws::client_over(io, "localhost", "/", &[], &quiet())
+    let mut old = kim_ws::client_over(io, "localhost", "/", &[], None, &quiet())
         .await
         .unwrap();
     old.login(bytes("old")).await.unwrap();
@@ -187,7 +187,7 @@ async fn a_reloaded_certificate_reaches_new_handshakes_and_a_bad_one_is_refused(
     tls.reload().unwrap();
     let io = kim_tls::connect(&addr, "localhost", &both()).await.unwrap();
     assert_eq!(presented(&io), der(&cert_b));
-    let mut new = kim_ws::client_over(io, "localhost", "/", &[], &quiet())
+    let mut new = kim_ws::client_over(io, "localhost", "/", &[], None, &quiet())
         .await
         .unwrap();
     new.login(bytes("new")).await.unwrap();

@@ -16,8 +16,13 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kim_core::io::{ReadBuffer, WriteBuffer};
-use kim_core::{CloseReason, Frame, FrameReader, FrameWriter, OpCode, ReadError};
+use kim_core::{CloseReason, Frame, FrameReader, FrameWriter, OpCode, ReadError, SharedFrame};
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::deflate::{Deflater, InflateError, Inflater};
+
+/// RSV1: set on the first frame of a compressed message (RFC 7692 section 6).
+const RSV1: u8 = 0x40;
 
 /// Which end of the connection a codec serves: the server expects masked frames and sends
 /// unmasked ones; the client the other way round.
@@ -81,6 +86,8 @@ fn split_aligned(data: &mut [u8]) -> (&mut [u8], &mut [u8], &mut [u8]) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FrameHeader {
     fin: bool,
+    /// RSV1 on a data frame: the message is compressed.
+    compressed: bool,
     op: OpCode,
     mask: Option<[u8; 4]>,
     len: usize,
@@ -89,22 +96,29 @@ struct FrameHeader {
 
 /// Parses a header from the front of `buf`. `Ok(None)` when more bytes are needed. Every
 /// check that can fail on the header alone is made here, before the payload is read.
+/// `deflate` says whether permessage-deflate was negotiated, which gives RSV1 a meaning on
+/// a message's first frame.
 fn parse_header(
     buf: &[u8],
     role: Role,
     max: usize,
     partial_len: Option<usize>,
+    deflate: bool,
 ) -> Result<Option<FrameHeader>, ReadError> {
     let Some(&b0) = buf.first() else {
         return Ok(None);
     };
-    if b0 & 0x70 != 0 {
-        return Err(protocol("reserved bits set without a negotiated extension"));
-    }
     let op = match OpCode::from_u8(b0 & 0x0f) {
         Some(op) => op,
         None => return Err(protocol(format!("reserved opcode {}", b0 & 0x0f))),
     };
+    let compressed = b0 & RSV1 != 0;
+    if b0 & 0x30 != 0 || (compressed && !deflate) {
+        return Err(protocol("reserved bits set without a negotiated extension"));
+    }
+    if compressed && !matches!(op, OpCode::Text | OpCode::Binary) {
+        return Err(protocol("RSV1 set on a control or continuation frame"));
+    }
     let fin = b0 & 0x80 != 0;
     if op.is_control() && !fin {
         return Err(protocol("fragmented control frame"));
@@ -164,6 +178,7 @@ fn parse_header(
     };
     Ok(Some(FrameHeader {
         fin,
+        compressed,
         op,
         mask,
         len: len as usize,
@@ -216,6 +231,8 @@ pub fn decode_close(payload: &[u8]) -> CloseReason {
 #[derive(Debug)]
 struct FragmentedMessage {
     op: OpCode,
+    /// Compressed: the fragments are inflated together once the last one arrives.
+    compressed: bool,
     data: BytesMut,
     /// For text: how much of `data` is known to be valid UTF-8.
     valid: usize,
@@ -230,6 +247,8 @@ pub struct WsReader<R> {
     max: usize,
     /// Boxed: idle connections carry a pointer, not the reassembly state.
     partial: Option<Box<FragmentedMessage>>,
+    /// Set when permessage-deflate was negotiated.
+    inflater: Option<Inflater>,
     /// Of the text frame being received: payload bytes already unmasked in the buffer, and
     /// how many of them are known to be valid UTF-8 (so a bad byte fails before the frame
     /// is complete).
@@ -247,20 +266,50 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
             role,
             max,
             partial: None,
+            inflater: None,
             unmasked: 0,
             valid: 0,
         }
+    }
+
+    /// Reads permessage-deflate messages (RSV1) with `inflater`.
+    pub(crate) fn with_inflater(mut self, inflater: Option<Inflater>) -> WsReader<R> {
+        self.inflater = inflater;
+        self
+    }
+
+    /// Inflates a whole compressed message under the size limit and checks text once
+    /// inflated.
+    fn inflate(&mut self, op: OpCode, payload: &[u8]) -> Result<Frame, ReadError> {
+        let inflater = self
+            .inflater
+            .as_mut()
+            .expect("RSV1 is accepted only with deflate");
+        let data = inflater.inflate(payload, self.max).map_err(|e| match e {
+            InflateError::TooBig => ReadError::Protocol(CloseReason::too_big(format!(
+                "compressed message inflates past the limit of {} bytes",
+                self.max
+            ))),
+            InflateError::Invalid => ReadError::Protocol(CloseReason::new(
+                CloseReason::INVALID_PAYLOAD,
+                "invalid permessage-deflate data",
+            )),
+        })?;
+        if op == OpCode::Text {
+            check_utf8(&data, 0, true)?;
+        }
+        Ok(Frame::new(op, data.freeze()))
     }
 
     /// True if the frame with this header carries text whose validity can be checked on its
     /// own: a text frame, or a continuation of text that does not end mid-character.
     fn checks_text_early(&self, h: &FrameHeader) -> bool {
         match h.op {
-            OpCode::Text => true,
+            OpCode::Text => !h.compressed,
             OpCode::Continuation => self
                 .partial
                 .as_ref()
-                .is_some_and(|p| p.op == OpCode::Text && p.valid == p.data.len()),
+                .is_some_and(|p| p.op == OpCode::Text && !p.compressed && p.valid == p.data.len()),
             _ => false,
         }
     }
@@ -270,7 +319,8 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
         loop {
             let buf = self.buf.buf();
             let partial_len = self.partial.as_ref().map(|p| p.data.len());
-            let Some(h) = parse_header(buf, self.role, self.max, partial_len)? else {
+            let deflate = self.inflater.is_some();
+            let Some(h) = parse_header(buf, self.role, self.max, partial_len, deflate)? else {
                 return Ok(Err(1));
             };
             let total = h.header_len + h.len;
@@ -311,18 +361,22 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
                         return Err(protocol("new message before the fragmented one ended"));
                     }
                     if h.fin {
+                        if h.compressed {
+                            return self.inflate(h.op, &payload).map(Ok);
+                        }
                         if h.op == OpCode::Text {
                             check_utf8(&payload, valid, true)?;
                         }
                         return Ok(Ok(Frame::new(h.op, payload.freeze())));
                     }
-                    let valid = if h.op == OpCode::Text {
+                    let valid = if h.op == OpCode::Text && !h.compressed {
                         check_utf8(&payload, valid, false)?
                     } else {
                         0
                     };
                     self.partial = Some(Box::new(FragmentedMessage {
                         op: h.op,
+                        compressed: h.compressed,
                         data: payload,
                         valid,
                     }));
@@ -332,11 +386,14 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
                         return Err(protocol("continuation frame without a message to continue"));
                     };
                     p.data.extend_from_slice(&payload);
-                    if p.op == OpCode::Text {
+                    if p.op == OpCode::Text && !p.compressed {
                         p.valid = check_utf8(&p.data, p.valid, h.fin)?;
                     }
                     if h.fin {
                         let p = self.partial.take().expect("checked above");
+                        if p.compressed {
+                            return self.inflate(p.op, &p.data).map(Ok);
+                        }
                         return Ok(Ok(Frame::new(p.op, p.data.freeze())));
                     }
                 }
@@ -383,6 +440,8 @@ pub struct WsWriter<W> {
     answer_pending: bool,
     /// Mask generator state (client only).
     rng: u64,
+    /// Set when permessage-deflate was negotiated.
+    deflater: Option<Deflater>,
 }
 
 impl<W: AsyncWrite + Send + Unpin + 'static> WsWriter<W> {
@@ -398,6 +457,34 @@ impl<W: AsyncWrite + Send + Unpin + 'static> WsWriter<W> {
             role,
             answer_pending: false,
             rng: seed | 1,
+            deflater: None,
+        }
+    }
+
+    /// Sends data messages of at least the deflater's threshold compressed (RSV1).
+    pub(crate) fn with_deflater(mut self, deflater: Option<Deflater>) -> WsWriter<W> {
+        self.deflater = deflater;
+        self
+    }
+
+    /// Queues one whole frame whose header starts with `first` (FIN, RSV bits, opcode).
+    fn queue(&mut self, first: u8, payload: Bytes) {
+        let len = payload.len();
+        match self.role {
+            Role::Server => {
+                let n = put_raw_header(self.buf.staging(), first, len, None);
+                self.buf.staged(n);
+                self.buf.push_payload(payload);
+            }
+            Role::Client => {
+                let mask = self.next_mask();
+                let staging = self.buf.staging();
+                let n = put_raw_header(staging, first, len, Some(mask));
+                let start = staging.len();
+                staging.extend_from_slice(&payload);
+                apply_mask(&mut staging[start..], mask, 0);
+                self.buf.staged(n + len);
+            }
         }
     }
 
@@ -433,9 +520,12 @@ impl<W: AsyncWrite + Send + Unpin + 'static> WsWriter<W> {
     }
 }
 
-/// Encodes a header into `dst`; returns its length.
-fn put_header(dst: &mut BytesMut, op: OpCode, len: usize, mask: Option<[u8; 4]>) -> usize {
-    put_raw_header(dst, 0x80 | op as u8, len, mask)
+/// A whole unmasked frame, header and payload, in one buffer.
+fn server_frame(first: u8, payload: &[u8]) -> Bytes {
+    let mut wire = BytesMut::with_capacity(10 + payload.len());
+    put_raw_header(&mut wire, first, payload.len(), None);
+    wire.extend_from_slice(payload);
+    wire.freeze()
 }
 
 /// Encodes a header whose first byte (FIN, RSV bits, opcode) is given as it is.
@@ -477,37 +567,44 @@ pub fn encode_frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8>
 
 impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for WsWriter<W> {
     fn start_frame(&mut self, frame: Frame) {
-        let len = frame.payload.len();
-        match self.role {
-            Role::Server => {
-                let n = put_header(self.buf.staging(), frame.op, len, None);
-                self.buf.staged(n);
-                self.buf.push_payload(frame.payload);
-            }
-            Role::Client => {
-                let mask = self.next_mask();
-                let staging = self.buf.staging();
-                let n = put_header(staging, frame.op, len, Some(mask));
-                let start = staging.len();
-                staging.extend_from_slice(&frame.payload);
-                apply_mask(&mut staging[start..], mask, 0);
-                self.buf.staged(n + len);
+        let first = 0x80 | frame.op as u8;
+        if let (Some(d), OpCode::Text | OpCode::Binary) = (self.deflater.as_mut(), frame.op) {
+            if let Some(packed) = d.deflate(&frame.payload) {
+                return self.queue(first | RSV1, packed);
             }
         }
+        self.queue(first, frame.payload);
     }
 
     fn encode_shared(frame: &Frame) -> Option<Bytes> {
-        let mut wire = BytesMut::with_capacity(10 + frame.payload.len());
-        put_header(&mut wire, frame.op, frame.payload.len(), None);
-        wire.extend_from_slice(&frame.payload);
-        Some(wire.freeze())
+        Some(server_frame(0x80 | frame.op as u8, &frame.payload))
     }
 
-    fn start_encoded(&mut self, frame: &Frame, wire: &Bytes) {
-        match self.role {
+    fn start_shared(&mut self, shared: &SharedFrame) {
+        let (Role::Server, Some(wire)) = (self.role, shared.wire()) else {
+            return self.start_frame(shared.frame().clone());
+        };
+        let frame = shared.frame();
+        let data = matches!(frame.op, OpCode::Text | OpCode::Binary);
+        match self.deflater.as_mut() {
             // A server's frames are not masked: the shared bytes are this writer's own.
-            Role::Server => self.buf.push_shared(wire),
-            Role::Client => self.start_frame(frame.clone()),
+            None => self.buf.push_shared(wire),
+            Some(_) if !data => self.buf.push_shared(wire),
+            Some(d) => match d.shared_key() {
+                // Compressed once for every member with the same settings: the first
+                // writer to need it compresses, the others reuse its bytes.
+                Some(key) => {
+                    let made = shared.variant(key, || match d.deflate(&frame.payload) {
+                        Some(packed) => server_frame(0x80 | RSV1 | frame.op as u8, &packed),
+                        None => wire.clone(),
+                    });
+                    match made {
+                        Some(bytes) => self.buf.push_shared(bytes),
+                        None => self.start_frame(frame.clone()),
+                    }
+                }
+                None => self.start_frame(frame.clone()),
+            },
         }
     }
 
@@ -583,7 +680,7 @@ mod tests {
 
     #[test]
     fn header_checks_come_before_the_payload() {
-        let h = |bytes: &[u8]| parse_header(bytes, Role::Server, 1024, None);
+        let h = |bytes: &[u8]| parse_header(bytes, Role::Server, 1024, None, false);
         assert_eq!(code_of(h(&[0x81 | 0x40, 0x80]).unwrap_err()), 1002, "rsv1");
         assert_eq!(code_of(h(&[0x83, 0x80]).unwrap_err()), 1002, "opcode 3");
         assert_eq!(
@@ -606,10 +703,16 @@ mod tests {
         let ok = h(&[0x81, 0x85, 1, 2, 3, 4]).unwrap().unwrap();
         assert_eq!((ok.len, ok.header_len, ok.fin), (5, 6, true));
         // A fragment that would take the message over the limit fails at its header.
-        let e = parse_header(&[0x00, 0xfe, 0x02, 0x00], Role::Server, 1024, Some(600));
+        let e = parse_header(
+            &[0x00, 0xfe, 0x02, 0x00],
+            Role::Server,
+            1024,
+            Some(600),
+            false,
+        );
         assert_eq!(code_of(e.unwrap_err()), 1009);
         // The client side refuses masked frames.
-        let e = parse_header(&[0x81, 0x85], Role::Client, 1024, None);
+        let e = parse_header(&[0x81, 0x85], Role::Client, 1024, None, false);
         assert_eq!(code_of(e.unwrap_err()), 1002);
     }
 

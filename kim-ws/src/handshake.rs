@@ -359,8 +359,13 @@ pub(crate) async fn refuse<W: AsyncWrite + Unpin>(io: &mut W, refusal: Refusal) 
     }
 }
 
-/// The `101 Switching Protocols` response.
-pub(crate) fn accept_response(key: &str, protocol: Option<&str>) -> String {
+/// The `101 Switching Protocols` response, with the selected subprotocol and the accepted
+/// extension, if any.
+pub(crate) fn accept_response(
+    key: &str,
+    protocol: Option<&str>,
+    extension: Option<&str>,
+) -> String {
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut r = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
@@ -368,6 +373,11 @@ pub(crate) fn accept_response(key: &str, protocol: Option<&str>) -> String {
     if let Some(p) = protocol {
         r.push_str("Sec-WebSocket-Protocol: ");
         r.push_str(p);
+        r.push_str("\r\n");
+    }
+    if let Some(e) = extension {
+        r.push_str("Sec-WebSocket-Extensions: ");
+        r.push_str(e);
         r.push_str("\r\n");
     }
     r.push_str("\r\n");
@@ -388,7 +398,7 @@ mod tests {
         assert_eq!(r.info.query("token"), Some("t1"));
         assert_eq!(r.info.header("upgrade"), Some("WebSocket"));
         // The RFC's own example key and accept value.
-        assert!(accept_response(&r.key, None)
+        assert!(accept_response(&r.key, None, None)
             .contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     }
 

@@ -39,7 +39,10 @@
 #![warn(missing_docs)]
 
 mod codec;
+mod compression;
+mod deflate;
 mod handshake;
+mod negotiate;
 
 use std::sync::Arc;
 
@@ -52,6 +55,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 pub use codec::{decode_close, is_valid_close_code, Role, WsReader, WsWriter};
+pub use compression::{Compression, PerMessageDeflate};
 pub use handshake::Refusal;
 
 use handshake::HeadError;
@@ -74,6 +78,7 @@ pub struct WsUpgrader {
     max_header: usize,
     protocols: Vec<String>,
     hook: Option<Arc<Hook>>,
+    compression: Option<Compression>,
 }
 
 impl Default for WsUpgrader {
@@ -88,6 +93,7 @@ impl std::fmt::Debug for WsUpgrader {
             .field("max_header", &self.max_header)
             .field("protocols", &self.protocols)
             .field("hook", &self.hook.is_some())
+            .field("compression", &self.compression)
             .finish()
     }
 }
@@ -99,7 +105,15 @@ impl WsUpgrader {
             max_header: DEFAULT_MAX_HEADER,
             protocols: Vec::new(),
             hook: None,
+            compression: None,
         }
+    }
+
+    /// Accepts permessage-deflate offers (RFC 7692) with these settings; see [`Compression`].
+    /// Clients that offer nothing, or nothing kim can honour, are served uncompressed.
+    pub fn with_compression(mut self, compression: Compression) -> WsUpgrader {
+        self.compression = Some(compression);
+        self
     }
 
     /// Limits the request head (request line and headers) to `bytes`; a larger one gets 431.
@@ -185,8 +199,15 @@ impl<IO: Io> Upgrader<IO> for WsUpgrader {
             }
         }
         let protocol = self.select_protocol(&request.protocols);
+        let deflate = self.compression.as_ref().and_then(|c| {
+            let offers = request.info.headers.iter();
+            let offers = offers.filter(|(k, _)| k == "sec-websocket-extensions");
+            negotiate::accept_offer(offers.map(|(_, v)| v.as_str()), c)
+                .map(|(agreed, answer)| (agreed, answer, c))
+        });
         // The answer goes out with the first write, so the acceptor can still refuse.
-        let response = handshake::accept_response(&request.key, protocol.as_deref());
+        let extension = deflate.as_ref().map(|(_, answer, _)| answer.as_str());
+        let response = handshake::accept_response(&request.key, protocol.as_deref(), extension);
         // Whatever followed the head is the start of the first frame.
         let rest = buf.split_off(head_len);
         drop(buf);
@@ -196,11 +217,20 @@ impl<IO: Io> Upgrader<IO> for WsUpgrader {
             config.max_message_size,
             ReadBuffer::with_bytes(config.read_buffer_size, rest),
         );
+        let mut writer = WsWriter::with_answer(wr, Bytes::from(response));
         let mut info = request.info;
         info.protocol = protocol;
+        let reader = match deflate {
+            Some((agreed, _, c)) => {
+                writer = writer.with_deflater(Some(agreed.server_deflater(c)));
+                info.extensions.insert(agreed);
+                reader.with_inflater(Some(agreed.server_inflater()))
+            }
+            None => reader,
+        };
         Ok(Conn {
             reader,
-            writer: WsWriter::with_answer(wr, Bytes::from(response)),
+            writer,
             handshake: Some(Box::new(info)),
         })
     }
@@ -246,6 +276,27 @@ pub async fn connect_with(
     headers: &[(&str, &str)],
     options: &ClientOptions,
 ) -> Result<WsClient, ClientError> {
+    connect_inner(url, headers, None, options).await
+}
+
+/// Like [`connect_with`], offering permessage-deflate with these settings: if the server
+/// accepts, messages of at least the threshold are sent compressed and compressed messages
+/// are read. A server that declines leaves the connection uncompressed.
+pub async fn connect_compressed(
+    url: &str,
+    headers: &[(&str, &str)],
+    compression: &Compression,
+    options: &ClientOptions,
+) -> Result<WsClient, ClientError> {
+    connect_inner(url, headers, Some(compression), options).await
+}
+
+async fn connect_inner(
+    url: &str,
+    headers: &[(&str, &str)],
+    compression: Option<&Compression>,
+    options: &ClientOptions,
+) -> Result<WsClient, ClientError> {
     let (addr, path) = split_url(url);
     let work = async {
         let stream = TcpStream::connect(addr)
@@ -255,7 +306,7 @@ pub async fn connect_with(
                 source,
             })?;
         stream.set_nodelay(true)?;
-        handshake_over(stream, addr, path, headers, options).await
+        handshake_over(stream, addr, path, headers, compression, options).await
     };
     tokio::time::timeout(options.connect_timeout, work)
         .await
@@ -264,16 +315,18 @@ pub async fn connect_with(
 
 /// A websocket client over a stream the caller opened (TLS, say, with `kim_tls::connect`):
 /// the upgrade request for `path` with `Host: host` and `headers`, within the connect timeout.
+/// `compression`, if given, is offered as in [`connect_compressed`].
 pub async fn client_over<IO: Io>(
     io: IO,
     host: &str,
     path: &str,
     headers: &[(&str, &str)],
+    compression: Option<&Compression>,
     options: &ClientOptions,
 ) -> Result<Client<WsReader<IO::ReadHalf>, WsWriter<IO::WriteHalf>>, ClientError> {
     tokio::time::timeout(
         options.connect_timeout,
-        handshake_over(io, host, path, headers, options),
+        handshake_over(io, host, path, headers, compression, options),
     )
     .await
     .map_err(|_| ClientError::ConnectTimeout(host.to_string()))?
@@ -285,6 +338,7 @@ async fn handshake_over<IO: Io>(
     host: &str,
     path: &str,
     headers: &[(&str, &str)],
+    compression: Option<&Compression>,
     options: &ClientOptions,
 ) -> Result<Client<WsReader<IO::ReadHalf>, WsWriter<IO::WriteHalf>>, ClientError> {
     let (mut rd, mut wr) = io.split_io();
@@ -301,6 +355,12 @@ async fn handshake_over<IO: Io>(
     );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if compression.is_some() {
+        req.push_str(&format!(
+            "Sec-WebSocket-Extensions: {}\r\n",
+            negotiate::client_offer()
+        ));
     }
     req.push_str("\r\n");
     wr.write_all(req.as_bytes()).await?;
@@ -341,18 +401,26 @@ async fn handshake_over<IO: Io>(
     if accept != Some(expected.as_bytes()) || accepts.next().is_some() {
         return Err(ClientError::Handshake("wrong Sec-WebSocket-Accept".into()));
     }
+    let extensions = resp
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+        .map(|h| std::str::from_utf8(h.value).unwrap_or("\u{fffd}"));
+    let agreed = negotiate::check_response(extensions, compression.is_some())
+        .map_err(ClientError::Handshake)?;
     let rest = buf.split_off(head_len);
-    let reader = WsReader::new(
+    let mut reader = WsReader::new(
         rd,
         Role::Client,
         options.max_message_size,
         ReadBuffer::with_bytes(options.read_buffer_size, rest),
     );
-    Ok(Client::new(
-        reader,
-        WsWriter::new(wr, Role::Client),
-        options,
-    ))
+    let mut writer = WsWriter::new(wr, Role::Client);
+    if let (Some(agreed), Some(c)) = (agreed, compression) {
+        reader = reader.with_inflater(Some(agreed.client_inflater()));
+        writer = writer.with_deflater(Some(agreed.client_deflater(c)));
+    }
+    Ok(Client::new(reader, writer, options))
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         Transport::Ws => {
             let config = kim_tls::TlsClientConfig::with_root_pem(&pem, &[b"http/1.1"])?;
             let io = kim_tls::connect(&host, &args.tls_name, &config).await?;
-            let client = kim_ws::client_over(io, &args.tls_name, &path, &[], &opts).await?;
+            let client = kim_ws::client_over(io, &args.tls_name, &path, &[], None, &opts).await?;
             talk(client, args).await
         }
     }

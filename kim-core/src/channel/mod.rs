@@ -35,7 +35,8 @@ pub use map::{ChannelMap, Insert};
 pub(crate) use outbox::{Backlog, Outbox};
 
 use crate::room::{Published, RoomError};
-use outbox::{Queued, Shared};
+use crate::shared_frame::SharedFrame;
+use outbox::Queued;
 
 /// Checks what a push may carry: a text or binary frame within the largest message size.
 pub(crate) fn check_push(frame: &Frame, max_message_size: usize) -> Result<(), PushError> {
@@ -230,7 +231,7 @@ impl Channel {
 
     /// Queues a frame shared with other channels (a room's publish), under the same bounds as
     /// a push. Only channels whose socket is in this process are in rooms.
-    pub(crate) fn push_shared(&self, shared: &Arc<Shared>) -> Result<(), PushError> {
+    pub(crate) fn push_shared(&self, shared: &Arc<SharedFrame>) -> Result<(), PushError> {
         self.enqueue(Queued::Shared(shared.clone()))
     }
 

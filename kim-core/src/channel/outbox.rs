@@ -17,29 +17,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
 
-use bytes::Bytes;
-
 use parking_lot::Mutex;
 
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::error::PushError;
 use crate::frame::Frame;
-
-/// A frame many outboxes share (a room's publish), encoded once.
-pub(crate) struct Shared {
-    /// The frame, for writers that encode it themselves.
-    pub(crate) frame: Frame,
-    /// Its bytes on the wire, the same for every connection of the server's transport (`None`
-    /// when the transport encodes per connection).
-    pub(crate) wire: Option<Bytes>,
-}
+use crate::shared_frame::SharedFrame;
 
 /// One entry of an outbox.
 pub(crate) enum Queued {
     /// A frame pushed to this channel alone.
     Frame(Frame),
     /// A frame shared with other channels.
-    Shared(Arc<Shared>),
+    Shared(Arc<SharedFrame>),
 }
 
 impl Queued {
@@ -47,7 +37,7 @@ impl Queued {
     pub(crate) fn len(&self) -> usize {
         match self {
             Queued::Frame(f) => f.payload.len(),
-            Queued::Shared(s) => s.frame.payload.len(),
+            Queued::Shared(s) => s.frame().payload.len(),
         }
     }
 }

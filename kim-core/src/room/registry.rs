@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
-use crate::channel::{outbox::Shared, Channel, ChannelId};
+use crate::channel::{Channel, ChannelId};
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::error::PushError;
 use crate::frame::Frame;
@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::options::ServerOptions;
 use crate::room::watcher::RoomWatcher;
 use crate::room::{check_room_name, Published, RoomError, RoomPolicy, SlowMember};
+use crate::shared_frame::SharedFrame;
 
 /// How the server's transport encodes a frame that many connections share: the same bytes
 /// for all of them, or `None` when each connection must encode it itself.
@@ -277,7 +278,7 @@ impl Rooms {
             return Ok(done);
         };
         let wire = self.encoder.get().and_then(|encode| encode(&frame));
-        let shared = Arc::new(Shared { frame, wire });
+        let shared = Arc::new(SharedFrame::new(frame, wire));
         let members = room.members.read();
         for (serial, chan) in members.iter() {
             if Some(*serial) == except {
@@ -344,7 +345,7 @@ mod tests {
             .unwrap();
         assert_eq!(ENCODED.load(Ordering::SeqCst) - before, 1);
         assert_eq!((done.delivered, done.skipped, done.closed), (2, 0, 0));
-        let shared: Vec<Arc<Shared>> = chans[..2]
+        let shared: Vec<Arc<SharedFrame>> = chans[..2]
             .iter()
             .map(|c| match c.outbox().take_batch().0.pop_front() {
                 Some(Queued::Shared(s)) => s,
