@@ -97,9 +97,9 @@ pub struct PerMessageDeflate {
 }
 
 impl PerMessageDeflate {
-    /// The `Sec-WebSocket-Extensions` value that states this agreement. Window sizes are
-    /// stated only where they are below 15, or where `always_bits` asks for them (an offer
-    /// that named one must see it answered).
+    /// The server's `Sec-WebSocket-Extensions` value that states this agreement. The
+    /// server's window is stated only when the offer named a limit (a smaller window needs no
+    /// saying: any decompressor reads it); the client's only below 15.
     pub(crate) fn response(&self, server_bits_named: bool) -> String {
         let mut s = String::from("permessage-deflate");
         if self.server_no_context_takeover {
@@ -108,7 +108,7 @@ impl PerMessageDeflate {
         if self.client_no_context_takeover {
             s.push_str("; client_no_context_takeover");
         }
-        if server_bits_named || self.server_max_window_bits < MAX_WINDOW_BITS {
+        if server_bits_named {
             s.push_str(&format!(
                 "; server_max_window_bits={}",
                 self.server_max_window_bits
