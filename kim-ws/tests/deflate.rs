@@ -105,8 +105,8 @@ impl Raw {
     async fn connect(addr: &str, offer: Option<&str>) -> Raw {
         let mut sock = TcpStream::connect(addr).await.unwrap();
         sock.set_nodelay(true).unwrap();
-        let mut req = format!(
-            "GET / HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        let mut req = String::from(
+            "GET / HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
         );
         if let Some(o) = offer {
             req.push_str(&format!("Sec-WebSocket-Extensions: {o}\r\n"));
@@ -300,7 +300,9 @@ async fn a_decompression_bomb_is_refused_with_1009_and_disturbs_no_one() {
 async fn broken_compressed_data_and_misplaced_rsv1_fail_the_connection() {
     let (_h, addr) = server(Some(Compression::new()), 1 << 20).await;
     let hello = deflate(b"Hello");
-    let cases: Vec<(Vec<(u8, Vec<u8>)>, u16)> = vec![
+    /// Frames to send (first byte, payload) and the close code they earn.
+    type Case = (Vec<(u8, Vec<u8>)>, u16);
+    let cases: Vec<Case> = vec![
         // Block type 3 does not exist.
         (vec![(0xc1, vec![0xff, 0xff, 0xff])], 1007),
         // Text that inflates to bytes that are not UTF-8.
