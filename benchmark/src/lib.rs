@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod cluster;
+pub mod deflate;
 pub mod fanout;
 pub mod ipc;
 pub mod latency;

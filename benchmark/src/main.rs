@@ -36,8 +36,8 @@ use clap::{Parser, Subcommand};
 use kim_benchmark::wire::Wire;
 
 use crate::commands::{
-    broadcast, cluster, echo, fanout, ipc, large, loadtest, membership, overhead, parallel,
-    pipelined, report, roundtrip, slow_consumers,
+    broadcast, cluster, deflate, echo, fanout, ipc, large, loadtest, membership, overhead,
+    parallel, pipelined, report, roundtrip, slow_consumers,
 };
 use crate::runner::Options;
 
@@ -177,6 +177,12 @@ enum Workload {
     /// The IPC wire of the worker-process backend alone (two threads, one process): kim's
     /// `ChunkSender` and `Reassembler` against a bare ceiling and a naive receiver, MB/s.
     Ipc(ipc::Args),
+    /// The deflate crates side by side on chat-like JSON (zlib-rs, which kim-ws uses;
+    /// miniz_oxide, flate2's default; libdeflate), each message compressed and inflated on its
+    /// own as kim does: payload bytes, nanoseconds each way, and the resident memory of one
+    /// compressor or decompressor of each (with context takeover, a connection keeps one).
+    /// In-process, no servers.
+    Deflate(deflate::Args),
 }
 
 impl Cli {
@@ -216,6 +222,7 @@ fn main() -> anyhow::Result<()> {
         Workload::Report { files } => report::run(files),
         // No servers: the threads pin themselves.
         Workload::Ipc(args) => ipc::run(&opts, args),
+        Workload::Deflate(args) => deflate::run(&opts, args),
         Workload::SlowConsumers(args) => slow_consumers::run(&opts, args),
         Workload::Overhead(args) => overhead::run(&opts, args),
         Workload::Parallel(args) => parallel::run(&opts, args),

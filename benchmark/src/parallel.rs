@@ -73,6 +73,28 @@ pub async fn run(
     }
 }
 
+/// [`run`] over websocket with permessage-deflate offered by every client (kim's, with its
+/// default settings): the server's memory per idle connection with compression negotiated.
+pub async fn run_deflate(
+    server: &ServerProcess,
+    clients: usize,
+    in_flight: usize,
+    hold: Duration,
+) -> anyhow::Result<ParallelResult> {
+    run_with(
+        server,
+        Wire::Ws,
+        clients,
+        in_flight,
+        hold,
+        |addr, opts| async move {
+            let c = kim_ws::Compression::new();
+            kim_ws::connect_compressed(&addr, &[], &c, &opts).await
+        },
+    )
+    .await
+}
+
 async fn login_all<R, W, F, Fut>(
     addr: &str,
     clients: usize,

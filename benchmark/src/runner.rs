@@ -51,6 +51,10 @@ pub(crate) const UWS_ECHO_SERVER: &str = "uws-echo-server";
 /// uWebSockets' echo example as an SSLApp (built apart with OpenSSL; `PORT CERT KEY`, printing
 /// `listening on ADDR`), in the uws directory.
 pub(crate) const UWS_SSL_ECHO_SERVER: &str = "uws-ssl-echo-server";
+/// uWebSockets' echo example built with `SHARED_COMPRESSOR | SHARED_DECOMPRESSOR` (one
+/// compressor and decompressor for the loop, none per socket) and echoing uncompressed, as
+/// its example does, in the uws directory.
+pub(crate) const UWS_DEFLATE_ECHO_SERVER: &str = "uws-deflate-echo-server";
 /// uWebSockets' load generator (its `benchmarks/load_test.c`), in the uws directory.
 pub(crate) const UWS_LOAD_TEST: &str = "uws-load-test";
 /// The pub/sub baseline on uWebSockets (built apart: every connection subscribed to one topic,
@@ -167,6 +171,8 @@ impl Options {
             server_log: std::env::temp_dir()
                 .join(format!("kim-benchmark-{}-server.log", std::process::id())),
             tls_args: Vec::new(),
+            deflate_args: Vec::new(),
+            uws_deflate: false,
         }
     }
 
@@ -216,6 +222,8 @@ pub(crate) enum Target {
     KimCompare(Wire),
     /// `KimDgram` from the `--compare-bin-dir` build.
     KimDgramCompare(Wire),
+    /// kim in-process accepting permessage-deflate (`--deflate` and [`Bench::deflate_args`]).
+    KimDeflate(Wire),
     /// kim in-process with its observability as given (the `overhead` workload's targets).
     /// With everything on it is named like `Kim`: it is kim as deployed.
     KimObs(Wire, Obs),
@@ -269,6 +277,7 @@ impl Target {
             Target::KimCompare(w) => format!("kim-{}-compare", w.name()),
             Target::KimDgramCompare(w) => format!("kim-{}-dgram-compare", w.name()),
             Target::KimObs(w, obs) => format!("kim-{}{}", w.name(), obs.suffix()),
+            Target::KimDeflate(w) => format!("kim-{}-deflate", w.name()),
             Target::Tungstenite => "tungstenite".into(),
             Target::Tungstenite4k => "tungstenite-4k".into(),
             Target::Uws => "uws".into(),
@@ -282,7 +291,8 @@ impl Target {
             | Target::KimDgram(w)
             | Target::KimCompare(w)
             | Target::KimDgramCompare(w)
-            | Target::KimObs(w, _) => w,
+            | Target::KimObs(w, _)
+            | Target::KimDeflate(w) => w,
             Target::Tungstenite | Target::Tungstenite4k | Target::Uws => Wire::Ws,
         }
     }
@@ -314,6 +324,10 @@ pub(crate) struct Bench {
     /// `--tls-cert FILE --tls-key FILE` for kim's servers and the baseline, when the run is
     /// over TLS.
     pub(crate) tls_args: Vec<String>,
+    /// Flags after `--deflate` for `KimDeflate` servers.
+    pub(crate) deflate_args: Vec<String>,
+    /// `Uws` is the echo server with a shared compressor ([`UWS_DEFLATE_ECHO_SERVER`]).
+    pub(crate) uws_deflate: bool,
 }
 
 impl Bench {
@@ -330,7 +344,8 @@ impl Bench {
             | Target::KimDgram(w)
             | Target::KimCompare(w)
             | Target::KimDgramCompare(w)
-            | Target::KimObs(w, _) => {
+            | Target::KimObs(w, _)
+            | Target::KimDeflate(w) => {
                 let mut args = vec![
                     "--transport".into(),
                     w.name().into(),
@@ -351,6 +366,10 @@ impl Bench {
                     args.push("--broadcast".into());
                 }
                 args.extend(self.tls_args.iter().cloned());
+                if let Target::KimDeflate(_) = target {
+                    args.push("--deflate".into());
+                    args.extend(self.deflate_args.iter().cloned());
+                }
                 if let Target::KimObs(_, obs) = target {
                     let on_off = |on| if on { "on" } else { "off" }.to_string();
                     args.extend(["--metrics".into(), on_off(obs.metrics)]);
@@ -414,6 +433,7 @@ impl Bench {
     fn start_uws(&self, mode: Mode) -> anyhow::Result<ServerProcess> {
         let tls = !self.tls_args.is_empty();
         let bin = match mode {
+            Mode::Echo if self.uws_deflate => UWS_DEFLATE_ECHO_SERVER,
             Mode::Echo if tls => UWS_SSL_ECHO_SERVER,
             Mode::Echo => UWS_ECHO_SERVER,
             Mode::Broadcast => UWS_BROADCAST_SERVER,

@@ -4,25 +4,22 @@
 //! the payload in place in the read buffer and splits it off as `Bytes`: a message that arrives
 //! in one frame reaches the listener without a copy. Fragmented messages are reassembled, with
 //! control frames allowed between fragments, and text is validated as UTF-8 fragment by
-//! fragment, so a bad byte fails the message as soon as its fragment arrives.
-//!
-//! The server's writer sends frames unmasked through kim-core's `WriteBuffer`: small payloads
-//! are copied beside their headers and go out with one `send`, payloads over
-//! [`COPY_THRESHOLD`](kim_core::io::COPY_THRESHOLD) by reference with a vectored write. The
-//! client's writer must mask, which means writing a masked copy.
+//! fragment, so a bad byte fails the message as soon as its fragment arrives. A compressed
+//! message (RSV1, with permessage-deflate negotiated) is inflated whole, under the size limit.
+//! The writer is in `writer.rs`.
 
-use std::io;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kim_core::io::{ReadBuffer, WriteBuffer};
-use kim_core::{CloseReason, Frame, FrameReader, FrameWriter, OpCode, ReadError, SharedFrame};
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::{Buf, Bytes, BytesMut};
+use kim_core::io::ReadBuffer;
+use kim_core::{CloseReason, Frame, FrameReader, OpCode, ReadError};
+use tokio::io::AsyncRead;
 
-use crate::deflate::{Deflater, InflateError, Inflater};
+use crate::deflate::{InflateError, Inflater};
 
 /// RSV1: set on the first frame of a compressed message (RFC 7692 section 6).
-const RSV1: u8 = 0x40;
+pub(crate) const RSV1: u8 = 0x40;
 
 /// Which end of the connection a codec serves: the server expects masked frames and sends
 /// unmasked ones; the client the other way round.
@@ -248,7 +245,7 @@ pub struct WsReader<R> {
     /// Boxed: idle connections carry a pointer, not the reassembly state.
     partial: Option<Box<FragmentedMessage>>,
     /// Set when permessage-deflate was negotiated.
-    inflater: Option<Inflater>,
+    inflater: Option<Arc<Inflater>>,
     /// Of the text frame being received: payload bytes already unmasked in the buffer, and
     /// how many of them are known to be valid UTF-8 (so a bad byte fails before the frame
     /// is complete).
@@ -273,7 +270,7 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
     }
 
     /// Reads permessage-deflate messages (RSV1) with `inflater`.
-    pub(crate) fn with_inflater(mut self, inflater: Option<Inflater>) -> WsReader<R> {
+    pub(crate) fn with_inflater(mut self, inflater: Option<Arc<Inflater>>) -> WsReader<R> {
         self.inflater = inflater;
         self
     }
@@ -285,7 +282,7 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
             .inflater
             .as_mut()
             .expect("RSV1 is accepted only with deflate");
-        let data = inflater.inflate(payload, self.max).map_err(|e| match e {
+        let data = Inflater::inflate(inflater, payload, self.max).map_err(|e| match e {
             InflateError::TooBig => ReadError::Protocol(CloseReason::too_big(format!(
                 "compressed message inflates past the limit of {} bytes",
                 self.max
@@ -429,220 +426,11 @@ impl<R: AsyncRead + Send + Unpin + 'static> FrameReader for WsReader<R> {
     }
 }
 
-/// Writes websocket frames; a batch goes out in as few writes as the socket takes.
-#[derive(Debug)]
-pub struct WsWriter<W> {
-    io: W,
-    buf: WriteBuffer,
-    role: Role,
-    /// Set while the handshake's answer is queued and nothing was written yet: the upgrade
-    /// can still be refused with an HTTP status instead.
-    answer_pending: bool,
-    /// Mask generator state (client only).
-    rng: u64,
-    /// Set when permessage-deflate was negotiated.
-    deflater: Option<Deflater>,
-}
-
-impl<W: AsyncWrite + Send + Unpin + 'static> WsWriter<W> {
-    /// A writer for `role`.
-    pub fn new(io: W, role: Role) -> WsWriter<W> {
-        let seed = {
-            use std::hash::BuildHasher;
-            std::collections::hash_map::RandomState::new().hash_one(0x006b_696d_u64)
-        };
-        WsWriter {
-            io,
-            buf: WriteBuffer::new(),
-            role,
-            answer_pending: false,
-            rng: seed | 1,
-            deflater: None,
-        }
-    }
-
-    /// Sends data messages of at least the deflater's threshold compressed (RSV1).
-    pub(crate) fn with_deflater(mut self, deflater: Option<Deflater>) -> WsWriter<W> {
-        self.deflater = deflater;
-        self
-    }
-
-    /// Queues one whole frame whose header starts with `first` (FIN, RSV bits, opcode).
-    fn queue(&mut self, first: u8, payload: Bytes) {
-        let len = payload.len();
-        match self.role {
-            Role::Server => {
-                let n = put_raw_header(self.buf.staging(), first, len, None);
-                self.buf.staged(n);
-                self.buf.push_payload(payload);
-            }
-            Role::Client => {
-                let mask = self.next_mask();
-                let staging = self.buf.staging();
-                let n = put_raw_header(staging, first, len, Some(mask));
-                let start = staging.len();
-                staging.extend_from_slice(&payload);
-                apply_mask(&mut staging[start..], mask, 0);
-                self.buf.staged(n + len);
-            }
-        }
-    }
-
-    /// A server's writer with the handshake's `answer` queued ahead of every frame: it goes
-    /// out with the first flush, so that until then the upgrade can still be refused.
-    pub(crate) fn with_answer(io: W, answer: Bytes) -> WsWriter<W> {
-        let mut w = WsWriter::new(io, Role::Server);
-        w.buf.push_payload(answer);
-        w.answer_pending = true;
-        w
-    }
-
-    /// Drops the queued handshake answer (and anything queued after it) if nothing was written
-    /// yet, and hands over the stream to answer otherwise. `None` once it is too late.
-    pub(crate) fn withdraw_answer(&mut self) -> Option<&mut W> {
-        if !self.answer_pending {
-            return None;
-        }
-        self.answer_pending = false;
-        self.buf.clear();
-        Some(&mut self.io)
-    }
-
-    fn next_mask(&mut self) -> [u8; 4] {
-        // xorshift64*: fast, and unpredictable enough for masking, whose purpose is to stop
-        // intermediaries from interpreting client data, not secrecy.
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        ((x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32).to_ne_bytes()
-    }
-}
-
-/// A whole unmasked frame, header and payload, in one buffer.
-fn server_frame(first: u8, payload: &[u8]) -> Bytes {
-    let mut wire = BytesMut::with_capacity(10 + payload.len());
-    put_raw_header(&mut wire, first, payload.len(), None);
-    wire.extend_from_slice(payload);
-    wire.freeze()
-}
-
-/// Encodes a header whose first byte (FIN, RSV bits, opcode) is given as it is.
-fn put_raw_header(dst: &mut BytesMut, first: u8, len: usize, mask: Option<[u8; 4]>) -> usize {
-    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    dst.put_u8(first);
-    let mut n = 2;
-    if len < 126 {
-        dst.put_u8(mask_bit | len as u8);
-    } else if len <= u16::MAX as usize {
-        dst.put_u8(mask_bit | 126);
-        dst.put_u16(len as u16);
-        n += 2;
-    } else {
-        dst.put_u8(mask_bit | 127);
-        dst.put_u64(len as u64);
-        n += 8;
-    }
-    if let Some(m) = mask {
-        dst.put_slice(&m);
-        n += 4;
-    }
-    n
-}
-
-/// Encodes one whole frame with `first` as its first byte (FIN, RSV bits and opcode, taken as
-/// they are, valid or not) and the payload masked with `mask` if one is given. For load
-/// generators that send the same bytes again and again, and for tests that must send frames a
-/// correct peer never would.
-pub fn encode_frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mut out = BytesMut::with_capacity(14 + payload.len());
-    let n = put_raw_header(&mut out, first, payload.len(), mask);
-    out.extend_from_slice(payload);
-    if let Some(m) = mask {
-        apply_mask(&mut out[n..], m, 0);
-    }
-    out.to_vec()
-}
-
-impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for WsWriter<W> {
-    fn start_frame(&mut self, frame: Frame) {
-        let first = 0x80 | frame.op as u8;
-        if let (Some(d), OpCode::Text | OpCode::Binary) = (self.deflater.as_mut(), frame.op) {
-            if let Some(packed) = d.deflate(&frame.payload) {
-                return self.queue(first | RSV1, packed);
-            }
-        }
-        self.queue(first, frame.payload);
-    }
-
-    fn encode_shared(frame: &Frame) -> Option<Bytes> {
-        Some(server_frame(0x80 | frame.op as u8, &frame.payload))
-    }
-
-    fn start_shared(&mut self, shared: &SharedFrame) {
-        let (Role::Server, Some(wire)) = (self.role, shared.wire()) else {
-            return self.start_frame(shared.frame().clone());
-        };
-        let frame = shared.frame();
-        let data = matches!(frame.op, OpCode::Text | OpCode::Binary);
-        match self.deflater.as_mut() {
-            // A server's frames are not masked: the shared bytes are this writer's own.
-            None => self.buf.push_shared(wire),
-            Some(_) if !data => self.buf.push_shared(wire),
-            Some(d) => match d.shared_key() {
-                // Compressed once for every member with the same settings: the first
-                // writer to need it compresses, the others reuse its bytes.
-                Some(key) => {
-                    let made = shared.variant(key, || match d.deflate(&frame.payload) {
-                        Some(packed) => server_frame(0x80 | RSV1 | frame.op as u8, &packed),
-                        None => wire.clone(),
-                    });
-                    match made {
-                        Some(bytes) => self.buf.push_shared(bytes),
-                        None => self.start_frame(frame.clone()),
-                    }
-                }
-                None => self.start_frame(frame.clone()),
-            },
-        }
-    }
-
-    fn close_frame(&self, reason: &CloseReason) -> Frame {
-        if reason.code == CloseReason::NO_STATUS || !is_valid_close_code(reason.code) {
-            return Frame::new(OpCode::Close, Bytes::new());
-        }
-        let mut text = reason.reason.as_ref();
-        if text.len() > MAX_CONTROL_PAYLOAD - 2 {
-            let mut end = MAX_CONTROL_PAYLOAD - 2;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text = &text[..end];
-        }
-        let mut p = BytesMut::with_capacity(2 + text.len());
-        p.put_u16(reason.code);
-        p.put_slice(text.as_bytes());
-        Frame::new(OpCode::Close, p.freeze())
-    }
-
-    fn pending(&self) -> usize {
-        self.buf.pending()
-    }
-
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.answer_pending = false;
-        self.buf.poll_flush(&mut self.io, cx)
-    }
-
-    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.buf.poll_shutdown(&mut self.io, cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::writer::{encode_frame, WsWriter};
+    use kim_core::FrameWriter;
 
     fn naive_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
         for (i, b) in data.iter_mut().enumerate() {

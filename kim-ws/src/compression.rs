@@ -1,5 +1,7 @@
 //! The permessage-deflate settings a server or client offers, and what a connection agreed.
 
+use std::sync::Arc;
+
 use crate::deflate::{Deflater, Inflater, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
 
 /// permessage-deflate compression (RFC 7692), for [`WsUpgrader::with_compression`] and the
@@ -36,14 +38,16 @@ impl Default for Compression {
 }
 
 impl Compression {
-    /// Messages shorter than this go uncompressed by default: under it, a message compressed
-    /// alone shrinks by a few dozen bytes at most, for the cost of a compressor run on each end.
-    pub const DEFAULT_THRESHOLD: usize = 256;
+    /// Messages shorter than this go uncompressed by default. Measured on chat JSON
+    /// (`kim-benchmark deflate`, level 6): a 1 KiB message shrinks to 37% for about 20 us of
+    /// compressing, while a 200-byte one saves 44 bytes (to 76%) for 11 us, more CPU than the
+    /// rest of its way through the server. Lower it where bandwidth costs more than CPU.
+    pub const DEFAULT_THRESHOLD: usize = 1024;
 
     /// The default level: zlib's 6.
     pub const DEFAULT_LEVEL: u8 = 6;
 
-    /// Each message compressed on its own at level 6; messages under 256 bytes uncompressed.
+    /// Each message compressed on its own at level 6; messages under 1 KiB uncompressed.
     pub fn new() -> Compression {
         Compression {
             level: Compression::DEFAULT_LEVEL,
@@ -72,9 +76,11 @@ impl Compression {
     /// server for no context takeover gets none.
     ///
     /// The compressor is made with a connection's first compressed message and lives as long
-    /// as the connection. Its size, measured with a counting allocator
-    /// (`kim-benchmark deflate`): window bits 9 and memory level 1, about 7 KiB;
-    /// window bits 15 and memory level 8 (zlib's defaults), about 270 KiB.
+    /// as the connection. Its resident size, measured by `kim-benchmark deflate`: about
+    /// 135 KiB with window bits 9 and memory level 1, 140 KiB with 11 and 2, 310 KiB with 15
+    /// and 8 (zlib's defaults). zlib-rs keeps a 128 KiB hash table whatever the memory level,
+    /// so a small window saves less than it would with zlib: budget over 100 KiB per
+    /// connection that has sent a compressed message.
     pub fn with_context_takeover(mut self, window_bits: u8, mem_level: u8) -> Compression {
         let bits = window_bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
         self.takeover = Some((bits, mem_level.clamp(1, 9)));
@@ -124,17 +130,21 @@ impl PerMessageDeflate {
     }
 
     /// The sending side for the server of this agreement.
-    pub(crate) fn server_deflater(&self, c: &Compression) -> Deflater {
+    /// `alone` is the server's shared deflater for `c` at the full window, which most
+    /// agreements use: it is handed out again rather than made per connection.
+    pub(crate) fn server_deflater(&self, c: &Compression, alone: &Arc<Deflater>) -> Arc<Deflater> {
+        let bits = self.server_max_window_bits;
         match c.takeover {
             Some((_, mem)) if !self.server_no_context_takeover => {
-                Deflater::takeover(c.threshold, c.level, self.server_max_window_bits, mem)
+                Arc::new(Deflater::takeover(c.threshold, c.level, bits, mem))
             }
-            _ => Deflater::alone(c.threshold, c.level, self.server_max_window_bits),
+            _ if bits == MAX_WINDOW_BITS => alone.clone(),
+            _ => Arc::new(Deflater::alone(c.threshold, c.level, bits)),
         }
     }
 
     /// The receiving side for the server of this agreement.
-    pub(crate) fn server_inflater(&self) -> Inflater {
+    pub(crate) fn server_inflater(&self) -> Arc<Inflater> {
         if self.client_no_context_takeover {
             Inflater::alone()
         } else {
@@ -144,12 +154,16 @@ impl PerMessageDeflate {
 
     /// The sending side for the client: it always compresses each message alone, which any
     /// server can read.
-    pub(crate) fn client_deflater(&self, c: &Compression) -> Deflater {
-        Deflater::alone(c.threshold, c.level, self.client_max_window_bits)
+    pub(crate) fn client_deflater(&self, c: &Compression) -> Arc<Deflater> {
+        Arc::new(Deflater::alone(
+            c.threshold,
+            c.level,
+            self.client_max_window_bits,
+        ))
     }
 
     /// The receiving side for the client.
-    pub(crate) fn client_inflater(&self) -> Inflater {
+    pub(crate) fn client_inflater(&self) -> Arc<Inflater> {
         if self.server_no_context_takeover {
             Inflater::alone()
         } else {

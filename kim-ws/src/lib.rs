@@ -29,6 +29,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With [`WsUpgrader::with_compression`] it also speaks permessage-deflate (RFC 7692), keeping
+//! no compression state per connection by default; see [`Compression`].
+//!
 //! The acceptor sees the request's path, query and headers, and what the hook attached to
 //! [`Handshake::extensions`](kim_core::Handshake::extensions), through
 //! [`LoginConn::handshake`](kim_core::LoginConn::handshake): many IM clients log in with a
@@ -43,6 +46,7 @@ mod compression;
 mod deflate;
 mod handshake;
 mod negotiate;
+mod writer;
 
 use std::sync::Arc;
 
@@ -54,9 +58,10 @@ use kim_core::{Conn, ConnConfig, Handshake, UpgradeError, Upgrader};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-pub use codec::{decode_close, is_valid_close_code, Role, WsReader, WsWriter};
+pub use codec::{decode_close, is_valid_close_code, Role, WsReader};
 pub use compression::{Compression, PerMessageDeflate};
 pub use handshake::Refusal;
+pub use writer::WsWriter;
 
 use handshake::HeadError;
 
@@ -64,7 +69,21 @@ use handshake::HeadError;
 /// write raw frames. Not part of the supported API: it changes without notice.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::codec::{apply_mask, encode_frame};
+    pub use crate::codec::apply_mask;
+    pub use crate::writer::encode_frame;
+
+    /// `reader` reading permessage-deflate messages: each compressed alone, or with
+    /// `Some(window_bits)` with the peer's context kept from message to message.
+    pub fn with_deflate<R>(reader: crate::WsReader<R>, takeover: Option<u8>) -> crate::WsReader<R>
+    where
+        R: tokio::io::AsyncRead + Send + Unpin + 'static,
+    {
+        let inflater = match takeover {
+            Some(bits) => crate::deflate::Inflater::takeover(bits),
+            None => crate::deflate::Inflater::alone(),
+        };
+        reader.with_inflater(Some(inflater))
+    }
 }
 
 /// The default limit on an upgrade request's head.
@@ -78,7 +97,9 @@ pub struct WsUpgrader {
     max_header: usize,
     protocols: Vec<String>,
     hook: Option<Arc<Hook>>,
-    compression: Option<Compression>,
+    /// The settings, and the deflater every connection that compresses each message alone at
+    /// the full window shares.
+    compression: Option<(Compression, Arc<deflate::Deflater>)>,
 }
 
 impl Default for WsUpgrader {
@@ -93,7 +114,7 @@ impl std::fmt::Debug for WsUpgrader {
             .field("max_header", &self.max_header)
             .field("protocols", &self.protocols)
             .field("hook", &self.hook.is_some())
-            .field("compression", &self.compression)
+            .field("compression", &self.compression.as_ref().map(|(c, _)| c))
             .finish()
     }
 }
@@ -112,7 +133,9 @@ impl WsUpgrader {
     /// Accepts permessage-deflate offers (RFC 7692) with these settings; see [`Compression`].
     /// Clients that offer nothing, or nothing kim can honour, are served uncompressed.
     pub fn with_compression(mut self, compression: Compression) -> WsUpgrader {
-        self.compression = Some(compression);
+        let c = compression;
+        let alone = deflate::Deflater::alone(c.threshold, c.level, deflate::MAX_WINDOW_BITS);
+        self.compression = Some((c, Arc::new(alone)));
         self
     }
 
@@ -199,14 +222,14 @@ impl<IO: Io> Upgrader<IO> for WsUpgrader {
             }
         }
         let protocol = self.select_protocol(&request.protocols);
-        let deflate = self.compression.as_ref().and_then(|c| {
+        let deflate = self.compression.as_ref().and_then(|(c, alone)| {
             let offers = request.info.headers.iter();
             let offers = offers.filter(|(k, _)| k == "sec-websocket-extensions");
             negotiate::accept_offer(offers.map(|(_, v)| v.as_str()), c)
-                .map(|(agreed, answer)| (agreed, answer, c))
+                .map(|(agreed, answer)| (agreed, answer, c, alone))
         });
         // The answer goes out with the first write, so the acceptor can still refuse.
-        let extension = deflate.as_ref().map(|(_, answer, _)| answer.as_str());
+        let extension = deflate.as_ref().map(|(_, answer, _, _)| answer.as_str());
         let response = handshake::accept_response(&request.key, protocol.as_deref(), extension);
         // Whatever followed the head is the start of the first frame.
         let rest = buf.split_off(head_len);
@@ -221,8 +244,8 @@ impl<IO: Io> Upgrader<IO> for WsUpgrader {
         let mut info = request.info;
         info.protocol = protocol;
         let reader = match deflate {
-            Some((agreed, _, c)) => {
-                writer = writer.with_deflater(Some(agreed.server_deflater(c)));
+            Some((agreed, _, c, alone)) => {
+                writer = writer.with_deflater(Some(agreed.server_deflater(c, alone)));
                 info.extensions.insert(agreed);
                 reader.with_inflater(Some(agreed.server_inflater()))
             }

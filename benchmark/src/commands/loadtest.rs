@@ -18,7 +18,8 @@ use kim_benchmark::wire::Wire;
 
 use crate::figures::{self, print_results};
 use crate::runner::{
-    parse_preset, Mode, Options, Target, UWS_ECHO_SERVER, UWS_LOAD_TEST, UWS_SSL_ECHO_SERVER,
+    parse_preset, Mode, Options, Target, UWS_DEFLATE_ECHO_SERVER, UWS_ECHO_SERVER, UWS_LOAD_TEST,
+    UWS_SSL_ECHO_SERVER,
 };
 
 /// Seconds between the figures of uWebSockets' benchmark clients (uSockets' timeout
@@ -42,6 +43,16 @@ pub(crate) struct Args {
     /// with a self-signed ECDSA P-256 certificate made for the run.
     #[arg(long)]
     pub(crate) tls: bool,
+    /// With permessage-deflate [default presets: 100x20, 10x1024]: load_test with its deflate
+    /// argument set (it offers `permessage-deflate` and sends every message compressed: JSON
+    /// cut from its own placeholder), against kim's echo server with `--deflate`
+    /// (`kim-ws-deflate`) and uWebSockets' echo example with `SHARED_COMPRESSOR |
+    /// SHARED_DECOMPRESSOR` (`uws-deflate-echo-server`). load_test expects each echo
+    /// uncompressed, as uWebSockets' example sends it, so kim's echoes go uncompressed too
+    /// (`--deflate-threshold` above any message): each server inflates every message under
+    /// its size limit and echoes it.
+    #[arg(long, conflicts_with = "tls")]
+    pub(crate) deflate: bool,
 }
 
 /// One run of load_test against one server.
@@ -65,6 +76,8 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
     let dir = opts.uws_dir();
     let echo_server = if args.tls {
         UWS_SSL_ECHO_SERVER
+    } else if args.deflate {
+        UWS_DEFLATE_ECHO_SERVER
     } else {
         UWS_ECHO_SERVER
     };
@@ -78,7 +91,9 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
         );
     }
     let load_test = dir.join(UWS_LOAD_TEST);
-    let presets: Vec<(usize, usize)> = if args.preset.is_empty() {
+    let presets: Vec<(usize, usize)> = if args.preset.is_empty() && args.deflate {
+        vec![(100, 20), (10, 1024)]
+    } else if args.preset.is_empty() {
         vec![(100, 20), (10, 1024), (200, 16384)]
     } else {
         args.preset
@@ -94,7 +109,11 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
         2.0 * PERIOD_SECS
     );
     // load_test speaks websocket only.
-    let mut targets = opts.kim_targets(&[Wire::Ws]);
+    let mut targets = if args.deflate {
+        vec![Target::KimDeflate(Wire::Ws)]
+    } else {
+        opts.kim_targets(&[Wire::Ws])
+    };
     if args.tls && !opts.kim_only {
         targets.push(Target::Tungstenite);
     }
@@ -108,14 +127,23 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
     if let Some(c) = &certificate {
         bench.tls_args = c.server_args();
     }
+    if args.deflate {
+        bench.deflate_args = vec!["--deflate-threshold".into(), u32::MAX.to_string()];
+        bench.uws_deflate = true;
+    }
     let ssl = if args.tls { "1" } else { "0" };
+    let deflate = if args.deflate { "1" } else { "0" };
     let mut figs = Vec::new();
     let mut details = serde_json::Map::new();
     for (conns, size) in presets {
-        let over = if args.tls { " over TLS" } else { "" };
+        let over = match (args.tls, args.deflate) {
+            (true, _) => " over TLS",
+            (_, true) => " deflated",
+            _ => "",
+        };
         let label = format!("loadtest {conns} x {size} B{over}");
         let res = bench.each(&label, Mode::Echo, |server, _| {
-            load_run(&load_test, server, conns, size, ssl, duration)
+            load_run(&load_test, server, conns, size, ssl, deflate, duration)
         })?;
         figures::collect(&mut figs, &label, "messages per second", true, &res, |r| {
             r.msgs_per_sec
@@ -156,10 +184,18 @@ fn load_run(
     conns: usize,
     size: usize,
     ssl: &str,
+    deflate: &str,
     duration: Duration,
 ) -> anyhow::Result<LoadRun> {
     let (host, port) = host_port(server)?;
-    let args = [&conns.to_string(), host, port, ssl, "0", &size.to_string()];
+    let args = [
+        &conns.to_string(),
+        host,
+        port,
+        ssl,
+        deflate,
+        &size.to_string(),
+    ];
     let seen = client_run(
         load_test,
         &args,

@@ -6,6 +6,7 @@
 
 pub(crate) mod broadcast;
 pub(crate) mod cluster;
+pub(crate) mod deflate;
 pub(crate) mod echo;
 pub(crate) mod fanout;
 pub(crate) mod ipc;

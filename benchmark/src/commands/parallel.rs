@@ -7,7 +7,8 @@ use std::time::Duration;
 use kim_benchmark::parallel;
 
 use crate::figures::{self, detail, print_results};
-use crate::runner::{Mode, Options};
+use crate::runner::{Mode, Options, Target};
+use kim_benchmark::wire::Wire;
 
 /// The `parallel` command's flags (its help text is the doc comment of its variant of
 /// `Workload` in `main`).
@@ -27,6 +28,11 @@ pub(crate) struct Args {
     /// kim's client rather than the epoll loop.
     #[arg(long)]
     pub(crate) tls: bool,
+    /// With permessage-deflate negotiated on every connection (kim's client offering it,
+    /// `kim-ws-deflate` accepting it with its default settings), against kim's websocket
+    /// server without it (`kim-ws`) in the same runs.
+    #[arg(long, conflicts_with = "tls")]
+    pub(crate) deflate: bool,
 }
 
 /// Runs the workload against every target and reports it.
@@ -38,6 +44,9 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
     };
     let mut bench = if args.tls {
         opts.ws_only().server_bench()?
+    } else if args.deflate {
+        let targets = vec![Target::Kim(Wire::Ws), Target::KimDeflate(Wire::Ws)];
+        opts.bench(opts.prepare()?, targets, true)
     } else {
         opts.server_bench()?
     };
@@ -51,26 +60,30 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let hold = Duration::try_from_secs_f64(args.hold)?;
-    let res = bench.each(
-        "parallel",
-        Mode::Mock,
-        |server, target| match &certificate {
-            Some(c) => rt.block_on(parallel::run_tls(
-                server,
-                args.clients,
-                args.in_flight,
-                hold,
-                &c.cert_pem,
-            )),
-            None => rt.block_on(parallel::run(
-                server,
-                target.wire(),
-                args.clients,
-                args.in_flight,
-                hold,
-            )),
-        },
-    )?;
+    let res =
+        bench.each(
+            "parallel",
+            Mode::Mock,
+            |server, target| match &certificate {
+                None if target == Target::KimDeflate(Wire::Ws) => rt.block_on(
+                    parallel::run_deflate(server, args.clients, args.in_flight, hold),
+                ),
+                Some(c) => rt.block_on(parallel::run_tls(
+                    server,
+                    args.clients,
+                    args.in_flight,
+                    hold,
+                    &c.cert_pem,
+                )),
+                None => rt.block_on(parallel::run(
+                    server,
+                    target.wire(),
+                    args.clients,
+                    args.in_flight,
+                    hold,
+                )),
+            },
+        )?;
     figures::collect(
         &mut figs,
         "parallel",

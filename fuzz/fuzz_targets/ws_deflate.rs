@@ -1,0 +1,202 @@
+//! The websocket frame reader with permessage-deflate negotiated (server role), over a stream
+//! of fuzz-chosen frames, compressed (RSV1) or not, delivered in reads of fuzz-chosen sizes.
+//!
+//! Input: one byte of configuration (bits 0-1: the maximum message size; bit 2: context
+//! takeover, with a window of 2^(9 + bits 3-5, at most 15) bytes; bits 6-7: the read size),
+//! the read sizes (see `kim_fuzz::split_spec`), then the stream.
+//!
+//! Promises checked: no panic; every text message is valid UTF-8 and every data message at
+//! most the maximum, however far its data would inflate; no single allocation exceeds twice
+//! the bytes fed so far plus 128 KiB (an inflated message is at most the maximum, which stays
+//! under that); and what the reader delivers is what an independent reading finds: the frames
+//! parsed leniently and each compressed message inflated by miniz_oxide (flate2), in order.
+#![no_main]
+
+use flate2::{Decompress, FlushDecompress, Status};
+use kim_core::io::ReadBuffer;
+use kim_core::{FrameReader, OpCode};
+use kim_fuzz::{noop_context, split_spec, watch, Chunked};
+use kim_ws::internals::with_deflate;
+use kim_ws::{Role, WsReader};
+use libfuzzer_sys::fuzz_target;
+use std::task::Poll;
+
+#[global_allocator]
+static ALLOC: kim_fuzz::Watching = kim_fuzz::Watching;
+
+/// Maximum message sizes, all under the allocation watch's slack: inflating to the maximum is
+/// allowed whatever was fed.
+const MAXES: [usize; 4] = [64 * 1024, 100, 1000, 100_000];
+
+/// Frames read from one input at most.
+const MAX_FRAMES: usize = 1024;
+
+/// The sync flush's tail, which the sender strips.
+const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
+
+/// A message of the stream as an independent reading finds it: opcode, whether it was
+/// compressed, and its payload as sent.
+type Message = (u8, bool, Vec<u8>);
+
+/// The messages of `stream` (data messages reassembled, control frames skipped), parsed
+/// leniently, up to the first frame that is incomplete or out of place.
+fn reference(stream: &[u8]) -> Vec<Message> {
+    let mut out = Vec::new();
+    let mut partial: Option<Message> = None;
+    let mut at = 0;
+    while let Some(h) = stream.get(at..at + 2) {
+        let (b0, b1) = (h[0], h[1]);
+        let (len, mut next) = match b1 & 0x7f {
+            126 => match stream.get(at + 2..at + 4) {
+                Some(b) => (u16::from_be_bytes([b[0], b[1]]) as u64, at + 4),
+                None => break,
+            },
+            127 => match stream.get(at + 2..at + 10) {
+                Some(b) => (u64::from_be_bytes(b.try_into().unwrap()), at + 10),
+                None => break,
+            },
+            n => (n as u64, at + 2),
+        };
+        let mask = if b1 & 0x80 != 0 {
+            let Some(m) = stream.get(next..next + 4) else {
+                break;
+            };
+            next += 4;
+            [m[0], m[1], m[2], m[3]]
+        } else {
+            [0; 4]
+        };
+        if len > (stream.len() - next) as u64 {
+            break;
+        }
+        let len = len as usize;
+        let payload: Vec<u8> = stream[next..next + len]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4])
+            .collect();
+        at = next + len;
+        let (fin, rsv1, op) = (b0 & 0x80 != 0, b0 & 0x40 != 0, b0 & 0x0f);
+        match (op, partial.as_mut()) {
+            (8.., _) => {}
+            (0, Some(p)) => {
+                p.2.extend_from_slice(&payload);
+                if fin {
+                    out.push(partial.take().unwrap());
+                }
+            }
+            (0, None) | (1..=7, Some(_)) => break,
+            (_, None) if fin => out.push((op, rsv1, payload)),
+            (_, None) => partial = Some((op, rsv1, payload)),
+        }
+    }
+    out
+}
+
+/// Inflates one message with miniz_oxide: `None` when it is invalid or passes `max` bytes.
+fn inflate(d: &mut Decompress, data: &[u8], max: usize) -> Option<Vec<u8>> {
+    let mut input = data.to_vec();
+    input.extend_from_slice(&TAIL);
+    let mut out = Vec::with_capacity(max + 1);
+    let start = d.total_in();
+    loop {
+        let consumed = (d.total_in() - start) as usize;
+        let status = d
+            .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
+            .ok()?;
+        if out.len() > max {
+            return None;
+        }
+        let consumed = (d.total_in() - start) as usize;
+        match status {
+            Status::StreamEnd => return Some(out),
+            _ if consumed == input.len() && out.len() < out.capacity() => return Some(out),
+            Status::BufError if out.len() < out.capacity() => return None,
+            _ if out.len() == out.capacity() => return None,
+            _ => {}
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&config, rest)) = data.split_first() else {
+        return;
+    };
+    let max = MAXES[(config & 3) as usize];
+    let takeover = (config & 4 != 0).then(|| (9 + (config >> 3 & 7)).min(15));
+    let chunk = 64usize << (config >> 6 & 3);
+    let (sizes, stream) = split_spec(rest);
+
+    let mut frames: Vec<kim_core::Frame> = Vec::new();
+    watch::start();
+    let reader = WsReader::new(
+        Chunked::new(stream, sizes),
+        Role::Server,
+        max,
+        ReadBuffer::new(chunk),
+    );
+    let mut reader = with_deflate(reader, takeover);
+    let mut cx = noop_context();
+    let mut failed = false;
+    for _ in 0..MAX_FRAMES {
+        match reader.poll_read_frame(&mut cx) {
+            Poll::Ready(Ok(Some(f))) => {
+                watch::pause();
+                let len = f.payload.len();
+                match f.op {
+                    OpCode::Text => {
+                        assert!(std::str::from_utf8(&f.payload).is_ok(), "text is not UTF-8");
+                        assert!(len <= max, "message of {len} bytes over the limit {max}");
+                        frames.push(f);
+                    }
+                    OpCode::Binary => {
+                        assert!(len <= max, "message of {len} bytes over the limit {max}");
+                        frames.push(f);
+                    }
+                    OpCode::Continuation => panic!("a continuation delivered as a message"),
+                    _ => {}
+                }
+                watch::resume();
+            }
+            Poll::Ready(Ok(None)) => break,
+            Poll::Ready(Err(_)) => {
+                failed = true;
+                break;
+            }
+            Poll::Pending => panic!("pending on a stream that never waits"),
+        }
+    }
+    if let Some((size, fed)) = watch::stop() {
+        panic!(
+            "an allocation of {size} bytes after {fed} bytes fed (max message {max}): over twice the input plus {} KiB",
+            watch::SLACK / 1024
+        );
+    }
+
+    // What the reader delivered is what miniz_oxide finds in the same messages.
+    let expected = reference(stream);
+    assert!(frames.len() <= expected.len());
+    let bits = takeover.unwrap_or(15);
+    let mut kept = Decompress::new_with_window_bits(false, bits);
+    for (i, (f, (op, compressed, payload))) in frames.iter().zip(&expected).enumerate() {
+        assert_eq!(f.op as u8, *op, "opcode of message {i}");
+        let want = if *compressed {
+            let mut fresh;
+            let d = match takeover {
+                Some(_) => &mut kept,
+                None => {
+                    fresh = Decompress::new(false);
+                    &mut fresh
+                }
+            };
+            match inflate(d, payload, max) {
+                Some(out) => out,
+                None => panic!("message {i} inflated by kim, refused by miniz_oxide"),
+            }
+        } else {
+            payload.clone()
+        };
+        assert!(f.payload == want[..], "payload of message {i} differs");
+    }
+    let _ = failed;
+});
