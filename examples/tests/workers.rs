@@ -192,6 +192,62 @@ async fn message_boundaries_cross_the_workers_whole_over_tcp_and_ws() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_messages_cross_the_workers_whole() {
+    // Every message compressed (threshold 0), inflated by the master before a worker sees it
+    // and compressed again on its way back.
+    let upgrader =
+        kim_ws::WsUpgrader::new().with_compression(kim_ws::Compression::new().with_threshold(0));
+    let h = DefaultServer::new(upgrader, MockListener)
+        .with_acceptor(MockAcceptor)
+        .with_state_listener(LogState)
+        .with_options(dgram_options(2, Dispatch::Fixed))
+        .start("127.0.0.1:0")
+        .await
+        .expect("starts");
+    let addr = h.local_addr().to_string();
+    // The server answers the offer.
+    let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let offer = "GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut raw, offer.as_bytes())
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = tokio::time::timeout(EVENT, tokio::io::AsyncReadExt::read(&mut raw, &mut head))
+        .await
+        .expect("in time")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(
+        head.contains("Sec-WebSocket-Extensions: permessage-deflate;"),
+        "{head}"
+    );
+    drop(raw);
+    let url = format!("ws://{addr}/");
+    let login = |id: &'static str| {
+        let url = url.clone();
+        async move {
+            let c = kim_ws::Compression::new().with_threshold(0);
+            let mut client = kim_ws::connect_compressed(&url, &[], &c, &big_client())
+                .await
+                .expect("connects");
+            let ok = tokio::time::timeout(EVENT, client.login(id))
+                .await
+                .expect("in time");
+            assert_eq!(&ok.expect("login").payload[..], b"ok");
+            client
+        }
+    };
+    let mut alice = login("alice").await;
+    let mut bob = login("bob").await;
+    for (i, &n) in [0, 1, 2000, CHUNK + 1, 1 << 20].iter().enumerate() {
+        echo(&mut alice, pattern(n, i as u8)).await;
+    }
+    alice.send_text("@bob hi bob").await.unwrap();
+    assert_eq!(&read(&mut bob).await.unwrap().payload[..], b"alice: hi bob");
+    stop(h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mock_protocol_works_in_process_mode_over_tcp_and_ws() {
     for transport in ["tcp", "ws"] {
         let (h, addr) = if transport == "tcp" {

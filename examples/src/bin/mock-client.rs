@@ -50,6 +50,10 @@ struct Args {
     /// The server name to ask for and check the certificate against (with `--tls-root`).
     #[arg(long, default_value = "localhost")]
     tls_name: String,
+    /// Websocket: offer permessage-deflate (kim's default settings: messages of 1 KiB or more
+    /// compressed, each on its own).
+    #[arg(long)]
+    deflate: bool,
 }
 
 #[tokio::main]
@@ -65,10 +69,15 @@ async fn main() {
 
 async fn run(args: &Args) -> anyhow::Result<()> {
     let opts = ClientOptions::default();
+    let compression = args.deflate.then(kim_ws::Compression::new);
     let Some(root) = &args.tls_root else {
-        return match args.transport {
-            Transport::Tcp => talk(kim_tcp::connect(&args.addr, &opts).await?, args).await,
-            Transport::Ws => talk(kim_ws::connect(&args.addr, &opts).await?, args).await,
+        return match (args.transport, &compression) {
+            (Transport::Tcp, _) => talk(kim_tcp::connect(&args.addr, &opts).await?, args).await,
+            (Transport::Ws, None) => talk(kim_ws::connect(&args.addr, &opts).await?, args).await,
+            (Transport::Ws, Some(c)) => {
+                let client = kim_ws::connect_compressed(&args.addr, &[], c, &opts).await?;
+                talk(client, args).await
+            }
         };
     };
     let pem =
@@ -94,7 +103,9 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         Transport::Ws => {
             let config = kim_tls::TlsClientConfig::with_root_pem(&pem, &[b"http/1.1"])?;
             let io = kim_tls::connect(&host, &args.tls_name, &config).await?;
-            let client = kim_ws::client_over(io, &args.tls_name, &path, &[], None, &opts).await?;
+            let client =
+                kim_ws::client_over(io, &args.tls_name, &path, &[], compression.as_ref(), &opts)
+                    .await?;
             talk(client, args).await
         }
     }
