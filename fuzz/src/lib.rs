@@ -42,6 +42,49 @@ pub fn split_spec(data: &[u8]) -> (Vec<usize>, &[u8]) {
     (sizes, &rest[n..])
 }
 
+/// The whole websocket frames at the start of `stream`, parsed leniently (no check but the
+/// structure): each frame's first byte and its unmasked payload, up to the first frame that
+/// is incomplete. The fuzz targets' independent reading of what they feed the reader.
+pub fn raw_frames(stream: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(h) = stream.get(at..at + 2) {
+        let (b0, b1) = (h[0], h[1]);
+        let (len, mut next) = match b1 & 0x7f {
+            126 => match stream.get(at + 2..at + 4) {
+                Some(b) => (u16::from_be_bytes([b[0], b[1]]) as u64, at + 4),
+                None => break,
+            },
+            127 => match stream.get(at + 2..at + 10) {
+                Some(b) => (u64::from_be_bytes(b.try_into().unwrap()), at + 10),
+                None => break,
+            },
+            n => (n as u64, at + 2),
+        };
+        let mask = if b1 & 0x80 != 0 {
+            let Some(m) = stream.get(next..next + 4) else {
+                break;
+            };
+            next += 4;
+            [m[0], m[1], m[2], m[3]]
+        } else {
+            [0; 4]
+        };
+        if len > (stream.len() - next) as u64 {
+            break;
+        }
+        let len = len as usize;
+        let payload = stream[next..next + len]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4])
+            .collect();
+        at = next + len;
+        out.push((b0, payload));
+    }
+    out
+}
+
 /// An in-memory stream: hands out its bytes in reads of the given sizes (cycling; all that
 /// fits when there are none), then end of stream. Never returns `Pending`. Every byte handed
 /// out is counted as fed (see [`watch`]).
