@@ -397,6 +397,45 @@ where
     L: MessageListener,
     S: StateListener,
 {
+    let ws = args.ws_upgrader();
+    serve_with(
+        args,
+        ws,
+        acceptor,
+        listener,
+        state,
+        |_: &Started<'_>| Ok(()),
+    )
+    .await
+}
+
+/// The server as it starts, for [`serve_with`]'s `started`.
+#[derive(Debug)]
+pub struct Started<'a> {
+    /// The running server.
+    pub handle: &'a kim_core::ServerHandle,
+    /// The certificate it serves with `--tls-cert` (reloaded on SIGHUP), for other listeners
+    /// of the process.
+    pub tls: Option<&'a kim_tls::TlsConfig>,
+}
+
+/// Like [`serve`], with the websocket transport `ws` (a hook, compression: start from
+/// [`ServerArgs::ws_upgrader`]) when the flags choose websocket, and `started` called once the
+/// server listens, before `listening on ADDR` is printed (to start what serves beside it).
+pub async fn serve_with<A, L, S, F>(
+    args: &ServerArgs,
+    ws: kim_ws::WsUpgrader,
+    acceptor: A,
+    listener: L,
+    state: S,
+    started: F,
+) -> anyhow::Result<()>
+where
+    A: kim_core::Acceptor,
+    L: MessageListener,
+    S: StateListener,
+    F: FnOnce(&Started<'_>) -> anyhow::Result<()>,
+{
     let options = args.options()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
@@ -407,16 +446,20 @@ where
         _ => None,
     };
     let (a, l, s, o) = (acceptor, listener, state, options);
-    match (args.transport, tls) {
-        (Transport::Tcp, None) => run(args, kim_tcp::TcpUpgrader, a, l, s, o).await,
-        (Transport::Ws, None) => run(args, args.ws_upgrader(), a, l, s, o).await,
+    let started = |handle: &kim_core::ServerHandle| {
+        let tls = tls.as_ref();
+        started(&Started { handle, tls })
+    };
+    match (args.transport, tls.clone()) {
+        (Transport::Tcp, None) => run(args, kim_tcp::TcpUpgrader, a, l, s, o, started).await,
+        (Transport::Ws, None) => run(args, ws, a, l, s, o, started).await,
         (Transport::Tcp, Some(tls)) => {
             let tls = kim_tls::TlsUpgrader::new(kim_tcp::TcpUpgrader, &tls);
-            run(args, tls, a, l, s, o).await
+            run(args, tls, a, l, s, o, started).await
         }
         (Transport::Ws, Some(tls)) => {
-            let wss = kim_tls::TlsUpgrader::new(args.ws_upgrader(), &tls);
-            run(args, wss, a, l, s, o).await
+            let wss = kim_tls::TlsUpgrader::new(ws, &tls);
+            run(args, wss, a, l, s, o, started).await
         }
     }
 }
@@ -444,6 +487,7 @@ async fn run<U, A, L, S>(
     listener: L,
     state: S,
     options: kim_core::ServerOptions,
+    started: impl FnOnce(&kim_core::ServerHandle) -> anyhow::Result<()>,
 ) -> anyhow::Result<()>
 where
     U: kim_core::Upgrader<tokio::net::TcpStream>,
@@ -468,6 +512,7 @@ where
     if let Some(debug) = handle.debug_addr() {
         println!("debug listening on {debug}");
     }
+    started(&handle)?;
     println!("listening on {}", handle.local_addr());
     shutdown_signal().await;
     let wait = Duration::try_from_secs_f64(args.shutdown_wait)

@@ -6,6 +6,9 @@
 //!   (default 30, 1 to 300), as a gzipped pprof protobuf (`go tool pprof` and Pyroscope read
 //!   it as it is).
 //! - `GET /debug/pprof/flamegraph?seconds=N`: the same profile as an SVG flame graph.
+//! - `GET /debug/pprof/heap`: the live heap by allocating stack, as a gzipped pprof protobuf
+//!   (kim-core's `heap-profile` feature and jemalloc as the binary's allocator; see
+//!   `heap_profile.rs`; 501 or 503 with the reason otherwise).
 //!
 //! The profile endpoints need kim-core's `pprof` feature (501 without it). The profiler is
 //! process-wide: a second profile requested while one runs gets 409, a bad `seconds` 400,
@@ -206,7 +209,7 @@ async fn route(req: Request<Incoming>, metrics: Weak<Metrics>) -> Response<Body>
         "/" => text(
             StatusCode::OK,
             "kim debug listener\n/metrics\n/debug/pprof/profile?seconds=N\n\
-             /debug/pprof/flamegraph?seconds=N",
+             /debug/pprof/flamegraph?seconds=N\n/debug/pprof/heap",
         ),
         "/metrics" => match metrics.upgrade() {
             Some(metrics) => reply(
@@ -218,6 +221,20 @@ async fn route(req: Request<Incoming>, metrics: Weak<Metrics>) -> Response<Body>
         },
         "/debug/pprof/profile" => profile(query, Output::Pprof).await,
         "/debug/pprof/flamegraph" => profile(query, Output::FlameGraph).await,
+        "/debug/pprof/heap" => match crate::heap_profile::dump().await {
+            Ok(body) => {
+                let mut r = reply(StatusCode::OK, "application/octet-stream", body);
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_DISPOSITION,
+                    HeaderValue::from_static("attachment; filename=\"heap.pb.gz\""),
+                );
+                r
+            }
+            Err((status, reason)) => text(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                reason,
+            ),
+        },
         other => text(StatusCode::NOT_FOUND, format!("no such endpoint: {other}")),
     }
 }

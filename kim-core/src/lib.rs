@@ -45,6 +45,7 @@ mod error;
 mod extensions;
 mod frame;
 mod heap;
+mod heap_profile;
 pub mod io;
 pub mod ipc;
 pub mod metrics;

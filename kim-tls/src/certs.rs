@@ -150,7 +150,11 @@ impl TlsConfig {
 
     /// A rustls server configuration on this certificate, offering `alpn` (in order of
     /// preference): TLS 1.3 and 1.2, session tickets, no client certificates.
-    pub(crate) fn server_config(&self, alpn: Vec<Vec<u8>>) -> Arc<ServerConfig> {
+    ///
+    /// Every handshake takes the certificate in use at that moment, so a reload reaches
+    /// whatever serves with this configuration: another listener of the process (an HTTPS page
+    /// beside the wss gateway) stays on the gateway's certificate.
+    pub fn server_config(&self, alpn: Vec<Vec<u8>>) -> Arc<ServerConfig> {
         let builder = ServerConfig::builder_with_provider(self.shared.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .expect("the provider supports TLS 1.2 and 1.3");
