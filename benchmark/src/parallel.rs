@@ -1,5 +1,6 @@
 //! KIM's parallel login test, with the server's memory measured around it.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,48 @@ pub struct ParallelResult {
     pub bytes_per_conn: f64,
 }
 
+/// Where a run saves its server's heap profiles (`GET /debug/pprof/heap` on the server's debug
+/// listener): before the logins and with every client logged in, as
+/// `<dir>/<server pid>-before.pb.gz` and `-held.pb.gz`. `go tool pprof -sample_index=inuse_space
+/// -base <before> <held>` then shows what the connections hold, by allocating stack.
+struct HeapProfiles {
+    dir: PathBuf,
+    pid: u32,
+    debug: Option<String>,
+}
+
+impl HeapProfiles {
+    fn new(dir: &Path, server: &ServerProcess) -> HeapProfiles {
+        HeapProfiles {
+            dir: dir.to_path_buf(),
+            pid: server.pid(),
+            debug: server.debug_addr(Duration::from_secs(5)),
+        }
+    }
+
+    /// Saves the profile of now as `<pid>-<phase>.pb.gz`; a server without a debug listener
+    /// (a baseline) has none, and is skipped.
+    fn save(&self, phase: &str) -> anyhow::Result<()> {
+        let Some(addr) = &self.debug else {
+            eprintln!(
+                "heap profile: server {} has no debug listener; skipped",
+                self.pid
+            );
+            return Ok(());
+        };
+        let profile =
+            crate::prometheus::get_bytes(addr, "/debug/pprof/heap", Duration::from_secs(30))
+                .map_err(|e| {
+                    anyhow::anyhow!("{e:#} (kim's servers need kim-examples' heap-profile feature)")
+                })?;
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join(format!("{}-{phase}.pb.gz", self.pid));
+        std::fs::write(&path, profile)?;
+        eprintln!("heap profile: {}", path.display());
+        Ok(())
+    }
+}
+
 /// Logs in `clients` clients with at most `in_flight` logins at once, holds them `hold`,
 /// checks each still echoes, closes them all, then checks that every id can log in again (the
 /// server kept no channel behind) and reads the server's memory after.
@@ -46,6 +89,7 @@ pub async fn run(
     clients: usize,
     in_flight: usize,
     hold: Duration,
+    heap: Option<&Path>,
 ) -> anyhow::Result<ParallelResult> {
     match wire {
         Wire::Ws => {
@@ -55,6 +99,7 @@ pub async fn run(
                 clients,
                 in_flight,
                 hold,
+                heap,
                 |addr, opts| async move { kim_ws::connect(&addr, &opts).await },
             )
             .await
@@ -66,6 +111,7 @@ pub async fn run(
                 clients,
                 in_flight,
                 hold,
+                heap,
                 |addr, opts| async move { kim_tcp::connect(&addr, &opts).await },
             )
             .await
@@ -80,6 +126,7 @@ pub async fn run_deflate(
     clients: usize,
     in_flight: usize,
     hold: Duration,
+    heap: Option<&Path>,
 ) -> anyhow::Result<ParallelResult> {
     run_with(
         server,
@@ -87,6 +134,7 @@ pub async fn run_deflate(
         clients,
         in_flight,
         hold,
+        heap,
         |addr, opts| async move {
             let c = kim_ws::Compression::new();
             kim_ws::connect_compressed(&addr, &[], &c, &opts).await
@@ -173,6 +221,7 @@ async fn run_with<R, W, F, Fut>(
     clients: usize,
     in_flight: usize,
     hold: Duration,
+    heap: Option<&Path>,
     connect: F,
 ) -> anyhow::Result<ParallelResult>
 where
@@ -182,6 +231,10 @@ where
     Fut: std::future::Future<Output = Result<Client<R, W>, ClientError>> + Send,
 {
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let profiles = heap.map(|dir| HeapProfiles::new(dir, server));
+    if let Some(p) = &profiles {
+        p.save("before")?;
+    }
     let rss_before = server.rss()?;
     let cpu_before = server.cpu_seconds()?;
     let started = Instant::now();
@@ -192,6 +245,9 @@ where
     let login_cpu = server.cpu_seconds()? - cpu_before;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_with_all = server.rss()?;
+    if let Some(p) = &profiles {
+        p.save("held")?;
+    }
     tokio::time::sleep(hold).await;
 
     let echo_failures = tokio::task::spawn_blocking(move || {

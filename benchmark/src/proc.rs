@@ -168,6 +168,11 @@ impl ServerProcess {
     }
 
     /// The server's process and its children (the workers in process mode).
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn family(&self) -> Vec<u32> {
         let me = self.child.id();
         let mut pids = vec![me];

@@ -9,8 +9,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 /// `GET path` from the HTTP server at `addr` (`HOST:PORT`); returns the body of a `200`
-/// response (`Content-Length`, chunked, or up to the close).
+/// response (`Content-Length`, chunked, or up to the close), which must be UTF-8.
 pub fn get(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<String> {
+    String::from_utf8(get_bytes(addr, path, timeout)?).context("response body not UTF-8")
+}
+
+/// Like [`get`], for a body of any bytes (a profile).
+pub fn get_bytes(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<Vec<u8>> {
     let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
@@ -27,7 +32,7 @@ pub fn get(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<String> 
     loop {
         if let Some(h) = &head {
             if let Some(body) = h.body(&raw[h.len..])? {
-                return String::from_utf8(body).context("response body not UTF-8");
+                return Ok(body);
             }
         }
         let n = s
@@ -46,10 +51,8 @@ pub fn get(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<String> 
             let h = head.context("the server closed before the end of the response headers")?;
             let body = &raw[h.len..];
             return match h.body(body)? {
-                Some(body) => String::from_utf8(body).context("response body not UTF-8"),
-                None if h.length.is_none() && !h.chunked => {
-                    String::from_utf8(body.to_vec()).context("response body not UTF-8")
-                }
+                Some(body) => Ok(body),
+                None if h.length.is_none() && !h.chunked => Ok(body.to_vec()),
                 None => bail!("the server closed before the end of the response body"),
             };
         }

@@ -172,6 +172,7 @@ impl Options {
                 .join(format!("kim-benchmark-{}-server.log", std::process::id())),
             tls_args: Vec::new(),
             deflate_args: Vec::new(),
+            kim_args: Vec::new(),
             uws_deflate: false,
         }
     }
@@ -326,6 +327,8 @@ pub(crate) struct Bench {
     pub(crate) tls_args: Vec<String>,
     /// Flags after `--deflate` for `KimDeflate` servers.
     pub(crate) deflate_args: Vec<String>,
+    /// Flags for every kim server (a debug listener for heap profiles).
+    pub(crate) kim_args: Vec<String>,
     /// `Uws` is the echo server with a shared compressor ([`UWS_DEFLATE_ECHO_SERVER`]).
     pub(crate) uws_deflate: bool,
 }
@@ -366,6 +369,7 @@ impl Bench {
                     args.push("--broadcast".into());
                 }
                 args.extend(self.tls_args.iter().cloned());
+                args.extend(self.kim_args.iter().cloned());
                 if let Target::KimDeflate(_) = target {
                     args.push("--deflate".into());
                     args.extend(self.deflate_args.iter().cloned());

@@ -115,7 +115,7 @@ async fn the_baseline_speaks_the_mock_protocol_and_echoes() {
                 .collect()
         };
         let mock = ServerProcess::start(&bin, &args("mock"), &[], None).unwrap();
-        let r = parallel::run(&mock, Wire::Ws, 50, 10, Duration::ZERO)
+        let r = parallel::run(&mock, Wire::Ws, 50, 10, Duration::ZERO, None)
             .await
             .unwrap();
         assert_eq!(r.clients, 50);
@@ -161,7 +161,7 @@ async fn parallel_checks_that_every_id_can_log_in_again() {
         None,
     )
     .unwrap();
-    let r = parallel::run(&server, Wire::Ws, 200, 50, Duration::from_millis(50))
+    let r = parallel::run(&server, Wire::Ws, 200, 50, Duration::from_millis(50), None)
         .await
         .unwrap();
     assert_eq!(r.clients, 200);

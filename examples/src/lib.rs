@@ -23,6 +23,9 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+// jemalloc with its heap profiler, for /debug/pprof/heap (see kim-heap-profile).
+#[cfg(feature = "heap-profile")]
+use kim_heap_profile as _;
 pub mod rooms;
 
 use std::time::Duration;

@@ -245,10 +245,17 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
                 let hold = Duration::from_secs(2);
                 let r = if case == 0 {
                     let node = setup.node("mock-server", &[])?;
-                    rt.block_on(parallel::run(&node, Wire::Ws, args.clients, 50, hold))?
+                    rt.block_on(parallel::run(&node, Wire::Ws, args.clients, 50, hold, None))?
                 } else {
                     let (_broker, nodes) = setup.cluster("mock-server", &[], 1)?;
-                    rt.block_on(parallel::run(&nodes[0], Wire::Ws, args.clients, 50, hold))?
+                    rt.block_on(parallel::run(
+                        &nodes[0],
+                        Wire::Ws,
+                        args.clients,
+                        50,
+                        hold,
+                        None,
+                    ))?
                 };
                 res.memory[case].push(r);
             }

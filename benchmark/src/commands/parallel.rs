@@ -33,6 +33,12 @@ pub(crate) struct Args {
     /// server without it (`kim-ws`) in the same runs.
     #[arg(long, conflicts_with = "tls")]
     pub(crate) deflate: bool,
+    /// Save each kim server's heap profile before the logins and with every client logged in,
+    /// in this directory (`<pid>-before.pb.gz`, `<pid>-held.pb.gz`; read them with `go tool
+    /// pprof -sample_index=inuse_space -base`). kim's servers must be built with kim-examples'
+    /// `heap-profile` feature; they are started with a debug listener.
+    #[arg(long, value_name = "DIR", conflicts_with = "tls")]
+    pub(crate) heap_profile: Option<std::path::PathBuf>,
 }
 
 /// Runs the workload against every target and reports it.
@@ -53,6 +59,10 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
     if let Some(c) = &certificate {
         bench.tls_args = c.server_args();
     }
+    if args.heap_profile.is_some() {
+        bench.kim_args = vec!["--debug-listen".into(), "127.0.0.1:0".into()];
+    }
+    let heap = args.heap_profile.as_deref();
     let mut figs = Vec::new();
     let mut details = serde_json::Map::new();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -66,7 +76,7 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
             Mode::Mock,
             |server, target| match &certificate {
                 None if target == Target::KimDeflate(Wire::Ws) => rt.block_on(
-                    parallel::run_deflate(server, args.clients, args.in_flight, hold),
+                    parallel::run_deflate(server, args.clients, args.in_flight, hold, heap),
                 ),
                 Some(c) => rt.block_on(parallel::run_tls(
                     server,
@@ -81,6 +91,7 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
                     args.clients,
                     args.in_flight,
                     hold,
+                    heap,
                 )),
             },
         )?;

@@ -25,20 +25,13 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use kim_examples::{init_tracing, serve_with, ServerArgs, Started, Transport};
 use kim_ws::Refusal;
 
+// jemalloc with its heap profiler, for /debug/pprof/heap.
+#[cfg(feature = "heap-profile")]
+use kim_heap_profile as _;
+
 use crate::chat::{Chat, ChatLogin, User};
 use crate::store::Store;
 use crate::token::Tokens;
-
-/// jemalloc, sampling about one allocation per 64 KiB allocated for `/debug/pprof/heap`.
-#[cfg(feature = "heap-profile")]
-#[global_allocator]
-static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's settings, read when it starts: profiling on and active.
-#[cfg(feature = "heap-profile")]
-#[allow(non_upper_case_globals)]
-#[export_name = "malloc_conf"]
-pub static malloc_conf: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:16\0";
 
 #[derive(Debug, Parser)]
 #[command(about = "A multi-user chat on kim: open the page it prints in a browser")]

@@ -175,12 +175,14 @@ pub fn parse(payload: &[u8]) -> Result<Command, Refused> {
         "members" => Command::Members { room: room(&v)? },
         "rooms" => Command::Rooms,
         "online" => Command::Online,
-        other => return Err(Refused::new(
-            "unknown_type",
-            format!(
+        other => {
+            return Err(Refused::new(
+                "unknown_type",
+                format!(
                 "unknown type {other:?}: expected join, leave, say, dm, members, rooms or online"
             ),
-        )),
+            ))
+        }
     })
 }
 

@@ -318,10 +318,8 @@ async fn tls_serves_the_page_over_https_and_the_chat_over_wss() {
     let mut page = kim_tls::connect(&chat.http, "localhost", &roots)
         .await
         .unwrap();
-    let req = format!(
-        "POST /api/token HTTP/1.1\r\nHost: localhost\r\nContent-Length: 16\r\n\
-         Connection: close\r\n\r\n{{\"name\":\"alice\"}}"
-    );
+    let req = "POST /api/token HTTP/1.1\r\nHost: localhost\r\nContent-Length: 16\r\n\
+               Connection: close\r\n\r\n{\"name\":\"alice\"}";
     page.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     let _ = page.read_to_end(&mut raw).await;
