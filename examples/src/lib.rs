@@ -23,9 +23,6 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-// jemalloc with its heap profiler, for /debug/pprof/heap (see kim-heap-profile).
-#[cfg(feature = "heap-profile")]
-use kim_heap_profile as _;
 pub mod rooms;
 
 use std::time::Duration;
@@ -582,6 +579,14 @@ pub fn init_tracing() {
                 .init()
         }
     }
+}
+
+/// With the `heap-profile` feature, makes jemalloc with its heap profiler the process's
+/// allocator as kim sees it (`/debug/pprof/heap`, `kim_heap_bytes`; see kim-heap-profile);
+/// without it, nothing. Called first thing in `main`.
+pub fn install_heap_profiler() {
+    #[cfg(feature = "heap-profile")]
+    kim_heap_profile::install();
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

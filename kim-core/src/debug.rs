@@ -6,9 +6,9 @@
 //!   (default 30, 1 to 300), as a gzipped pprof protobuf (`go tool pprof` and Pyroscope read
 //!   it as it is).
 //! - `GET /debug/pprof/flamegraph?seconds=N`: the same profile as an SVG flame graph.
-//! - `GET /debug/pprof/heap`: the live heap by allocating stack, as a gzipped pprof protobuf
-//!   (kim-core's `heap-profile` feature and jemalloc as the binary's allocator; see
-//!   `heap_profile.rs`; 501 or 503 with the reason otherwise).
+//! - `GET /debug/pprof/heap`: the live heap by allocating stack, as a gzipped pprof protobuf,
+//!   from the allocator the binary installed ([`crate::allocator`]; 501 with the reason
+//!   when there is none).
 //!
 //! The profile endpoints need kim-core's `pprof` feature (501 without it). The profiler is
 //! process-wide: a second profile requested while one runs gets 409, a bad `seconds` 400,
@@ -221,7 +221,7 @@ async fn route(req: Request<Incoming>, metrics: Weak<Metrics>) -> Response<Body>
         },
         "/debug/pprof/profile" => profile(query, Output::Pprof).await,
         "/debug/pprof/flamegraph" => profile(query, Output::FlameGraph).await,
-        "/debug/pprof/heap" => match crate::heap_profile::dump().await {
+        "/debug/pprof/heap" => match crate::allocator::dump().await {
             Ok(body) => {
                 let mut r = reply(StatusCode::OK, "application/octet-stream", body);
                 r.headers_mut().insert(
@@ -230,9 +230,9 @@ async fn route(req: Request<Incoming>, metrics: Weak<Metrics>) -> Response<Body>
                 );
                 r
             }
-            Err((status, reason)) => text(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                reason,
+            Err(e) => text(
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                e.reason,
             ),
         },
         other => text(StatusCode::NOT_FOUND, format!("no such endpoint: {other}")),

@@ -5,7 +5,8 @@
 //! in its arenas instead of returning it to the system, so resident memory stays at the peak.
 //! kim's metrics tell the two apart (`kim_heap_bytes{state="in_use"|"free"}`), and the
 //! server's sweeper asks the allocator to return free pages when resident memory is far above
-//! the heap in use. Elsewhere (another allocator, another libc) both are no-ops.
+//! the heap in use. An allocator the binary installed ([`crate::set_allocator`]) is asked
+//! instead of glibc; elsewhere (another allocator, another libc) both are no-ops.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -22,6 +23,10 @@ pub(crate) struct HeapStats {
 /// maps directly count as in use). It walks the allocator's free lists: for a scrape or a
 /// once-a-second check, not for a hot path.
 pub(crate) fn stats() -> Option<HeapStats> {
+    if let Some(control) = crate::allocator::installed() {
+        let (in_use, free) = control.stats()?;
+        return Some(HeapStats { in_use, free });
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallinfo2 only reads the allocator's statistics.
@@ -48,6 +53,9 @@ fn resident_bytes() -> Option<u64> {
 
 /// Asks the allocator to return the free pages it holds to the system.
 pub(crate) fn trim() {
+    if let Some(control) = crate::allocator::installed() {
+        return control.trim();
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {

@@ -33,6 +33,7 @@
 #![doc = concat!("```rust,no_run\n", include_str!("../examples/chat.rs"), "```")]
 #![warn(missing_docs)]
 
+pub mod allocator;
 mod app;
 mod channel;
 pub mod client;
@@ -45,7 +46,6 @@ mod error;
 mod extensions;
 mod frame;
 mod heap;
-mod heap_profile;
 pub mod io;
 pub mod ipc;
 pub mod metrics;
@@ -58,6 +58,7 @@ mod shared_frame;
 mod throttle;
 mod upgrade;
 
+pub use allocator::{set_allocator, AllocatorControl};
 pub use app::{
     Accepted, Acceptor, DefaultAcceptor, LoginConn, MessageListener, Reject, StateListener,
 };

@@ -1,30 +1,98 @@
 //! jemalloc, with its sampling heap profiler on, as the allocator of the binary that links
-//! this crate; kim's debug listener then serves `/debug/pprof/heap` (kim-core's
-//! `heap-profile` feature, which this crate turns on).
+//! this crate, and told to kim: the debug listener then serves `/debug/pprof/heap`, and
+//! `kim_heap_bytes` and the sweeper's trims use jemalloc's figures instead of glibc's.
 //!
-//! A binary opts in with one line, since a crate nothing refers to is not linked:
+//! A binary opts in with one call at the start of `main`, before any server starts:
 //!
 //! ```ignore
-//! use kim_heap_profile as _;
+//! kim_heap_profile::install();
 //! ```
 //!
 //! It is a crate of its own so that only the binaries that ask for it get jemalloc: cargo
-//! unifies a crate's features over everything built together, so an allocator behind a feature
-//! of a shared crate would reach every binary of a workspace build.
+//! unifies features over everything built together, so an allocator behind a feature of a
+//! shared crate would reach every binary of a workspace build.
 //!
 //! Profiling samples about one allocation per 2^16 bytes allocated (`lg_prof_sample:16`),
 //! recording its stack: enough samples at 10,000 connections of a few hundred bytes each to
 //! say where the bytes go, for one backtrace per 64 KiB allocated. A dump scales each sample
-//! up to estimate all live bytes, as Go's heap profile does.
+//! up to estimate all live bytes, as Go's heap profile does. jemalloc is also the C allocator
+//! (`unprefixed_malloc_on_supported_platforms`), so C code such as SQLite is profiled too.
+
+use kim_core::allocator::{AllocatorControl, HeapProfileError, HeapProfileFuture};
 
 /// The allocator of every binary linking this crate.
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's settings, read once when it starts: profiling on and active. (With
-/// `unprefixed_malloc_on_supported_platforms`, jemalloc is also the C allocator, so C code
-/// such as SQLite is profiled too, and it reads the unprefixed `malloc_conf`.)
+/// jemalloc's settings, read once when it starts: profiling on and active.
 #[used]
 #[allow(non_upper_case_globals)]
 #[export_name = "malloc_conf"]
 static malloc_conf: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:16\0";
+
+/// jemalloc, as kim asks of it.
+struct Jemalloc;
+
+/// Tells kim the process runs on jemalloc (see the crate docs). Returns false if an allocator
+/// was installed already.
+pub fn install() -> bool {
+    kim_core::set_allocator(&Jemalloc)
+}
+
+fn failed(e: impl std::fmt::Display) -> HeapProfileError {
+    HeapProfileError {
+        status: 500,
+        reason: format!("heap profile failed: {e}"),
+    }
+}
+
+impl AllocatorControl for Jemalloc {
+    fn stats(&self) -> Option<(u64, u64)> {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        // The statistics are a snapshot taken when the epoch advances.
+        epoch::advance().ok()?;
+        let allocated = stats::allocated::read().ok()? as u64;
+        let resident = stats::resident::read().ok()? as u64;
+        Some((allocated, resident.saturating_sub(allocated)))
+    }
+
+    fn trim(&self) {
+        // `arena.<MALLCTL_ARENAS_ALL>.purge` (4096 in jemalloc's headers): every arena
+        // returns its unused dirty pages.
+        let name = b"arena.4096.purge\0";
+        // SAFETY: a void mallctl: no value is read or written.
+        unsafe {
+            tikv_jemalloc_sys::mallctl(
+                name.as_ptr().cast(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            );
+        }
+    }
+
+    fn heap_profile(&self) -> HeapProfileFuture {
+        Box::pin(async {
+            let Some(ctl) = jemalloc_pprof::PROF_CTL.as_ref() else {
+                return Err(HeapProfileError {
+                    status: 503,
+                    reason: "jemalloc's profiler is off (malloc_conf without prof:true)".into(),
+                });
+            };
+            let mut ctl = ctl.clone().lock_owned().await;
+            if !ctl.activated() {
+                return Err(HeapProfileError {
+                    status: 503,
+                    reason: "jemalloc's profiler is not active (prof_active:false)".into(),
+                });
+            }
+            // Dumping walks every sampled stack and writes a temporary file: not on the
+            // runtime's threads.
+            tokio::task::spawn_blocking(move || ctl.dump_pprof())
+                .await
+                .map_err(failed)?
+                .map_err(failed)
+        })
+    }
+}

@@ -25,10 +25,6 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use kim_examples::{init_tracing, serve_with, ServerArgs, Started, Transport};
 use kim_ws::Refusal;
 
-// jemalloc with its heap profiler, for /debug/pprof/heap.
-#[cfg(feature = "heap-profile")]
-use kim_heap_profile as _;
-
 use crate::chat::{Chat, ChatLogin, User};
 use crate::store::Store;
 use crate::token::Tokens;
@@ -65,6 +61,9 @@ fn main() -> anyhow::Result<()> {
         .mut_arg("transport", |a| a.default_value("ws").hide(true))
         .get_matches();
     let mut args = Args::from_arg_matches(&matches)?;
+    // jemalloc with its heap profiler, for /debug/pprof/heap and the heap metrics.
+    #[cfg(feature = "heap-profile")]
+    kim_heap_profile::install();
     if args.server.transport != Transport::Ws {
         anyhow::bail!("the chat serves websocket only");
     }

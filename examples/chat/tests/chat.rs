@@ -272,11 +272,14 @@ async fn two_chat_processes_over_nats_are_one_chat() {
         json!({"type": "presence", "user": "bob", "online": true})
     );
 
-    for c in [&alice, &bob] {
-        send(c, json!({"type": "join", "room": "kim"})).await;
-    }
+    // One after the other, so that each knows what it is told first.
+    send(&alice, json!({"type": "join", "room": "kim"})).await;
     next(&mut alice, "joined").await;
-    next(&mut bob, "joined").await;
+    send(&bob, json!({"type": "join", "room": "kim"})).await;
+    assert_eq!(
+        names(&next(&mut bob, "joined").await["members"]),
+        ["alice", "bob"]
+    );
     next(&mut alice, "member").await;
     send(
         &alice,
@@ -389,5 +392,19 @@ async fn compression_is_negotiated_and_the_heap_profile_is_served() {
     assert!(
         binary,
         "the chat binary is among the mappings, for go tool pprof to symbolize"
+    );
+
+    // The heap metrics are jemalloc's: glibc's allocator serves nothing in this process.
+    let (status, metrics) = http(debug, "GET", "/metrics", "").await;
+    assert_eq!(status, 200);
+    let in_use: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kim_heap_bytes{state=\"in_use\"} "))
+        .expect("kim_heap_bytes in /metrics")
+        .parse()
+        .unwrap();
+    assert!(
+        in_use > 1_000_000.0,
+        "jemalloc's figure, {in_use} bytes allocated"
     );
 }

@@ -11,7 +11,8 @@
 use clap::Parser;
 use kim_core::DefaultAcceptor;
 use kim_examples::{
-    init_tracing, serve, BroadcastListener, EchoListener, JoinBroadcast, LogState, ServerArgs,
+    init_tracing, install_heap_profiler, serve, BroadcastListener, EchoListener, JoinBroadcast,
+    LogState, ServerArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -25,6 +26,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    install_heap_profiler();
     let args = Args::parse();
     init_tracing();
     let rt = args.server.runtime()?;

@@ -4,7 +4,8 @@
 
 use clap::Parser;
 use kim_examples::{
-    init_tracing, serve, LogState, MockAcceptor, MockListener, Presence, ServerArgs,
+    init_tracing, install_heap_profiler, serve, LogState, MockAcceptor, MockListener, Presence,
+    ServerArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -19,6 +20,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    install_heap_profiler();
     let args = Args::parse();
     init_tracing();
     let rt = args.server.runtime()?;

@@ -74,8 +74,9 @@ const FAMILIES: &[Family] = &[
     },
     Family {
         name: "kim_heap_bytes",
-        help: "The process's heap as the C allocator counts it (glibc): bytes in use, and bytes \
-               in its free lists (resident, or already returned to the system by a trim).",
+        help: "The process's heap as its allocator counts it (glibc's, or the one installed \
+               with kim_core::set_allocator): bytes in use, and bytes it keeps free \
+               (resident, or already returned to the system by a trim).",
         kind: MetricType::GAUGE,
         label: Some("state"),
     },
