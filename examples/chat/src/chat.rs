@@ -16,7 +16,7 @@ use kim_core::{
 use serde_json::json;
 
 use crate::protocol::{self, Command, Refused};
-use crate::store::{Message, Store};
+use crate::store::{Kept, Message, Store};
 
 /// The room every page lists, so that a new user has somewhere to go.
 pub const LOBBY: &str = "general";
@@ -155,8 +155,14 @@ impl Chat {
             Ok(()) => false,
             Err(PushError::NotFound(_) | PushError::Closed) => {
                 match self.store.keep(to, from, text, ts).await {
-                    Ok(true) => true,
-                    Ok(false) => {
+                    Ok(Kept::Yes) => true,
+                    Ok(Kept::NoSuchUser) => {
+                        return Err(Refused::new(
+                            "bad_user",
+                            format!("nobody named {to} has ever logged in"),
+                        ))
+                    }
+                    Ok(Kept::Full) => {
                         return Err(Refused::new(
                             "mailbox_full",
                             format!("{to} has too many messages waiting"),

@@ -6,7 +6,7 @@
 //! | `join` | `room` | `joined` to the sender, `member` (`joined`) to the room |
 //! | `leave` | `room` | `left` to the sender, `member` (`left`) to the room |
 //! | `say` | `room`, `text` | `message` to every member, the sender included |
-//! | `dm` | `to`, `text` | `dm` to both (`stored: true` when `to` was offline) |
+//! | `dm` | `to`, `text` | `dm` to both (`stored: true` when `to` was offline: kept for their next login, if they ever logged in) |
 //! | `members` | `room` | `members` |
 //! | `rooms` | | `rooms` |
 //! | `online` | | `online` |

@@ -33,6 +33,17 @@ pub struct Message {
     pub ts: i64,
 }
 
+/// What became of a direct message for someone offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// Kept for their next login.
+    Yes,
+    /// Nobody of that name ever logged in: nothing is kept for names that may never come.
+    NoSuchUser,
+    /// They have [`MAX_WAITING`] messages waiting already.
+    Full,
+}
+
 /// A direct message kept for a user who was offline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {
@@ -71,6 +82,7 @@ CREATE TABLE IF NOT EXISTS waiting (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     recipient TEXT NOT NULL, sender TEXT NOT NULL, body TEXT NOT NULL, ts INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS waiting_by_recipient ON waiting (recipient, id);
+CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, since INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS online (
     user TEXT PRIMARY KEY, node TEXT NOT NULL, session TEXT NOT NULL);
 ";
@@ -132,11 +144,16 @@ impl Store {
             .execute("DELETE FROM online WHERE node = ?1", params![node])?)
     }
 
-    /// Records `user` online in `session`; true if they were not online before.
+    /// Records `user` online in `session` (and as a user from now on, if new); true if they
+    /// were not online before.
     pub async fn set_online(&self, user: &str, node: &str, session: &str) -> anyhow::Result<bool> {
         let (user, node, session) = (user.to_string(), node.to_string(), session.to_string());
         self.call(move |c| {
             let tx = c.transaction()?;
+            tx.execute(
+                "INSERT OR IGNORE INTO users (name, since) VALUES (?1, strftime('%s', 'now'))",
+                [&user],
+            )?;
             let before: Option<String> = tx
                 .query_row("SELECT node FROM online WHERE user = ?1", [&user], |r| {
                     r.get(0)
@@ -296,24 +313,29 @@ impl Store {
         .await
     }
 
-    /// Keeps a direct message for `to`, who is offline; false if `to` has
-    /// [`MAX_WAITING`] messages waiting already.
-    pub async fn keep(&self, to: &str, from: &str, text: &str, ts: i64) -> anyhow::Result<bool> {
+    /// Keeps a direct message for `to`, who is offline: [`Kept::Yes`], or why not.
+    pub async fn keep(&self, to: &str, from: &str, text: &str, ts: i64) -> anyhow::Result<Kept> {
         let (to, from, text) = (to.to_string(), from.to_string(), text.to_string());
         self.call(move |c| {
+            let known: Option<i64> = c
+                .query_row("SELECT 1 FROM users WHERE name = ?1", [&to], |r| r.get(0))
+                .optional()?;
+            if known.is_none() {
+                return Ok(Kept::NoSuchUser);
+            }
             let count: i64 = c.query_row(
                 "SELECT COUNT(*) FROM waiting WHERE recipient = ?1",
                 [&to],
                 |r| r.get(0),
             )?;
             if count as usize >= MAX_WAITING {
-                return Ok(false);
+                return Ok(Kept::Full);
             }
             c.execute(
                 "INSERT INTO waiting (recipient, sender, body, ts) VALUES (?1, ?2, ?3, ?4)",
                 params![to, from, text, ts],
             )?;
-            Ok(true)
+            Ok(Kept::Yes)
         })
         .await
     }

@@ -26,6 +26,9 @@ use crate::token::Tokens;
 const PAGE: &str = include_str!("../static/index.html");
 /// The largest request body read (a token request is a few dozen bytes).
 const MAX_BODY: usize = 1024;
+/// Page connections open at once; one more is closed at once, so that idle connections cannot
+/// grow the process without bound.
+const MAX_CONNECTIONS: usize = 256;
 
 /// What the page server needs.
 pub struct Web {
@@ -59,14 +62,20 @@ impl Web {
         let tls = tls
             .map(|t| tokio_rustls::TlsAcceptor::from(t.server_config(vec![b"http/1.1".to_vec()])));
         let web = Arc::new(self);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::debug!("page: {MAX_CONNECTIONS} connections open; closing a new one");
+                    continue;
+                };
                 let (web, tls) = (web.clone(), tls.clone());
                 tokio::spawn(async move {
+                    let _slot = slot;
                     match tls {
                         Some(tls) => match tls.accept(stream).await {
                             Ok(s) => web.serve(s).await,

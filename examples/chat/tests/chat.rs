@@ -198,7 +198,16 @@ async fn history_and_messages_for_offline_users_survive_a_restart() {
     let dir = temp_dir("restart");
     let db = dir.join("chat.db");
     let chat = ChatProcess::start(&db, &[]);
+    // Messages wait only for people who have logged in once.
+    let (carol, _) = login(&chat, "carol").await;
+    drop(carol);
     let (mut alice, _) = login(&chat, "alice").await;
+    send(
+        &alice,
+        json!({"type": "dm", "to": "nobody", "text": "hello?"}),
+    )
+    .await;
+    assert_eq!(next(&mut alice, "error").await["code"], "bad_user");
     send(&alice, json!({"type": "join", "room": "kim"})).await;
     next(&mut alice, "joined").await;
     for i in 0..5 {
