@@ -33,6 +33,13 @@ pub(crate) async fn follow(inner: Arc<Inner>, mut changed: mpsc::UnboundedReceiv
                 let sub = inner.client.subscribe(inner.subjects.room_all(&room));
                 match tokio::time::timeout(inner.timeout, sub).await {
                     Ok(Ok(sub)) => {
+                        // The subscription is queued; a flush's round trip proves the server
+                        // has it, so that the gauge below counts only rooms whose publishes
+                        // reach this node.
+                        let flushed = tokio::time::timeout(inner.timeout, inner.client.flush());
+                        if !matches!(flushed.await, Ok(Ok(()))) {
+                            tracing::debug!(%room, "room subscription not confirmed yet");
+                        }
                         let stop = CancellationToken::new();
                         inner
                             .tasks

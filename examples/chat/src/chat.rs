@@ -94,11 +94,15 @@ impl Chat {
                         format!("at most {} rooms", crate::store::MAX_ROOMS_PER_USER),
                     ));
                 }
-                let _ = agent.join(&kim_room(&room));
-                send(agent, self.joined(&room).await.map_err(db)?);
+                let joined = self.joined(&room).await.map_err(db)?;
+                // The others hear of it before the sender's answer goes: once the sender has
+                // it, whoever joins next is not told of this join (in process mode too, where
+                // both go to the master in this order).
                 let notice =
                     json!({"type": "member", "room": room, "user": user, "event": "joined"});
                 let _ = agent.publish_others(&kim_room(&room), Frame::text(notice.to_string()));
+                let _ = agent.join(&kim_room(&room));
+                send(agent, joined);
             }
             Command::Leave { room } => {
                 let was = self.store.leave(&room, user).await.map_err(db)?;

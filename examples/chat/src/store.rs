@@ -3,14 +3,19 @@
 //! machine (a cluster's nodes) can share them.
 //!
 //! Every call runs on tokio's blocking pool, one at a time per process; SQLite's WAL mode and a
-//! busy timeout let other processes work on the same file meanwhile.
+//! busy timeout let other processes work on the same file meanwhile (worker processes, other
+//! nodes). Transactions that read then write take the write lock first (`IMMEDIATE`): one
+//! that upgraded a read lock would fail at once, without waiting, when another process writes.
+
+/// How long a statement waits for another process's write lock.
+const BUSY_WAIT: Duration = Duration::from_secs(5);
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 /// Messages kept waiting for one offline user at most; more are refused.
@@ -92,7 +97,7 @@ impl Store {
     pub fn open(path: &Path) -> anyhow::Result<Store> {
         let conn = Connection::open(path)
             .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_WAIT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
@@ -149,7 +154,7 @@ impl Store {
     pub async fn set_online(&self, user: &str, node: &str, session: &str) -> anyhow::Result<bool> {
         let (user, node, session) = (user.to_string(), node.to_string(), session.to_string());
         self.call(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "INSERT OR IGNORE INTO users (name, since) VALUES (?1, strftime('%s', 'now'))",
                 [&user],
@@ -344,7 +349,7 @@ impl Store {
     pub async fn take_waiting(&self, user: &str) -> anyhow::Result<Vec<Waiting>> {
         let user = user.to_string();
         self.call(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let waiting = {
                 let mut st = tx.prepare(
                     "SELECT sender, body, ts FROM waiting WHERE recipient = ?1 ORDER BY id",

@@ -268,13 +268,27 @@ async fn two_chat_processes_over_nats_are_one_chat() {
     let dir = temp_dir("cluster");
     let db = dir.join("chat.db");
     let url = nats.url();
-    let a = ChatProcess::start(&db, &["--cluster", &url, "--node", "a", "--secret", "s"]);
-    let b = ChatProcess::start(&db, &["--cluster", &url, "--node", "b", "--secret", "s"]);
+    let node = |name: &str| {
+        let flags = ["--cluster", &url, "--node", name, "--secret", "s"];
+        ChatProcess::start(
+            &db,
+            &[&flags[..], &["--debug-listen", "127.0.0.1:0"]].concat(),
+        )
+    };
+    let (a, b) = (node("a"), node("b"));
+    // A node hears other nodes' publishes to a room once its subscription to the room has
+    // reached NATS, a moment after its first member joined: each step waits for that.
+    let subscribed = |n: &ChatProcess, rooms: f64| {
+        let debug = n.debug.clone().unwrap();
+        async move { wait_metric(&debug, "kim_cluster_room_subscriptions", rooms).await }
+    };
     let (mut alice, _) = login(&a, "alice").await;
+    subscribed(&a, 1.0).await;
     // A token from node a's page logs in on node b.
     let t = token(&a.http, "bob").await;
     let (mut bob, welcome) = login_with(&b.ws, &t).await;
     assert_eq!(names(&welcome["online"]), ["alice", "bob"]);
+    subscribed(&b, 1.0).await;
     let p = read(&mut alice).await;
     assert_eq!(
         p,
@@ -284,11 +298,13 @@ async fn two_chat_processes_over_nats_are_one_chat() {
     // One after the other, so that each knows what it is told first.
     send(&alice, json!({"type": "join", "room": "kim"})).await;
     next(&mut alice, "joined").await;
+    subscribed(&a, 2.0).await;
     send(&bob, json!({"type": "join", "room": "kim"})).await;
     assert_eq!(
         names(&next(&mut bob, "joined").await["members"]),
         ["alice", "bob"]
     );
+    subscribed(&b, 2.0).await;
     next(&mut alice, "member").await;
     send(
         &alice,
@@ -356,7 +372,13 @@ async fn tls_serves_the_page_over_https_and_the_chat_over_wss() {
 #[tokio::test]
 async fn compression_is_negotiated_and_the_heap_profile_is_served() {
     let dir = temp_dir("heap");
-    let chat = ChatProcess::start(&dir.join("chat.db"), &["--debug-listen", "127.0.0.1:0"]);
+    // One sample per KiB allocated (instead of 64 KiB): the small live heap of a fresh
+    // process is then estimated closely, not by a handful of samples.
+    let chat = ChatProcess::start_with_env(
+        &dir.join("chat.db"),
+        &["--debug-listen", "127.0.0.1:0"],
+        &[("MALLOC_CONF", "lg_prof_sample:10")],
+    );
     let token = token(&chat.http, "alice").await;
     let url = format!("ws://{}/ws?token={token}", chat.ws);
     let deflate = kim_ws::Compression::new();
@@ -416,4 +438,34 @@ async fn compression_is_negotiated_and_the_heap_profile_is_served() {
         in_use > 1_000_000.0,
         "jemalloc's figure, {in_use} bytes allocated"
     );
+}
+
+#[tokio::test]
+async fn the_chat_runs_in_worker_processes_too() {
+    let dir = temp_dir("workers");
+    let chat = ChatProcess::start(
+        &dir.join("chat.db"),
+        &["--backend", "dgram", "--workers", "2"],
+    );
+    let (mut alice, _) = login(&chat, "alice").await;
+    let (mut bob, welcome) = login(&chat, "bob").await;
+    assert_eq!(names(&welcome["online"]), ["alice", "bob"]);
+    assert_eq!(read(&mut alice).await["user"], "bob");
+    send(&alice, json!({"type": "join", "room": "kim"})).await;
+    next(&mut alice, "joined").await;
+    send(&bob, json!({"type": "join", "room": "kim"})).await;
+    next(&mut bob, "joined").await;
+    next(&mut alice, "member").await;
+    send(
+        &bob,
+        json!({"type": "say", "room": "kim", "text": "from a worker"}),
+    )
+    .await;
+    assert_eq!(next(&mut alice, "message").await["text"], "from a worker");
+    send(&alice, json!({"type": "dm", "to": "bob", "text": "psst"})).await;
+    assert_eq!(next(&mut bob, "message").await["text"], "from a worker");
+    assert_eq!(next(&mut bob, "dm").await["text"], "psst");
+    assert_eq!(next(&mut alice, "dm").await["to"], "bob");
+    alice.send_text("{oops").await.unwrap();
+    assert_eq!(next(&mut alice, "error").await["code"], "bad_json");
 }

@@ -33,6 +33,11 @@ impl ChatProcess {
     /// Starts `chat` on free ports with the database `db` and `extra` flags; returns once it
     /// listens.
     pub fn start(db: &Path, extra: &[&str]) -> ChatProcess {
+        ChatProcess::start_with_env(db, extra, &[])
+    }
+
+    /// [`ChatProcess::start`] with environment variables set.
+    pub fn start_with_env(db: &Path, extra: &[&str], env: &[(&str, &str)]) -> ChatProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chat"))
             .args([
                 "--listen",
@@ -44,6 +49,7 @@ impl ChatProcess {
             .arg(db)
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -184,4 +190,27 @@ pub fn names(v: &Value) -> Vec<&str> {
         .iter()
         .map(|x| x.as_str().unwrap())
         .collect()
+}
+
+/// Waits up to 10 s for the metric sample `sample` (name and labels) of the server whose debug
+/// listener is `debug` to read `value`.
+pub async fn wait_metric(debug: &str, sample: &str, value: f64) {
+    let start = std::time::Instant::now();
+    loop {
+        let (_, text) = http(debug, "GET", "/metrics", "").await;
+        let now = text.lines().find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        });
+        if now == Some(value) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{sample} is {now:?}, not {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
