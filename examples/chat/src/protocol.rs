@@ -99,13 +99,9 @@ impl Refused {
     }
 }
 
-/// True for a room name: 1 to 32 of `A-Z a-z 0-9 _ -`.
+/// True for a room name: 1 to 32 of `A-Z a-z 0-9 _ -`, the rule of user names.
 pub fn valid_room(room: &str) -> bool {
-    !room.is_empty()
-        && room.len() <= MAX_ROOM
-        && room
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    room.len() <= MAX_ROOM && crate::token::valid_name(room)
 }
 
 fn field<'a>(v: &'a Value, name: &str) -> Result<&'a str, Refused> {

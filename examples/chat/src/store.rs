@@ -281,41 +281,32 @@ impl Store {
 
     /// The rooms `user` is a member of.
     pub async fn rooms_of(&self, user: &str) -> anyhow::Result<Vec<String>> {
-        let user = user.to_string();
-        self.call(move |c| {
-            strings(
-                c,
-                "SELECT room FROM members WHERE user = ?1 ORDER BY room",
-                [user],
-            )
-        })
+        self.names(
+            "SELECT room FROM members WHERE user = ?1 ORDER BY room",
+            user,
+        )
         .await
     }
 
     /// The members of `room`.
     pub async fn members(&self, room: &str) -> anyhow::Result<Vec<String>> {
-        let room = room.to_string();
-        self.call(move |c| {
-            strings(
-                c,
-                "SELECT user FROM members WHERE room = ?1 ORDER BY user",
-                [room],
-            )
-        })
+        self.names(
+            "SELECT user FROM members WHERE room = ?1 ORDER BY user",
+            room,
+        )
         .await
     }
 
     /// Every room with a member, and `always` (the lobby everyone sees).
     pub async fn rooms(&self, always: &str) -> anyhow::Result<Vec<String>> {
-        let always = always.to_string();
-        self.call(move |c| {
-            strings(
-                c,
-                "SELECT ?1 UNION SELECT DISTINCT room FROM members ORDER BY 1",
-                [always],
-            )
-        })
-        .await
+        let sql = "SELECT ?1 UNION SELECT DISTINCT room FROM members ORDER BY 1";
+        self.names(sql, always).await
+    }
+
+    /// The first column of `sql`'s rows, with `arg` as its one parameter.
+    async fn names(&self, sql: &'static str, arg: &str) -> anyhow::Result<Vec<String>> {
+        let arg = arg.to_string();
+        self.call(move |c| strings(c, sql, [arg])).await
     }
 
     /// Keeps a direct message for `to`, who is offline: [`Kept::Yes`], or why not.
