@@ -21,12 +21,30 @@ pub struct ChatProcess {
     pub debug: Option<String>,
 }
 
-/// A fresh directory for a test's database.
-pub fn temp_dir(name: &str) -> PathBuf {
+/// A fresh directory for a test's files, removed with everything in it when dropped.
+pub struct TestDir(PathBuf);
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh directory named after the test and this process, removed when the test ends (even
+/// by a panic), so that repeated runs leave nothing behind in the temporary directory.
+pub fn temp_dir(name: &str) -> TestDir {
     let dir = std::env::temp_dir().join(format!("kim-chat-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TestDir(dir)
 }
 
 impl ChatProcess {
