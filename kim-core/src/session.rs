@@ -15,8 +15,15 @@
 //!
 //! The read deadline is not a timer per channel: every frame stamps the channel with the
 //! server's coarse clock, and the server's sweeper closes channels whose stamp is too old.
+//!
+//! The session is the future of an idle connection's task, so its size is paid by every
+//! connection: tokio allocates a task in steps of 128 bytes, and a session of at most 152
+//! bytes keeps the task at 256 (at 280 it took 384). Hence the two deadlines share one box,
+//! armed only while one runs, and the connection's count among the active ones lives in the
+//! channel's drop rather than in a field of its own.
 
 use std::future::Future;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -32,6 +39,48 @@ use crate::frame::{Frame, OpCode};
 use crate::route::{Route, Work};
 use crate::server::connections::ActiveGuard;
 
+pin_project_lite::pin_project! {
+    /// A session's deadlines, boxed together while either is armed.
+    struct Timers {
+        // Armed while a flush is blocked: write_wait.
+        #[pin]
+        write: Option<Sleep>,
+        // Armed once we sent a close: close_wait.
+        #[pin]
+        close: Option<Sleep>,
+    }
+}
+
+/// The session's channel, counted among the server's active connections until dropped: as the
+/// session's last field, after its socket has closed.
+struct Counted(Channel);
+
+impl Counted {
+    /// Takes over the count `guard` kept since the connection was accepted.
+    fn new(chan: Channel, guard: ActiveGuard) -> Counted {
+        let connections = guard.transfer();
+        debug_assert!(std::sync::Arc::ptr_eq(
+            &connections,
+            &chan.context().server.core().connections
+        ));
+        Counted(chan)
+    }
+}
+
+impl Deref for Counted {
+    type Target = Channel;
+
+    fn deref(&self) -> &Channel {
+        &self.0
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.context().server.core().connections.leave();
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Reading and writing.
@@ -44,12 +93,9 @@ enum Phase {
 }
 
 pub(crate) struct Session<R, W, T: Route> {
-    chan: Channel,
     reader: R,
     writer: W,
     route: Arc<T>,
-    /// Counts the connection as active until the session is dropped.
-    _guard: ActiveGuard,
     phase: Phase,
     /// Set when the channel has ended and left the map.
     ended: Option<End>,
@@ -58,12 +104,12 @@ pub(crate) struct Session<R, W, T: Route> {
     /// While open: the login event, then the handler of the message being handled. Once
     /// ended: the disconnect callback. (One slot: they never run at once.)
     running: Option<Work>,
-    /// Armed while a flush is blocked: write_wait.
-    write_timer: Option<Pin<Box<Sleep>>>,
-    /// Armed once we sent a close: close_wait.
-    close_timer: Option<Pin<Box<Sleep>>>,
+    /// write_wait and close_wait, while either runs.
+    timers: Option<Pin<Box<Timers>>>,
     /// Why we began closing, if we did.
     cause: Option<CloseCause>,
+    /// Last: dropped after the reader and the writer, so after the socket has closed.
+    chan: Counted,
 }
 
 impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
@@ -76,20 +122,30 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
         guard: ActiveGuard,
     ) -> Self {
         Session {
-            chan,
             reader,
             writer,
             route,
-            _guard: guard,
             phase: Phase::Open,
             ended: None,
             finished: false,
             // The login event runs first: reading waits for it, like for a handler.
             running: login_event,
-            write_timer: None,
-            close_timer: None,
+            timers: None,
             cause: None,
+            chan: Counted::new(chan, guard),
         }
+    }
+
+    /// The deadlines, boxed on first use.
+    fn timers(&mut self) -> Pin<&mut Timers> {
+        self.timers
+            .get_or_insert_with(|| {
+                Box::pin(Timers {
+                    write: None,
+                    close: None,
+                })
+            })
+            .as_mut()
     }
 
     /// Queues our close frame and starts waiting for the peer's.
@@ -105,7 +161,10 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
         // A handler in progress may finish (its pushes now fail); close_wait bounds it.
         self.phase = Phase::Closing;
         let wait = self.chan.context().limits.close_wait;
-        self.close_timer = Some(Box::pin(tokio::time::sleep(wait)));
+        self.timers()
+            .project()
+            .close
+            .set(Some(tokio::time::sleep(wait)));
     }
 
     /// Steps 1 to 3 until nothing progresses, then step 4; `Ready` when the channel has ended.
@@ -138,9 +197,11 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
         let backlog = self.fill_writer()?;
         self.poll_flush(cx)?;
         // A close we sent waits for the peer's answer only so long.
-        if let Some(t) = self.close_timer.as_mut() {
-            if t.as_mut().poll(cx).is_ready() {
-                return Err(End::CloseTimeout);
+        if let Some(t) = self.timers.as_mut() {
+            if let Some(close) = t.as_mut().project().close.as_pin_mut() {
+                if close.poll(cx).is_ready() {
+                    return Err(End::CloseTimeout);
+                }
             }
         }
         self.poll_read(cx, backlog)
@@ -171,7 +232,7 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
         let (mut batch, close) = self.chan.outbox().take_batch();
         if !batch.is_empty() {
             let (mut n, mut bytes) = (0, 0);
-            while let Some(q) = batch.pop_front() {
+            for q in batch.drain(..) {
                 n += 1;
                 bytes += q.len() as u64;
                 match q {
@@ -206,7 +267,12 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
         }
         match self.writer.poll_flush(cx) {
             Poll::Ready(Ok(())) => {
-                self.write_timer = None;
+                if let Some(t) = self.timers.as_mut() {
+                    t.as_mut().project().write.set(None);
+                    if t.close.is_none() {
+                        self.timers = None;
+                    }
+                }
                 match self.phase {
                     Phase::Answered => Err(End::Closed),
                     _ => Ok(()),
@@ -214,13 +280,14 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
             }
             Poll::Ready(Err(e)) => Err(End::Io(e.kind())),
             Poll::Pending => {
-                let timer = self.write_timer.get_or_insert_with(|| {
-                    let wait = self.chan.context().limits.write_wait;
-                    Box::pin(tokio::time::sleep(wait))
-                });
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Err(End::WriteTimeout),
-                    Poll::Pending => Ok(()),
+                let wait = self.chan.context().limits.write_wait;
+                let mut write = self.timers().project().write;
+                if write.is_none() {
+                    write.set(Some(tokio::time::sleep(wait)));
+                }
+                match write.as_pin_mut().map(|t| t.poll(cx)) {
+                    Some(Poll::Ready(())) => Err(End::WriteTimeout),
+                    _ => Ok(()),
                 }
             }
         }
@@ -300,8 +367,7 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
             End::Io(kind) => tracing::info!(cause = cause.label(), error = %kind, "channel closed"),
             _ => tracing::info!(cause = cause.label(), "channel closed"),
         }
-        self.write_timer = None;
-        self.close_timer = None;
+        self.timers = None;
         self.ended = Some(end);
     }
 }

@@ -241,7 +241,10 @@ pub struct WsReader<R> {
     io: R,
     buf: ReadBuffer,
     role: Role,
-    max: usize,
+    /// The largest message accepted. (`u32`, like the counts below, to keep the reader at 56
+    /// bytes: each reader lives in an idle connection's task. Larger limits are taken as
+    /// 4 GiB.)
+    max: u32,
     /// Boxed: idle connections carry a pointer, not the reassembly state.
     partial: Option<Box<FragmentedMessage>>,
     /// Set when permessage-deflate was negotiated.
@@ -249,8 +252,13 @@ pub struct WsReader<R> {
     /// Of the text frame being received: payload bytes already unmasked in the buffer, and
     /// how many of them are known to be valid UTF-8 (so a bad byte fails before the frame
     /// is complete).
-    unmasked: usize,
-    valid: usize,
+    unmasked: u32,
+    valid: u32,
+}
+
+/// A message size limit as a reader keeps it.
+fn limit(max: usize) -> u32 {
+    max.min(u32::MAX as usize) as u32
 }
 
 impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
@@ -261,7 +269,7 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
             io,
             buf,
             role,
-            max,
+            max: limit(max),
             partial: None,
             inflater: None,
             unmasked: 0,
@@ -282,7 +290,8 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
             .inflater
             .as_mut()
             .expect("RSV1 is accepted only with deflate");
-        let data = Inflater::inflate(inflater, payload, self.max).map_err(|e| match e {
+        let max = self.max as usize;
+        let data = Inflater::inflate(inflater, payload, max).map_err(|e| match e {
             InflateError::TooBig => ReadError::Protocol(CloseReason::too_big(format!(
                 "compressed message inflates past the limit of {} bytes",
                 self.max
@@ -317,21 +326,23 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
             let buf = self.buf.buf();
             let partial_len = self.partial.as_ref().map(|p| p.data.len());
             let deflate = self.inflater.is_some();
-            let Some(h) = parse_header(buf, self.role, self.max, partial_len, deflate)? else {
+            let max = self.max as usize;
+            let Some(h) = parse_header(buf, self.role, max, partial_len, deflate)? else {
                 return Ok(Err(1));
             };
             let total = h.header_len + h.len;
             if buf.len() < total {
                 let need = total - buf.len();
                 if let Some(mask) = h.mask {
-                    if buf.len() > h.header_len + self.unmasked && self.checks_text_early(&h) {
+                    let done = self.unmasked as usize;
+                    if buf.len() > h.header_len + done && self.checks_text_early(&h) {
                         let buf = self.buf.buf();
-                        let done = self.unmasked;
                         let start = h.header_len + done;
                         apply_mask(&mut buf[start..], mask, done);
                         let so_far = &buf[h.header_len..];
-                        self.valid = check_utf8(so_far, self.valid, false)?;
-                        self.unmasked = so_far.len();
+                        // Both are below the frame's length, which is within the limit.
+                        self.valid = check_utf8(so_far, self.valid as usize, false)? as u32;
+                        self.unmasked = so_far.len() as u32;
                     }
                 }
                 return Ok(Err(need));
@@ -340,10 +351,10 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
             buf.advance(h.header_len);
             let mut payload = buf.split_to(h.len);
             if let Some(mask) = h.mask {
-                let done = self.unmasked;
+                let done = self.unmasked as usize;
                 apply_mask(&mut payload[done..], mask, done);
             }
-            let valid = std::mem::take(&mut self.valid);
+            let valid = std::mem::take(&mut self.valid) as usize;
             self.unmasked = 0;
             match h.op {
                 OpCode::Ping | OpCode::Pong => {
@@ -422,7 +433,7 @@ impl<R: AsyncRead + Send + Unpin + 'static> FrameReader for WsReader<R> {
     }
 
     fn set_max_message_size(&mut self, max: usize) {
-        self.max = max;
+        self.max = limit(max);
     }
 }
 

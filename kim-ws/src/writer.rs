@@ -28,8 +28,6 @@ pub struct WsWriter<W> {
     /// Set while the handshake's answer is queued and nothing was written yet: the upgrade
     /// can still be refused with an HTTP status instead.
     answer_pending: bool,
-    /// Mask generator state (client only).
-    rng: u64,
     /// Set when permessage-deflate was negotiated.
     deflater: Option<Arc<Deflater>>,
 }
@@ -37,16 +35,11 @@ pub struct WsWriter<W> {
 impl<W: AsyncWrite + Send + Unpin + 'static> WsWriter<W> {
     /// A writer for `role`.
     pub fn new(io: W, role: Role) -> WsWriter<W> {
-        let seed = {
-            use std::hash::BuildHasher;
-            std::collections::hash_map::RandomState::new().hash_one(0x006b_696d_u64)
-        };
         WsWriter {
             io,
             buf: WriteBuffer::new(),
             role,
             answer_pending: false,
-            rng: seed | 1,
             deflater: None,
         }
     }
@@ -67,7 +60,7 @@ impl<W: AsyncWrite + Send + Unpin + 'static> WsWriter<W> {
                 self.buf.push_payload(payload);
             }
             Role::Client => {
-                let mask = self.next_mask();
+                let mask = next_mask();
                 let staging = self.buf.staging();
                 let n = put_raw_header(staging, first, len, Some(mask));
                 let start = staging.len();
@@ -97,17 +90,28 @@ impl<W: AsyncWrite + Send + Unpin + 'static> WsWriter<W> {
         self.buf.clear();
         Some(&mut self.io)
     }
+}
 
-    fn next_mask(&mut self) -> [u8; 4] {
-        // xorshift64*: fast, and unpredictable enough for masking, whose purpose is to stop
-        // intermediaries from interpreting client data, not secrecy.
-        let mut x = self.rng;
+/// The next client mask, from a generator per thread: kept in the writer, its state would
+/// take 8 bytes of every server-side writer too.
+fn next_mask() -> [u8; 4] {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+            use std::hash::BuildHasher;
+            std::collections::hash_map::RandomState::new().hash_one(0x006b_696d_u64) | 1
+        });
+    }
+    // xorshift64*: fast, and unpredictable enough for masking, whose purpose is to stop
+    // intermediaries from interpreting client data, not secrecy.
+    let x = STATE.with(|state| {
+        let mut x = state.get();
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
-        self.rng = x;
-        ((x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32).to_ne_bytes()
-    }
+        state.set(x);
+        x
+    });
+    ((x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32).to_ne_bytes()
 }
 
 /// A whole unmasked frame, header and payload, in one buffer.

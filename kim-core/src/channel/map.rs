@@ -1,17 +1,22 @@
 //! The channel map: every logged-in channel by id, shared by the accept path, pushes from any
 //! task, the deadline sweeper and shutdown.
 //!
-//! The map is split into shards, each a `HashMap` behind its own read-write lock, so that a
+//! The map is split into shards, each a hash set behind its own read-write lock, so that a
 //! login on one core and a push on another rarely touch the same lock, and iteration holds one
 //! shard at a time.
+//!
+//! A set of channels looked up by their ids, rather than a map from id to channel: an entry is
+//! the channel's pointer alone (8 bytes, where an id and a channel took 32), because the id is
+//! in the channel already.
 
-use std::collections::hash_map::{Entry, RandomState};
-use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::borrow::Borrow;
+use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use parking_lot::RwLock;
 
-use crate::channel::{Channel, ChannelId};
+use crate::channel::Channel;
 
 /// Number of shards; a power of two.
 const SHARDS: usize = 64;
@@ -27,9 +32,35 @@ pub enum Insert {
     Replaced(Channel),
 }
 
+/// A channel as an entry of the map: hashed, compared and looked up by its id.
+struct ById(Channel);
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, for lookups by `&str`.
+        self.0.id().as_str().hash(state)
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &ById) -> bool {
+        self.0.id() == other.0.id()
+    }
+}
+
+impl Eq for ById {}
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        self.0.id().as_str()
+    }
+}
+
+type Shard = RwLock<HashSet<ById>>;
+
 /// A concurrent map of channels by id.
 pub struct ChannelMap {
-    shards: Box<[RwLock<HashMap<ChannelId, Channel>>]>,
+    shards: Box<[Shard]>,
     hasher: RandomState,
 }
 
@@ -43,12 +74,12 @@ impl ChannelMap {
     /// An empty map.
     pub fn new() -> ChannelMap {
         ChannelMap {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashSet::new())).collect(),
             hasher: RandomState::new(),
         }
     }
 
-    fn shard(&self, id: &str) -> &RwLock<HashMap<ChannelId, Channel>> {
+    fn shard(&self, id: &str) -> &Shard {
         let h = self.hasher.hash_one(id) as usize;
         &self.shards[h & (SHARDS - 1)]
     }
@@ -65,34 +96,32 @@ impl ChannelMap {
 
     fn insert(&self, channel: Channel, replace: bool) -> Insert {
         let mut shard = self.shard(channel.id().as_str()).write();
-        match shard.entry(channel.id().clone()) {
-            Entry::Vacant(v) => {
-                v.insert(channel);
-                Insert::Added
-            }
-            Entry::Occupied(mut o) => {
-                if replace {
-                    Insert::Replaced(o.insert(channel))
-                } else {
-                    Insert::Duplicate(o.get().clone())
-                }
-            }
+        if replace {
+            return match shard.replace(ById(channel)) {
+                Some(ById(old)) => Insert::Replaced(old),
+                None => Insert::Added,
+            };
         }
+        if let Some(ById(existing)) = shard.get(channel.id().as_str()) {
+            return Insert::Duplicate(existing.clone());
+        }
+        shard.insert(ById(channel));
+        Insert::Added
     }
 
     /// The channel with this id.
     pub fn get(&self, id: &str) -> Option<Channel> {
-        self.shard(id).read().get(id).cloned()
+        self.shard(id).read().get(id).map(|c| c.0.clone())
     }
 
     /// True if a channel with this id is in the map.
     pub fn contains(&self, id: &str) -> bool {
-        self.shard(id).read().contains_key(id)
+        self.shard(id).read().contains(id)
     }
 
     /// Removes the channel with this id, whichever login it belongs to.
     pub fn remove(&self, id: &str) -> Option<Channel> {
-        self.shard(id).write().remove(id)
+        self.shard(id).write().take(id).map(|c| c.0)
     }
 
     /// Removes `channel` only if the map still holds this very channel, not a newer login
@@ -100,7 +129,7 @@ impl ChannelMap {
     pub fn remove_channel(&self, channel: &Channel) -> bool {
         let mut shard = self.shard(channel.id().as_str()).write();
         match shard.get(channel.id().as_str()) {
-            Some(c) if c.same(channel) => {
+            Some(c) if c.0.same(channel) => {
                 shard.remove(channel.id().as_str());
                 true
             }
@@ -122,8 +151,8 @@ impl ChannelMap {
     /// or remove channels.
     pub fn for_each(&self, mut f: impl FnMut(&Channel)) {
         for shard in self.shards.iter() {
-            for c in shard.read().values() {
-                f(c);
+            for c in shard.read().iter() {
+                f(&c.0);
             }
         }
     }
@@ -147,7 +176,7 @@ impl std::fmt::Debug for ChannelMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::{Context, Meta};
+    use crate::channel::{ChannelId, Context, Meta};
     use std::sync::Arc;
 
     fn chan(context: &Arc<Context>, id: &str, serial: u64) -> Channel {

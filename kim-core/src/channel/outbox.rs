@@ -12,7 +12,6 @@
 //! here, so the replies still in transit always fit); in a worker, its pushes not yet sent to
 //! the master (a push fails past the outbox bound, as it does in-process).
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
@@ -54,7 +53,7 @@ pub(crate) struct Outbox {
 
 #[derive(Default)]
 struct State {
-    frames: VecDeque<Queued>,
+    frames: Vec<Queued>,
     bytes: usize,
     /// A close requested from outside the task, not yet taken by the task. Boxed: closes are
     /// rare, and inline it would take 40 bytes of every channel.
@@ -103,7 +102,7 @@ impl Outbox {
         if st.frames.capacity() == 0 {
             st.frames = spare::take();
         }
-        st.frames.push_back(frame);
+        st.frames.push(frame);
         Ok(if st.running { None } else { st.waker.take() })
     }
 
@@ -111,7 +110,10 @@ impl Outbox {
     pub(crate) fn push_first(&self, frame: Frame) {
         let mut st = self.state.lock();
         st.bytes += frame.payload.len();
-        st.frames.push_back(Queued::Frame(frame));
+        if st.frames.capacity() == 0 {
+            st.frames = spare::take();
+        }
+        st.frames.push(Queued::Frame(frame));
     }
 
     /// Asks the task to close. Only an abort overrides a close already requested or under
@@ -148,7 +150,7 @@ impl Outbox {
 
     /// The task, its writer idle, takes everything queued and any close requested. The
     /// emptied queue goes back with [`recycle`].
-    pub(crate) fn take_batch(&self) -> (VecDeque<Queued>, Option<CloseRequest>) {
+    pub(crate) fn take_batch(&self) -> (Vec<Queued>, Option<CloseRequest>) {
         let mut st = self.state.lock();
         st.running = true;
         st.bytes = 0;
@@ -233,7 +235,7 @@ impl Outbox {
 }
 
 /// Hands an emptied batch queue back for the next push on this thread.
-pub(crate) fn recycle(queue: VecDeque<Queued>) {
+pub(crate) fn recycle(queue: Vec<Queued>) {
     spare::give(queue);
 }
 
@@ -245,7 +247,6 @@ pub(crate) fn recycle(queue: VecDeque<Queued>) {
 /// freed 936 queues, growing each twice, when 64 were kept).
 mod spare {
     use std::cell::RefCell;
-    use std::collections::VecDeque;
 
     use crate::channel::outbox::Queued;
 
@@ -259,20 +260,20 @@ mod spare {
     const MAX_FRAMES: usize = 64;
 
     thread_local! {
-        static SPARE: RefCell<Vec<VecDeque<Queued>>> = const { RefCell::new(Vec::new()) };
+        static SPARE: RefCell<Vec<Vec<Queued>>> = const { RefCell::new(Vec::new()) };
     }
 
     /// An empty queue, with room if one is kept.
-    pub(super) fn take() -> VecDeque<Queued> {
+    pub(super) fn take() -> Vec<Queued> {
         SPARE
             .try_with(|s| s.borrow_mut().pop())
             .ok()
             .flatten()
-            .unwrap_or_else(|| VecDeque::with_capacity(FIRST_FRAMES))
+            .unwrap_or_else(|| Vec::with_capacity(FIRST_FRAMES))
     }
 
     /// Keeps `queue` (emptied) for a later [`take`], unless too many or too large.
-    pub(super) fn give(mut queue: VecDeque<Queued>) {
+    pub(super) fn give(mut queue: Vec<Queued>) {
         let cap = queue.capacity();
         if cap == 0 || cap > MAX_FRAMES {
             return;

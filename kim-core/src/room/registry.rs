@@ -347,7 +347,7 @@ mod tests {
         assert_eq!((done.delivered, done.skipped, done.closed), (2, 0, 0));
         let shared: Vec<Arc<SharedFrame>> = chans[..2]
             .iter()
-            .map(|c| match c.outbox().take_batch().0.pop_front() {
+            .map(|c| match c.outbox().take_batch().0.into_iter().next() {
                 Some(Queued::Shared(s)) => s,
                 _ => panic!("a published frame is queued shared"),
             })

@@ -24,7 +24,15 @@ impl Connections {
     /// Counts a new connection until the guard is dropped.
     pub(crate) fn enter(self: &Arc<Self>) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::SeqCst);
-        ActiveGuard(self.clone())
+        ActiveGuard(Some(self.clone()))
+    }
+
+    /// A connection counted by [`Connections::enter`] ended: the other end of a guard's
+    /// [`ActiveGuard::transfer`].
+    pub(crate) fn leave(&self) {
+        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
     }
 
     /// Counts a refused connection being drained, unless `max` are already: then `false`.
@@ -57,12 +65,21 @@ impl Connections {
 
 /// Counts a connection as active for as long as it lives.
 #[derive(Debug)]
-pub(crate) struct ActiveGuard(Arc<Connections>);
+pub(crate) struct ActiveGuard(Option<Arc<Connections>>);
+
+impl ActiveGuard {
+    /// Stops counting here: the caller now owes [`Connections::leave`] to these connections,
+    /// once. (A session does, through its channel, and saves the guard's 8 bytes in every
+    /// connection's task.)
+    pub(crate) fn transfer(mut self) -> Arc<Connections> {
+        self.0.take().expect("a guard is transferred once")
+    }
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
+        if let Some(connections) = self.0.take() {
+            connections.leave();
         }
     }
 }

@@ -1,0 +1,115 @@
+//! Byte-level plumbing shared by the transports: splitting a stream into halves, a read buffer
+//! that costs nothing while its connection is idle, and a write buffer that sends a batch of
+//! frames with vectored writes.
+//!
+//! Idle connections dominate an IM gateway: tens of thousands of clients that send a heartbeat
+//! a minute. A read buffer held per connection would cost more than everything else kim keeps
+//! per channel, so [`ReadBuffer`] allocates when a read is attempted and gives the memory back
+//! when the read would block with nothing buffered. [`WriteBuffer`] does the same once a batch
+//! has been flushed.
+//!
+//! Even empty, a buffer's bookkeeping (a `BytesMut` is four words) would be carried by every
+//! idle connection's task, so both keep their memory behind one pointer: an idle connection's
+//! read buffer is 16 bytes and its write buffer 24, where they were 48 and 72. The boxes move
+//! through a per-thread cache together with the memory they point to, so a busy connection
+//! allocates no more often than before.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+mod pool;
+mod read_buffer;
+mod write_buffer;
+
+pub use read_buffer::{ReadBuffer, MAX_READ_SIZE};
+pub use write_buffer::{WriteBuffer, COPY_THRESHOLD};
+
+/// A byte stream that kim can serve: readable, writable, and splittable into halves that are
+/// used from the read side and the write side of a channel.
+///
+/// TCP and Unix streams split without a lock. Any other stream (TLS, an in-memory duplex) can be
+/// wrapped in [`Generic`], which splits it with [`tokio::io::split`].
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// The half that reads.
+    type ReadHalf: AsyncRead + Send + Unpin + 'static;
+    /// The half that writes.
+    type WriteHalf: AsyncWrite + Send + Unpin + 'static;
+
+    /// Splits the stream into its two halves.
+    fn split_io(self) -> (Self::ReadHalf, Self::WriteHalf);
+}
+
+impl Io for tokio::net::TcpStream {
+    type ReadHalf = tokio::net::tcp::OwnedReadHalf;
+    type WriteHalf = tokio::net::tcp::OwnedWriteHalf;
+
+    fn split_io(self) -> (Self::ReadHalf, Self::WriteHalf) {
+        self.into_split()
+    }
+}
+
+impl Io for tokio::net::UnixStream {
+    type ReadHalf = tokio::net::unix::OwnedReadHalf;
+    type WriteHalf = tokio::net::unix::OwnedWriteHalf;
+
+    fn split_io(self) -> (Self::ReadHalf, Self::WriteHalf) {
+        self.into_split()
+    }
+}
+
+/// Wraps any stream so that it can be served; its halves share a lock inside
+/// [`tokio::io::split`], held only for the duration of one poll.
+#[derive(Debug)]
+pub struct Generic<T>(pub T);
+
+impl<T: AsyncRead + Unpin> AsyncRead for Generic<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Generic<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for Generic<T> {
+    type ReadHalf = tokio::io::ReadHalf<T>;
+    type WriteHalf = tokio::io::WriteHalf<T>;
+
+    fn split_io(self) -> (Self::ReadHalf, Self::WriteHalf) {
+        tokio::io::split(self.0)
+    }
+}
