@@ -36,6 +36,17 @@ pub struct ParallelResult {
     pub rss_after: u64,
     /// (rss_with_all - rss_before) / clients.
     pub bytes_per_conn: f64,
+    /// The growth of the heap in use as the server's allocator counts it
+    /// (`kim_heap_bytes{state="in_use"}` on its debug listener: glibc's chunks with their
+    /// headers, or jemalloc's allocated bytes) / clients; `None` for a server without one.
+    /// Resident memory minus this is the allocator's own: free memory it keeps, fragments.
+    pub heap_bytes_per_conn: Option<f64>,
+}
+
+/// The server's heap in use, from its metrics, if it has a debug listener.
+fn heap_in_use(debug: Option<&str>) -> Option<u64> {
+    let text = crate::prometheus::get(debug?, "/metrics", Duration::from_secs(5)).ok()?;
+    crate::prometheus::sample(&text, "kim_heap_bytes", "state=\"in_use\"").map(|v| v as u64)
 }
 
 /// Where a run saves its server's heap profiles (`GET /debug/pprof/heap` on the server's debug
@@ -235,6 +246,8 @@ where
     if let Some(p) = &profiles {
         p.save("before")?;
     }
+    let debug = server.debug_addr(Duration::from_millis(500));
+    let heap_before = heap_in_use(debug.as_deref());
     let rss_before = server.rss()?;
     let cpu_before = server.cpu_seconds()?;
     let started = Instant::now();
@@ -245,6 +258,7 @@ where
     let login_cpu = server.cpu_seconds()? - cpu_before;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_with_all = server.rss()?;
+    let heap = heap_before.zip(heap_in_use(debug.as_deref()));
     if let Some(p) = &profiles {
         p.save("held")?;
     }
@@ -270,6 +284,7 @@ where
     })
     .await?;
     let held = Held {
+        heap,
         login_secs,
         login_cpu,
         rss_before,
@@ -281,6 +296,8 @@ where
 
 /// What a run measured while its clients were logged in.
 struct Held {
+    /// The heap in use before the logins and with every client in, if the server says.
+    heap: Option<(u64, u64)>,
     login_secs: f64,
     login_cpu: f64,
     rss_before: u64,
@@ -328,6 +345,7 @@ where
         login_cpu,
         rss_before,
         rss_with_all,
+        heap,
         ..
     } = held;
     Ok(ParallelResult {
@@ -339,6 +357,8 @@ where
         rss_with_all,
         rss_after,
         bytes_per_conn: rss_with_all.saturating_sub(rss_before) as f64 / clients as f64,
+        heap_bytes_per_conn: heap
+            .map(|(before, with_all)| with_all.saturating_sub(before) as f64 / clients as f64),
     })
 }
 
@@ -364,6 +384,8 @@ pub async fn run_tls(
         }
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let debug = server.debug_addr(Duration::from_millis(500));
+    let heap_before = heap_in_use(debug.as_deref());
     let rss_before = server.rss()?;
     let cpu_before = server.cpu_seconds()?;
     let started = Instant::now();
@@ -381,6 +403,7 @@ pub async fn run_tls(
     let login_cpu = server.cpu_seconds()? - cpu_before;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_with_all = server.rss()?;
+    let heap = heap_before.zip(heap_in_use(debug.as_deref()));
     tokio::time::sleep(hold).await;
     let mut echo_failures = 0;
     for c in &mut all {
@@ -395,6 +418,7 @@ pub async fn run_tls(
     }
     drop(all);
     let held = Held {
+        heap,
         login_secs,
         login_cpu,
         rss_before,

@@ -138,6 +138,17 @@ fn dechunk(mut b: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
     }
 }
 
+/// The sample of metric `name` with exactly the label set `labels` (as written between the
+/// braces, such as `state="in_use"`).
+pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}}}");
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix(prefix.as_str()))
+        .filter(|rest| rest.starts_with([' ', '\t']))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(parse_value)
+}
+
 /// The sum of the samples of metric `name` over all its label sets, in Prometheus text
 /// format; `None` if it has no sample.
 pub fn sum(text: &str, name: &str) -> Option<f64> {

@@ -36,7 +36,7 @@ pub(crate) struct Args {
     /// Save each kim server's heap profile before the logins and with every client logged in,
     /// in this directory (`<pid>-before.pb.gz`, `<pid>-held.pb.gz`; read them with `go tool
     /// pprof -sample_index=inuse_space -base`). kim's servers must be built with kim-examples'
-    /// `heap-profile` feature; they are started with a debug listener.
+    /// `heap-profile` feature.
     #[arg(long, value_name = "DIR", conflicts_with = "tls")]
     pub(crate) heap_profile: Option<std::path::PathBuf>,
 }
@@ -59,9 +59,8 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
     if let Some(c) = &certificate {
         bench.tls_args = c.server_args();
     }
-    if args.heap_profile.is_some() {
-        bench.kim_args = vec!["--debug-listen".into(), "127.0.0.1:0".into()];
-    }
+    // kim's servers tell their heap in use on the debug listener's metrics.
+    bench.kim_args = vec!["--debug-listen".into(), "127.0.0.1:0".into()];
     let heap = args.heap_profile.as_deref();
     let mut figs = Vec::new();
     let mut details = serde_json::Map::new();
@@ -102,6 +101,20 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
         false,
         &res,
         |r| r.bytes_per_conn,
+    );
+    // Only the servers that tell their heap (kim's) have a row.
+    let with_heap: Vec<_> = res
+        .iter()
+        .filter(|(_, runs)| runs.iter().all(|r| r.heap_bytes_per_conn.is_some()))
+        .cloned()
+        .collect();
+    figures::collect(
+        &mut figs,
+        "parallel",
+        "server heap bytes per idle connection (allocator's count)",
+        false,
+        &with_heap,
+        |r| r.heap_bytes_per_conn.unwrap_or_default(),
     );
     figures::collect(
         &mut figs,
