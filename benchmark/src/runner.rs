@@ -173,6 +173,7 @@ impl Options {
             tls_args: Vec::new(),
             deflate_args: Vec::new(),
             kim_args: Vec::new(),
+            kim_tracing: false,
             uws_deflate: false,
         }
     }
@@ -320,7 +321,7 @@ pub(crate) struct Bench {
     pub(crate) reverse_odd_runs: bool,
     /// Where uWebSockets' binaries are, for `Uws`.
     pub(crate) uws_dir: PathBuf,
-    /// Where `KimObs` servers with tracing on write their log (truncated at each start).
+    /// Where servers with tracing on write their log (truncated at each start).
     pub(crate) server_log: PathBuf,
     /// `--tls-cert FILE --tls-key FILE` for kim's servers and the baseline, when the run is
     /// over TLS.
@@ -329,6 +330,9 @@ pub(crate) struct Bench {
     pub(crate) deflate_args: Vec<String>,
     /// Flags for every kim server (a debug listener for heap profiles).
     pub(crate) kim_args: Vec<String>,
+    /// Every kim server logs at info (`RUST_LOG=info`, to the server log): what tracing
+    /// costs, its channel spans included.
+    pub(crate) kim_tracing: bool,
     /// `Uws` is the echo server with a shared compressor ([`UWS_DEFLATE_ECHO_SERVER`]).
     pub(crate) uws_deflate: bool,
 }
@@ -373,6 +377,13 @@ impl Bench {
                 if let Target::KimDeflate(_) = target {
                     args.push("--deflate".into());
                     args.extend(self.deflate_args.iter().cloned());
+                }
+                if self.kim_tracing {
+                    env.push(("RUST_LOG", "info"));
+                    let log = std::fs::File::create(&self.server_log).with_context(|| {
+                        format!("creating the server log {}", self.server_log.display())
+                    })?;
+                    stderr = log.into();
                 }
                 if let Target::KimObs(_, obs) = target {
                     let on_off = |on| if on { "on" } else { "off" }.to_string();

@@ -39,6 +39,10 @@ pub(crate) struct Args {
     /// `heap-profile` feature.
     #[arg(long, value_name = "DIR", conflicts_with = "tls")]
     pub(crate) heap_profile: Option<std::path::PathBuf>,
+    /// kim's servers log at info (`RUST_LOG=info`, to a log file): each connection then has
+    /// its channel span in the subscriber's registry.
+    #[arg(long)]
+    pub(crate) tracing: bool,
 }
 
 /// Runs the workload against every target and reports it.
@@ -61,6 +65,7 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
     }
     // kim's servers tell their heap in use on the debug listener's metrics.
     bench.kim_args = vec!["--debug-listen".into(), "127.0.0.1:0".into()];
+    bench.kim_tracing = args.tracing;
     let heap = args.heap_profile.as_deref();
     let mut figs = Vec::new();
     let mut details = serde_json::Map::new();
