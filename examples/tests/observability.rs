@@ -668,13 +668,14 @@ fn a_debug_address_in_use_fails_the_start() {
     });
 }
 
-#[test]
-fn info_logs_carry_the_channel_span_and_nothing_per_message() {
+/// Runs mock-server with `RUST_LOG=rust_log`: alice logs in, echoes 100 messages and closes,
+/// and a login is refused; returns what the server logged.
+fn server_log(rust_log: &str) -> String {
     use std::process::{Command, Stdio};
 
     let mut server = Command::new(env!("CARGO_BIN_EXE_mock-server"))
         .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", rust_log)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -703,33 +704,59 @@ fn info_logs_carry_the_channel_span_and_nothing_per_message() {
         .unwrap();
     assert!(server.wait().unwrap().success());
     assert!(!stderr.contains('\u{1b}'), "no color codes off a terminal");
-    let span = "transport=\"tcp\" id=alice}";
+    stderr
+}
+
+#[test]
+fn info_logs_name_the_channel_and_say_nothing_per_message() {
+    let stderr = server_log("info");
     let lines: Vec<&str> = stderr.lines().collect();
     let with = |text: &str| lines.iter().filter(|l| l.contains(text)).count();
-    let in_span = lines
+    // The login's span, for the login's lines only; the channel's span is at debug.
+    let login = "login{peer=127.0.0.1:";
+    assert_eq!(with(login), 2, "{stderr}");
+    assert_eq!(with("channel{"), 0, "{stderr}");
+    let logged_in = lines
         .iter()
-        .filter(|l| l.contains(span))
-        .all(|l| l.contains("channel{peer=127.0.0.1:"));
-    assert!(in_span, "{stderr}");
-    assert_eq!(
-        with(&format!("{span}: kim_core::server: logged in")),
-        1,
+        .filter(|l| l.contains("kim_core::server: logged in id=alice"))
+        .collect::<Vec<_>>();
+    assert_eq!(logged_in.len(), 1, "{stderr}");
+    assert!(
+        logged_in[0].contains(login) && logged_in[0].contains("transport=\"tcp\"}"),
         "{stderr}"
     );
     assert_eq!(
-        with(&format!(
-            "{span}: kim_core::session: channel closed cause=\"peer\""
-        )),
+        with("kim_core::session: channel closed id=alice cause=\"peer\""),
         1,
         "{stderr}"
     );
     assert_eq!(with("login rejected"), 1, "{stderr}");
     assert!(
-        lines.iter().any(|l| l.contains("login rejected")
+        lines.iter().any(|l| l.contains(login)
+            && l.contains("login rejected")
             && l.contains("invalid user id")
             && l.contains("cause=\"acceptor\"")),
         "{stderr}"
     );
     // 100 messages, and no line per message.
+    assert!(lines.len() < 20, "{} lines:\n{stderr}", lines.len());
+}
+
+#[test]
+fn the_channel_span_is_there_for_a_subscriber_that_asks_for_it() {
+    let stderr = server_log("info,kim::channel=debug");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let span = "channel{id=alice peer=127.0.0.1:";
+    let closed = lines
+        .iter()
+        .filter(|l| l.contains("channel closed"))
+        .collect::<Vec<_>>();
+    assert_eq!(closed.len(), 1, "{stderr}");
+    assert!(
+        closed[0].contains(span)
+            && closed[0].contains("transport=\"tcp\"}: kim_core::session: channel closed"),
+        "{stderr}"
+    );
+    // Nothing else at debug: the directive enables the span alone.
     assert!(lines.len() < 20, "{} lines:\n{stderr}", lines.len());
 }

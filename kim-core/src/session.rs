@@ -363,9 +363,12 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
         // What we began closing for wins over how the connection then ended.
         let cause = self.cause.unwrap_or(end.cause());
         self.running = self.leave(cause);
+        let id = self.chan.id();
         match end {
-            End::Io(kind) => tracing::info!(cause = cause.label(), error = %kind, "channel closed"),
-            _ => tracing::info!(cause = cause.label(), "channel closed"),
+            End::Io(kind) => {
+                tracing::info!(%id, cause = cause.label(), error = %kind, "channel closed")
+            }
+            _ => tracing::info!(%id, cause = cause.label(), "channel closed"),
         }
         self.timers = None;
         self.ended = Some(end);

@@ -13,7 +13,7 @@ use crate::app::Acceptor;
 use crate::route::Route;
 use crate::server::connections::{ActiveGuard, Connections};
 use crate::server::gateway::Gateway;
-use crate::server::log::TARGET;
+use crate::server::log::{CHANNEL_SPAN, TARGET};
 use crate::server::login::{login, LoggedIn};
 use crate::session::Session;
 use crate::throttle::LogThrottle;
@@ -89,18 +89,16 @@ async fn serve_connection<U, A, T>(
     A: Acceptor,
     T: Route,
 {
-    // One span per connection, from accept to the end of its channel; `id` is filled in at
-    // login. Disabled (and free) unless a subscriber wants info-level spans.
-    let span = tracing::info_span!(
-        "channel",
-        id = tracing::field::Empty,
-        %peer,
-        transport = gateway.upgrader.name()
-    );
+    // The login runs in a `login` span (info) that ends with it. The channel's span, around
+    // everything its session does and the app logs for it, is at debug under a target of its
+    // own: kept by every idle connection, it costs about 600 bytes in tracing-subscriber's
+    // registry, so only a subscriber that asks for it (`kim::channel=debug`) pays for it.
+    let transport = gateway.upgrader.name();
+    let login_span = tracing::info_span!("login", %peer, transport);
     let logged_in = tokio::select! {
         biased;
         _ = gateway.core.lifecycle.shutdown.cancelled() => return,
-        r = login(&gateway, stream, peer, &span).instrument(span.clone()) => r,
+        r = login(&gateway, stream, peer).instrument(login_span) => r,
     };
     let Some(LoggedIn {
         chan,
@@ -110,6 +108,13 @@ async fn serve_connection<U, A, T>(
     else {
         return;
     };
+    let span = tracing::debug_span!(
+        target: CHANNEL_SPAN,
+        "channel",
+        id = %chan.id(),
+        %peer,
+        transport
+    );
     // The channel gets a task of its own, sized for the session alone: the login's state
     // (handshake buffers, the acceptor's future) is freed with this task.
     let route = gateway.route.clone();

@@ -31,7 +31,6 @@ pub(crate) async fn login<U, A, T>(
     gateway: &Gateway<U, A, T>,
     stream: TcpStream,
     peer: SocketAddr,
-    span: &tracing::Span,
 ) -> Option<LoggedIn<U::Reader, U::Writer>>
 where
     U: Upgrader<TcpStream>,
@@ -150,8 +149,7 @@ where
     // Where its messages go learns of the channel before its first message.
     let login_event = gateway.route.opened(&chan);
     core.metrics.logins.inc();
-    span.record("id", tracing::field::display(&id));
-    info!(target: TARGET, "logged in");
+    info!(target: TARGET, %id, "logged in");
     // A shutdown that began while this login ran may have missed the channel: close it here.
     if core.lifecycle.shutting_down() {
         chan.request_close(
