@@ -126,9 +126,14 @@ fn check_op(b: u8) -> Result<OpCode, ReadError> {
 impl<R: AsyncRead + Send + Unpin + 'static> FrameReader for TcpReader<R> {
     fn poll_read_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, ReadError>> {
         loop {
-            let need = match decode(self.buf.buf(), self.max)? {
-                Decoded::Frame(f) => return Poll::Ready(Ok(Some(f))),
-                Decoded::Need(n) => n,
+            // Nothing buffered: straight to the read, which takes a buffer sized for it.
+            let need = if self.buf.is_empty() {
+                1
+            } else {
+                match decode(self.buf.buf(), self.max)? {
+                    Decoded::Frame(f) => return Poll::Ready(Ok(Some(f))),
+                    Decoded::Need(n) => n,
+                }
             };
             let n = ready!(self.buf.poll_fill(&mut self.io, cx, need))?;
             if n == 0 {

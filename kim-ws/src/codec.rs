@@ -413,9 +413,14 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
 impl<R: AsyncRead + Send + Unpin + 'static> FrameReader for WsReader<R> {
     fn poll_read_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, ReadError>> {
         loop {
-            let need = match self.decode()? {
-                Ok(frame) => return Poll::Ready(Ok(Some(frame))),
-                Err(n) => n,
+            // Nothing buffered: straight to the read, which takes a buffer sized for it.
+            let need = if self.buf.is_empty() {
+                1
+            } else {
+                match self.decode()? {
+                    Ok(frame) => return Poll::Ready(Ok(Some(frame))),
+                    Err(n) => n,
+                }
             };
             let n = ready!(self.buf.poll_fill(&mut self.io, cx, need))?;
             if n == 0 {

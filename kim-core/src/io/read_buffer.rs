@@ -55,11 +55,11 @@ impl ReadBuffer {
         }
     }
 
-    /// The bytes read and not yet consumed (taking an empty buffer from the per-thread cache
-    /// when there were none).
+    /// The bytes read and not yet consumed. (A decoder need not look while
+    /// [`ReadBuffer::is_empty`]: on an idle connection this allocates an empty buffer's box,
+    /// which the next [`ReadBuffer::poll_fill`] replaces with a buffer sized for its read.)
     pub fn buf(&mut self) -> &mut BytesMut {
-        self.buf
-            .get_or_insert_with(|| pool::take(0).unwrap_or_default())
+        self.buf.get_or_insert_with(Default::default)
     }
 
     /// How many bytes are buffered.
