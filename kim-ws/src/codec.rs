@@ -448,6 +448,16 @@ mod tests {
     use crate::writer::{encode_frame, WsWriter};
     use kim_core::FrameWriter;
 
+    /// The reader and the writer live in every idle connection's task, which tokio rounds up
+    /// to 128 bytes: kim's session fits 256 only while they stay this small.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn reader_and_writer_stay_small() {
+        use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+        assert!(std::mem::size_of::<WsReader<OwnedReadHalf>>() <= 56);
+        assert!(std::mem::size_of::<WsWriter<OwnedWriteHalf>>() <= 48);
+    }
+
     fn naive_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
         for (i, b) in data.iter_mut().enumerate() {
             *b ^= mask[(i + offset) % 4];

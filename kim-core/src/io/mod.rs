@@ -10,7 +10,7 @@
 //!
 //! Even empty, a buffer's bookkeeping (a `BytesMut` is four words) would be carried by every
 //! idle connection's task, so both keep their memory behind one pointer: an idle connection's
-//! read buffer is 16 bytes and its write buffer 24, where they were 48 and 72. The boxes move
+//! read buffer is 16 bytes and its write buffer 16, where they were 48 and 72. The boxes move
 //! through a per-thread cache together with the memory they point to, so a busy connection
 //! allocates no more often than before.
 

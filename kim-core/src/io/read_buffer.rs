@@ -169,6 +169,19 @@ mod tests {
     use std::task::Poll;
     use tokio::io::AsyncReadExt;
 
+    /// Every idle connection carries a read buffer and a write buffer: one pointer (and the
+    /// read sizes) each.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn idle_buffers_are_a_pointer_each() {
+        assert_eq!(std::mem::size_of::<ReadBuffer>(), 16);
+        assert_eq!(std::mem::size_of::<super::super::WriteBuffer>(), 16);
+        let mut rb = ReadBuffer::new(4096);
+        assert_eq!((rb.len(), rb.capacity()), (0, 0));
+        rb.buf().extend_from_slice(b"abc");
+        assert_eq!(rb.len(), 3);
+    }
+
     #[tokio::test]
     async fn read_buffer_grows_with_the_bytes_that_arrive_not_with_what_is_declared() {
         let (mut a, b) = tokio::io::duplex(1 << 20);
