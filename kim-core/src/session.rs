@@ -59,7 +59,7 @@ impl Counted {
     /// Takes over the count `guard` kept since the connection was accepted.
     fn new(chan: Channel, guard: ActiveGuard) -> Counted {
         let connections = guard.transfer();
-        debug_assert!(std::sync::Arc::ptr_eq(
+        debug_assert!(Arc::ptr_eq(
             &connections,
             &chan.context().server.core().connections
         ));

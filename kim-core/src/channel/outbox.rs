@@ -70,6 +70,18 @@ struct State {
     running: bool,
 }
 
+impl State {
+    /// Appends `frame`, counting its bytes; an empty outbox takes a queue from the per-thread
+    /// spares.
+    fn queue(&mut self, frame: Queued) {
+        self.bytes += frame.len();
+        if self.frames.capacity() == 0 {
+            self.frames = spare::take();
+        }
+        self.frames.push(frame);
+    }
+}
+
 /// What the task sees when its writer is still busy with the previous batch (nothing, when the
 /// writer was idle and took the whole outbox).
 #[derive(Debug, Default, Clone, Copy)]
@@ -98,22 +110,13 @@ impl Outbox {
         if st.frames.len() >= max_frames || st.bytes >= max_bytes {
             return Err(PushError::Full);
         }
-        st.bytes += frame.len();
-        if st.frames.capacity() == 0 {
-            st.frames = spare::take();
-        }
-        st.frames.push(frame);
+        st.queue(frame);
         Ok(if st.running { None } else { st.waker.take() })
     }
 
     /// Queues a frame before anyone else can push (the login's reply), whatever the bounds.
     pub(crate) fn push_first(&self, frame: Frame) {
-        let mut st = self.state.lock();
-        st.bytes += frame.payload.len();
-        if st.frames.capacity() == 0 {
-            st.frames = spare::take();
-        }
-        st.frames.push(Queued::Frame(frame));
+        self.state.lock().queue(Queued::Frame(frame));
     }
 
     /// Asks the task to close. Only an abort overrides a close already requested or under
