@@ -229,8 +229,8 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
             }
             return Ok(backlog);
         }
-        let (mut batch, close) = self.chan.outbox().take_batch();
-        if !batch.is_empty() {
+        let (batch, close) = self.chan.outbox().take_batch();
+        if let Some(mut batch) = batch {
             let (mut n, mut bytes) = (0, 0);
             for q in batch.drain(..) {
                 n += 1;

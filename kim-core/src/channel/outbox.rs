@@ -53,8 +53,11 @@ pub(crate) struct Outbox {
 
 #[derive(Default)]
 struct State {
-    frames: Vec<Queued>,
-    bytes: usize,
+    /// The frames queued, `None` while none are (an idle channel holds no queue). Boxed: one
+    /// pointer where a `Vec` is three words, in every channel.
+    frames: Option<Queue>,
+    /// Their payload bytes, saturating at `u32::MAX`: bounds past 4 GiB act as 4 GiB.
+    bytes: u32,
     /// A close requested from outside the task, not yet taken by the task. Boxed: closes are
     /// rare, and inline it would take 40 bytes of every channel.
     close: Option<Box<CloseRequest>>,
@@ -74,13 +77,19 @@ impl State {
     /// Appends `frame`, counting its bytes; an empty outbox takes a queue from the per-thread
     /// spares.
     fn queue(&mut self, frame: Queued) {
-        self.bytes += frame.len();
-        if self.frames.capacity() == 0 {
-            self.frames = spare::take();
-        }
-        self.frames.push(frame);
+        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        self.bytes = self.bytes.saturating_add(len);
+        self.frames.get_or_insert_with(spare::take).push(frame);
+    }
+
+    /// Frames queued.
+    fn len(&self) -> usize {
+        self.frames.as_ref().map_or(0, |q| q.len())
     }
 }
+
+/// A queue of frames, as an outbox holds it and hands it to the task.
+pub(crate) type Queue = Box<Vec<Queued>>;
 
 /// What the task sees when its writer is still busy with the previous batch (nothing, when the
 /// writer was idle and took the whole outbox).
@@ -107,7 +116,8 @@ impl Outbox {
         if st.closing {
             return Err(PushError::Closed);
         }
-        if st.frames.len() >= max_frames || st.bytes >= max_bytes {
+        let max_bytes = u32::try_from(max_bytes).unwrap_or(u32::MAX);
+        if st.len() >= max_frames || st.bytes >= max_bytes {
             return Err(PushError::Full);
         }
         st.queue(frame);
@@ -148,16 +158,16 @@ impl Outbox {
 
     /// Frames queued.
     pub(crate) fn len(&self) -> usize {
-        self.state.lock().frames.len()
+        self.state.lock().len()
     }
 
     /// The task, its writer idle, takes everything queued and any close requested. The
     /// emptied queue goes back with [`recycle`].
-    pub(crate) fn take_batch(&self) -> (Vec<Queued>, Option<CloseRequest>) {
+    pub(crate) fn take_batch(&self) -> (Option<Queue>, Option<CloseRequest>) {
         let mut st = self.state.lock();
         st.running = true;
         st.bytes = 0;
-        (std::mem::take(&mut st.frames), st.close.take().map(|c| *c))
+        (st.frames.take(), st.close.take().map(|c| *c))
     }
 
     /// The task, its writer busy, looks at what waits.
@@ -169,8 +179,8 @@ impl Outbox {
             _ => None,
         };
         Backlog {
-            bytes: st.bytes,
-            frames: st.frames.len(),
+            bytes: st.bytes as usize,
+            frames: st.len(),
             abort,
         }
     }
@@ -181,7 +191,7 @@ impl Outbox {
         let mut st = self.state.lock();
         let work = match st.close.as_deref() {
             Some((_, mode, _)) => writer_idle || *mode == CloseMode::Abort,
-            None => writer_idle && !st.frames.is_empty(),
+            None => writer_idle && st.frames.is_some(),
         };
         if work {
             return false;
@@ -199,7 +209,9 @@ impl Outbox {
         let mut st = self.state.lock();
         st.closing = true;
         st.ended = true;
-        st.frames.clear();
+        if let Some(queue) = st.frames.take() {
+            spare::give(queue);
+        }
         st.bytes = 0;
         st.waker = None;
     }
@@ -238,7 +250,7 @@ impl Outbox {
 }
 
 /// Hands an emptied batch queue back for the next push on this thread.
-pub(crate) fn recycle(queue: Vec<Queued>) {
+pub(crate) fn recycle(queue: Queue) {
     spare::give(queue);
 }
 
@@ -251,7 +263,7 @@ pub(crate) fn recycle(queue: Vec<Queued>) {
 mod spare {
     use std::cell::RefCell;
 
-    use crate::channel::outbox::Queued;
+    use crate::channel::outbox::Queue;
 
     /// Queues kept per thread: at most 1024 x 64 entries of 40 bytes, 2.6 MB, and only after
     /// so many channels had frames waiting at once.
@@ -263,20 +275,20 @@ mod spare {
     const MAX_FRAMES: usize = 64;
 
     thread_local! {
-        static SPARE: RefCell<Vec<Vec<Queued>>> = const { RefCell::new(Vec::new()) };
+        static SPARE: RefCell<Vec<Queue>> = const { RefCell::new(Vec::new()) };
     }
 
     /// An empty queue, with room if one is kept.
-    pub(super) fn take() -> Vec<Queued> {
+    pub(super) fn take() -> Queue {
         SPARE
             .try_with(|s| s.borrow_mut().pop())
             .ok()
             .flatten()
-            .unwrap_or_else(|| Vec::with_capacity(FIRST_FRAMES))
+            .unwrap_or_else(|| Box::new(Vec::with_capacity(FIRST_FRAMES)))
     }
 
     /// Keeps `queue` (emptied) for a later [`take`], unless too many or too large.
-    pub(super) fn give(mut queue: Vec<Queued>) {
+    pub(super) fn give(mut queue: Queue) {
         let cap = queue.capacity();
         if cap == 0 || cap > MAX_FRAMES {
             return;
@@ -319,7 +331,7 @@ mod tests {
             Some(PushError::Full)
         );
         let (batch, close) = ob.take_batch();
-        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.map_or(0, |q| q.len()), 2);
         assert!(close.is_none());
         assert!(ob
             .push(Queued::Frame(Frame::binary(vec![0; 100])), 2, 100)
