@@ -36,6 +36,10 @@ pub struct ParallelResult {
     pub rss_after: u64,
     /// (rss_with_all - rss_before) / clients.
     pub bytes_per_conn: f64,
+    /// The same for resident anonymous memory (`RssAnon`): without the pages of the binary
+    /// that the first logins bring in, a fixed cost that [`ParallelResult::bytes_per_conn`]
+    /// spreads over the clients.
+    pub anon_bytes_per_conn: f64,
     /// The growth of the heap in use as the server's allocator counts it
     /// (`kim_heap_bytes{state="in_use"}` on its debug listener: glibc's chunks with their
     /// headers, or jemalloc's allocated bytes) / clients; `None` for a server without one.
@@ -249,6 +253,7 @@ where
     let debug = server.debug_addr(Duration::from_millis(500));
     let heap_before = heap_in_use(debug.as_deref());
     let rss_before = server.rss()?;
+    let anon_before = server.rss_anon()?;
     let cpu_before = server.cpu_seconds()?;
     let started = Instant::now();
     let addr = server.addr.clone();
@@ -258,6 +263,7 @@ where
     let login_cpu = server.cpu_seconds()? - cpu_before;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_with_all = server.rss()?;
+    let anon = (anon_before, server.rss_anon()?);
     let heap = heap_before.zip(heap_in_use(debug.as_deref()));
     if let Some(p) = &profiles {
         p.save("held")?;
@@ -289,6 +295,7 @@ where
         login_cpu,
         rss_before,
         rss_with_all,
+        anon,
         echo_failures,
     };
     finish(server, clients, in_flight, connect, held).await
@@ -302,6 +309,8 @@ struct Held {
     login_cpu: f64,
     rss_before: u64,
     rss_with_all: u64,
+    /// Resident anonymous memory before the logins and with every client in.
+    anon: (u64, u64),
     /// Held connections that no longer echoed after the hold.
     echo_failures: usize,
 }
@@ -345,6 +354,7 @@ where
         login_cpu,
         rss_before,
         rss_with_all,
+        anon,
         heap,
         ..
     } = held;
@@ -357,6 +367,7 @@ where
         rss_with_all,
         rss_after,
         bytes_per_conn: rss_with_all.saturating_sub(rss_before) as f64 / clients as f64,
+        anon_bytes_per_conn: anon.1.saturating_sub(anon.0) as f64 / clients as f64,
         heap_bytes_per_conn: heap
             .map(|(before, with_all)| with_all.saturating_sub(before) as f64 / clients as f64),
     })
@@ -387,6 +398,7 @@ pub async fn run_tls(
     let debug = server.debug_addr(Duration::from_millis(500));
     let heap_before = heap_in_use(debug.as_deref());
     let rss_before = server.rss()?;
+    let anon_before = server.rss_anon()?;
     let cpu_before = server.cpu_seconds()?;
     let started = Instant::now();
     let login = Duration::from_secs(2);
@@ -403,6 +415,7 @@ pub async fn run_tls(
     let login_cpu = server.cpu_seconds()? - cpu_before;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_with_all = server.rss()?;
+    let anon = (anon_before, server.rss_anon()?);
     let heap = heap_before.zip(heap_in_use(debug.as_deref()));
     tokio::time::sleep(hold).await;
     let mut echo_failures = 0;
@@ -423,6 +436,7 @@ pub async fn run_tls(
         login_cpu,
         rss_before,
         rss_with_all,
+        anon,
         echo_failures,
     };
     finish(server, clients, in_flight, connect, held).await

@@ -204,6 +204,21 @@ impl ServerProcess {
         Ok(total)
     }
 
+    /// Resident anonymous memory in bytes (`RssAnon`: heap, stacks; not the pages of the
+    /// binary and libraries), of the server and its worker processes. Resident memory minus
+    /// this is file pages, such as code first run by the measured work: a fixed cost.
+    pub fn rss_anon(&self) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for (i, pid) in self.family().into_iter().enumerate() {
+            match status_kb(pid, "RssAnon:") {
+                Ok(kb) => total += kb * 1024,
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => {} // a worker that just exited
+            }
+        }
+        Ok(total)
+    }
+
     /// A reader of the server process's own resident memory (not its workers'), for a thread
     /// that samples it.
     pub fn rss_reader(&self) -> impl Fn() -> anyhow::Result<u64> + Send + 'static {
@@ -245,16 +260,21 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 }
 
 fn rss_of(pid: u32) -> anyhow::Result<u64> {
+    Ok(status_kb(pid, "VmRSS:")? * 1024)
+}
+
+/// The figure of `/proc/PID/status` on the line starting with `key`, in kB.
+fn status_kb(pid: u32, key: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .context("no VmRSS line")?
+        .find_map(|l| l.strip_prefix(key))
+        .with_context(|| format!("no {key} line"))?
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse()?;
-    Ok(kb * 1024)
+    Ok(kb)
 }
 
 impl Drop for ServerProcess {

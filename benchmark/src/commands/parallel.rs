@@ -107,6 +107,14 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
         &res,
         |r| r.bytes_per_conn,
     );
+    figures::collect(
+        &mut figs,
+        "parallel",
+        "server anonymous bytes per idle connection (RssAnon: without code pages)",
+        false,
+        &res,
+        |r| r.anon_bytes_per_conn,
+    );
     // Only the servers that tell their heap (kim's) have a row.
     let with_heap: Vec<_> = res
         .iter()
