@@ -454,3 +454,25 @@ impl<R, W, T: Route> Drop for Session<R, W, T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The session is the future of every connection's task, and tokio's task cell is a
+    /// 32-byte header, 16 bytes of its own, the future and a 48-byte trailer, in steps of
+    /// 128: at most 152 bytes of session keep the task at 256. This checks the session's own
+    /// fields with a reader and a writer as large as kim-ws's over TCP halves (56 and 48
+    /// bytes, which kim-ws checks on its side).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_session_with_the_largest_reader_and_writer_fits_152_bytes() {
+        #[allow(dead_code)] // only measured
+        struct Reader56([u64; 7]);
+        #[allow(dead_code)]
+        struct Writer48([u64; 6]);
+        type Largest = Session<Reader56, Writer48, crate::ipc::master::Master>;
+        let size = std::mem::size_of::<Largest>();
+        assert!(size <= 152, "the session grew to {size} bytes");
+    }
+}
