@@ -240,7 +240,8 @@ impl OptionsBuilder {
         self.opts.login_wait = d;
         self
     }
-    /// Read deadline, reset by every frame read. Default 3 min.
+    /// Read deadline, reset by every frame read. Default 3 min. Deadlines past 49 days act as
+    /// none (channels keep their read time in 32 bits of milliseconds).
     pub fn read_wait(mut self, d: Duration) -> Self {
         self.opts.read_wait = d;
         self

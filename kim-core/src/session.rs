@@ -232,7 +232,7 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
         let (batch, close) = self.chan.outbox().take_batch();
         if let Some(mut batch) = batch {
             let (mut n, mut bytes) = (0, 0);
-            for q in batch.drain(..) {
+            for q in batch.frames.drain(..) {
                 n += 1;
                 bytes += q.len() as u64;
                 match q {
@@ -300,7 +300,7 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
         let limits = &self.chan.context().limits;
         let can_read = self.running.is_none()
             && self.phase != Phase::Answered
-            && self.writer.pending() + backlog.bytes + self.chan.outbox().in_flight()
+            && self.writer.pending() + backlog.bytes + self.chan.in_flight().get()
                 <= limits.pause_bytes
             && backlog.frames < limits.pause_frames
             && self.route.poll_ready(&self.chan, cx).is_ready();

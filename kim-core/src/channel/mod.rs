@@ -12,11 +12,12 @@
 //! the process that has the socket (a worker's pushes go to the master).
 
 mod id;
+mod in_flight;
 mod map;
 pub(crate) mod outbox;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ pub(crate) use outbox::{Backlog, Outbox};
 
 use crate::room::{Published, RoomError};
 use crate::shared_frame::SharedFrame;
+use in_flight::InFlight;
 use outbox::Queued;
 
 /// Checks what a push may carry: a text or binary frame within the largest message size.
@@ -145,15 +147,18 @@ pub(crate) fn test_context() -> Arc<Context> {
 }
 
 /// What a channel's handles share. Every logged-in connection holds one, so it is kept at
-/// 112 bytes: with the `Arc`'s two counts, a 128-byte block (a test checks it).
+/// 96 bytes: with the `Arc`'s two counts, a 112-byte block (a test checks it).
 struct ChannelInner {
     id: ChannelId,
     meta: Meta,
     /// Distinguishes this login from another channel with the same id (after a kick).
     serial: u64,
     context: Arc<Context>,
-    /// The clock (ms) at the last frame read; checked against read_wait by the sweeper.
-    last_read: AtomicU64,
+    /// The clock (ms, wrapping) at the last frame read; checked against read_wait by the
+    /// sweeper. 32 bits hold 49 days, far above any read deadline, and pair with `in_flight`
+    /// in one word.
+    last_read: AtomicU32,
+    in_flight: InFlight,
     outbox: Outbox,
 }
 
@@ -180,7 +185,8 @@ impl Channel {
                 meta,
                 serial,
                 context,
-                last_read: AtomicU64::new(now),
+                last_read: AtomicU32::new(now as u32),
+                in_flight: InFlight::default(),
                 outbox: Outbox::default(),
             }),
         }
@@ -319,9 +325,16 @@ impl Channel {
     /// Process mode: `n` bytes of this channel's traffic are no longer in flight (handled by
     /// a worker, or lost with one); wakes the channel's task in case it paused reading.
     pub(crate) fn release_in_flight(&self, n: usize) {
-        if let Some(w) = self.inner.outbox.release_in_flight(n) {
+        self.inner.in_flight.release(n);
+        if let Some(w) = self.inner.outbox.take_waker() {
             w.wake();
         }
+    }
+
+    /// Process mode: the channel's bytes on their way between master and worker.
+    #[inline]
+    pub(crate) fn in_flight(&self) -> &InFlight {
+        &self.inner.in_flight
     }
 
     /// The channel's outbox.
@@ -346,11 +359,11 @@ impl Channel {
     pub(crate) fn touch(&self) {
         self.inner
             .last_read
-            .store(self.inner.context.clock.now(), Ordering::Relaxed);
+            .store(self.inner.context.clock.now() as u32, Ordering::Relaxed);
     }
 
-    /// The clock at the last frame read.
-    pub(crate) fn last_read(&self) -> u64 {
+    /// The clock at the last frame read, wrapped to 32 bits: compare with `wrapping_sub`.
+    pub(crate) fn last_read(&self) -> u32 {
         self.inner.last_read.load(Ordering::Relaxed)
     }
 
@@ -373,13 +386,13 @@ impl fmt::Debug for Channel {
 mod tests {
     use super::*;
 
-    /// Every logged-in connection holds one of these behind an `Arc`: 112 bytes plus the two
-    /// counts fill a 128-byte size class of jemalloc and mimalloc (and a 144-byte chunk of
-    /// glibc's). One word more and each channel takes the next class, 160.
+    /// Every logged-in connection holds one of these behind an `Arc`: 96 bytes plus the two
+    /// counts fill a 112-byte size class of jemalloc and mimalloc (and a 128-byte chunk of
+    /// glibc's). One word more and each channel takes the next class, 128.
     #[test]
-    fn a_channel_fits_a_128_byte_allocation() {
+    fn a_channel_fits_a_112_byte_allocation() {
         assert!(
-            std::mem::size_of::<ChannelInner>() <= 112,
+            std::mem::size_of::<ChannelInner>() <= 96,
             "ChannelInner grew to {} bytes",
             std::mem::size_of::<ChannelInner>()
         );

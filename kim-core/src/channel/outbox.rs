@@ -6,13 +6,10 @@
 //! so it is ordered after what was pushed before it. Everything lives under one short-held
 //! lock; its fields are private, and each step of the protocol is one method here.
 //!
-//! Process mode adds *in-flight* accounting beside the queue: bytes of the channel's traffic
-//! on their way between master and worker. In the master they are its messages not yet
-//! handled by a worker (reading pauses while they are high, as it does while replies wait
-//! here, so the replies still in transit always fit); in a worker, its pushes not yet sent to
-//! the master (a push fails past the outbox bound, as it does in-process).
+//! An idle channel's outbox is one word of lock, one empty pointer and its waker: frames and
+//! a close request live in a box that exists only while something waits, and comes from a
+//! per-thread cache.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
 
@@ -48,19 +45,16 @@ pub(crate) type CloseRequest = (CloseReason, CloseMode, CloseCause);
 #[derive(Default)]
 pub(crate) struct Outbox {
     state: Mutex<State>,
-    in_flight: AtomicUsize,
 }
 
 #[derive(Default)]
 struct State {
-    /// The frames queued, `None` while none are (an idle channel holds no queue). Boxed: one
-    /// pointer where a `Vec` is three words, in every channel.
-    frames: Option<Queue>,
-    /// Their payload bytes, saturating at `u32::MAX`: bounds past 4 GiB act as 4 GiB.
+    /// What waits for the task, `None` while nothing does: never a box with neither frames
+    /// nor a close.
+    pending: Option<Queue>,
+    /// The payload bytes of the frames queued, saturating at `u32::MAX`: bounds past 4 GiB
+    /// act as 4 GiB.
     bytes: u32,
-    /// A close requested from outside the task, not yet taken by the task. Boxed: closes are
-    /// rare, and inline it would take 40 bytes of every channel.
-    close: Option<Box<CloseRequest>>,
     /// Set once a close is requested or begun: pushes fail from then on.
     closing: bool,
     /// Set once the task has ended: close requests are moot.
@@ -79,17 +73,34 @@ impl State {
     fn queue(&mut self, frame: Queued) {
         let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
         self.bytes = self.bytes.saturating_add(len);
-        self.frames.get_or_insert_with(spare::take).push(frame);
+        self.pending
+            .get_or_insert_with(spare::take)
+            .frames
+            .push(frame);
     }
 
     /// Frames queued.
     fn len(&self) -> usize {
-        self.frames.as_ref().map_or(0, |q| q.len())
+        self.pending.as_ref().map_or(0, |p| p.frames.len())
+    }
+
+    /// The close requested from outside the task and not yet taken, if any.
+    fn close(&self) -> Option<&CloseRequest> {
+        self.pending.as_ref()?.close.as_ref()
     }
 }
 
-/// A queue of frames, as an outbox holds it and hands it to the task.
-pub(crate) type Queue = Box<Vec<Queued>>;
+/// What waits for a channel's task: the frames pushed, and a close requested from outside the
+/// task (a kick, the read deadline, shutdown), taken after them.
+pub(crate) struct Pending {
+    /// The frames, in the order pushed.
+    pub(crate) frames: Vec<Queued>,
+    close: Option<CloseRequest>,
+}
+
+/// What waits, as an outbox holds it and hands its frames to the task: boxed, so that an
+/// outbox with nothing waiting is one null pointer.
+pub(crate) type Queue = Box<Pending>;
 
 /// What the task sees when its writer is still busy with the previous batch (nothing, when the
 /// writer was idle and took the whole outbox).
@@ -141,7 +152,7 @@ impl Outbox {
         if st.ended || (st.closing && mode == CloseMode::Graceful) {
             return None;
         }
-        st.close = Some(Box::new((reason, mode, cause)));
+        st.pending.get_or_insert_with(spare::take).close = Some((reason, mode, cause));
         st.closing = true;
         st.waker.take()
     }
@@ -161,20 +172,28 @@ impl Outbox {
         self.state.lock().len()
     }
 
-    /// The task, its writer idle, takes everything queued and any close requested. The
-    /// emptied queue goes back with [`recycle`].
+    /// The task, its writer idle, takes everything queued (`None` when no frame is) and any
+    /// close requested. The emptied queue goes back with [`recycle`].
     pub(crate) fn take_batch(&self) -> (Option<Queue>, Option<CloseRequest>) {
         let mut st = self.state.lock();
         st.running = true;
         st.bytes = 0;
-        (st.frames.take(), st.close.take().map(|c| *c))
+        let Some(mut pending) = st.pending.take() else {
+            return (None, None);
+        };
+        let close = pending.close.take();
+        if pending.frames.is_empty() {
+            spare::give(pending);
+            return (None, close);
+        }
+        (Some(pending), close)
     }
 
     /// The task, its writer busy, looks at what waits.
     pub(crate) fn backlog(&self) -> Backlog {
         let mut st = self.state.lock();
         st.running = true;
-        let abort = match st.close.as_deref() {
+        let abort = match st.close() {
             Some((_, CloseMode::Abort, cause)) => Some(*cause),
             _ => None,
         };
@@ -189,9 +208,9 @@ impl Outbox {
     /// one slipped in since it looked (then it returns `false` and looks again).
     pub(crate) fn park(&self, writer_idle: bool, waker: &Waker) -> bool {
         let mut st = self.state.lock();
-        let work = match st.close.as_deref() {
+        let work = match st.close() {
             Some((_, mode, _)) => writer_idle || *mode == CloseMode::Abort,
-            None => writer_idle && st.frames.is_some(),
+            None => writer_idle && st.len() > 0,
         };
         if work {
             return false;
@@ -209,42 +228,16 @@ impl Outbox {
         let mut st = self.state.lock();
         st.closing = true;
         st.ended = true;
-        if let Some(queue) = st.frames.take() {
-            spare::give(queue);
+        if let Some(pending) = st.pending.take() {
+            spare::give(pending);
         }
         st.bytes = 0;
         st.waker = None;
     }
 
-    /// Bytes in flight between master and worker.
-    #[inline]
-    pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
-    }
-
-    /// Counts `n` more bytes in flight.
-    pub(crate) fn add_in_flight(&self, n: usize) {
-        self.in_flight.fetch_add(n, Ordering::AcqRel);
-    }
-
-    /// Counts `n` more bytes in flight, unless `limit` or more are in flight already.
-    pub(crate) fn reserve_in_flight(&self, n: usize, limit: usize) -> bool {
-        let before = self.in_flight.fetch_add(n, Ordering::AcqRel);
-        if before >= limit {
-            self.in_flight.fetch_sub(n, Ordering::AcqRel);
-            return false;
-        }
-        true
-    }
-
-    /// `n` bytes are no longer in flight (at most all of them). Returns the task's waker, in
-    /// case it paused reading.
-    pub(crate) fn release_in_flight(&self, n: usize) -> Option<Waker> {
-        let _ = self
-            .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                Some(v.saturating_sub(n))
-            });
+    /// The task's waker, if it waits: a caller that changed what it waits on (the bytes in
+    /// flight) wakes it.
+    pub(crate) fn take_waker(&self) -> Option<Waker> {
         self.state.lock().waker.take()
     }
 }
@@ -263,7 +256,7 @@ pub(crate) fn recycle(queue: Queue) {
 mod spare {
     use std::cell::RefCell;
 
-    use crate::channel::outbox::Queue;
+    use crate::channel::outbox::{Pending, Queue};
 
     /// Queues kept per thread: at most 1024 x 64 entries of 40 bytes, 2.6 MB, and only after
     /// so many channels had frames waiting at once.
@@ -284,16 +277,22 @@ mod spare {
             .try_with(|s| s.borrow_mut().pop())
             .ok()
             .flatten()
-            .unwrap_or_else(|| Box::new(Vec::with_capacity(FIRST_FRAMES)))
+            .unwrap_or_else(|| {
+                Box::new(Pending {
+                    frames: Vec::with_capacity(FIRST_FRAMES),
+                    close: None,
+                })
+            })
     }
 
     /// Keeps `queue` (emptied) for a later [`take`], unless too many or too large.
     pub(super) fn give(mut queue: Queue) {
-        let cap = queue.capacity();
+        let cap = queue.frames.capacity();
         if cap == 0 || cap > MAX_FRAMES {
             return;
         }
-        queue.clear();
+        queue.frames.clear();
+        queue.close = None;
         let _ = SPARE.try_with(|s| {
             let mut s = s.borrow_mut();
             if s.len() < MAX_KEPT {
@@ -306,6 +305,7 @@ mod spare {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::task::Wake;
 
@@ -331,7 +331,7 @@ mod tests {
             Some(PushError::Full)
         );
         let (batch, close) = ob.take_batch();
-        assert_eq!(batch.map_or(0, |q| q.len()), 2);
+        assert_eq!(batch.map_or(0, |q| q.frames.len()), 2);
         assert!(close.is_none());
         assert!(ob
             .push(Queued::Frame(Frame::binary(vec![0; 100])), 2, 100)
@@ -385,15 +385,50 @@ mod tests {
     }
 
     #[test]
-    fn in_flight_is_reserved_up_to_a_limit_and_released_to_zero() {
+    fn a_close_is_taken_with_the_frames_pushed_before_it_and_never_counts_as_one() {
         let ob = Outbox::default();
-        assert!(ob.reserve_in_flight(60, 100));
-        assert!(ob.reserve_in_flight(60, 100));
-        assert!(!ob.reserve_in_flight(1, 100));
-        assert_eq!(ob.in_flight(), 120);
-        ob.release_in_flight(usize::MAX);
-        assert_eq!(ob.in_flight(), 0);
-        ob.add_in_flight(5);
-        assert_eq!(ob.in_flight(), 5);
+        let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+        let reason = CloseReason::normal("bye");
+        // A close alone: the task has work, but no frame.
+        ob.request_close(reason.clone(), CloseMode::Graceful, CloseCause::Kicked);
+        assert_eq!(ob.len(), 0);
+        assert!(!ob.park(true, &waker), "a close waits for an idle writer");
+        assert!(
+            ob.park(false, &waker),
+            "a graceful close waits for the writer"
+        );
+        let (frames, close) = ob.take_batch();
+        assert!(frames.is_none(), "a close alone hands over no queue");
+        assert_eq!(close.map(|c| c.2), Some(CloseCause::Kicked));
+        assert!(ob.park(true, &waker), "nothing left once taken");
+
+        // Frames, then a close: both in one batch, the frames in order.
+        let ob = Outbox::default();
+        for p in ["a", "b"] {
+            assert!(ob.push(Queued::Frame(Frame::binary(p)), 8, 100).is_ok());
+        }
+        ob.request_close(reason.clone(), CloseMode::Graceful, CloseCause::Server);
+        assert_eq!(ob.len(), 2);
+        assert_eq!(
+            ob.push(Queued::Frame(Frame::binary("c")), 8, 100).err(),
+            Some(PushError::Closed)
+        );
+        let (frames, close) = ob.take_batch();
+        let payloads: Vec<_> = frames
+            .expect("the frames")
+            .frames
+            .iter()
+            .map(|q| match q {
+                Queued::Frame(f) => f.payload.clone(),
+                Queued::Shared(_) => panic!("pushed alone"),
+            })
+            .collect();
+        assert_eq!(payloads, ["a", "b"]);
+        assert_eq!(close.map(|c| c.2), Some(CloseCause::Server));
+
+        // An abort after the graceful close was taken still reaches a busy writer.
+        ob.request_close(reason, CloseMode::Abort, CloseCause::Shutdown);
+        assert_eq!(ob.backlog().abort, Some(CloseCause::Shutdown));
+        assert!(!ob.park(false, &waker));
     }
 }

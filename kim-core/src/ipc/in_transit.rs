@@ -17,12 +17,10 @@ impl InTransit {
     /// Counts `len` bytes against `chan`, unless it already has `limit` or more on the way.
     pub(crate) fn reserve(chan: &Channel, len: usize, limit: usize) -> Option<InTransit> {
         let cost = ipc_cost(len);
-        chan.outbox()
-            .reserve_in_flight(cost, limit)
-            .then(|| InTransit {
-                chan: chan.clone(),
-                cost,
-            })
+        chan.in_flight().reserve(cost, limit).then(|| InTransit {
+            chan: chan.clone(),
+            cost,
+        })
     }
 }
 

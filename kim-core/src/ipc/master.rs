@@ -186,7 +186,7 @@ impl Master {
     pub(crate) fn opened(&self, chan: &Channel) {
         let serial = chan.serial();
         self.shard(serial).lock().insert(serial, chan.clone());
-        chan.outbox().add_in_flight(LOGIN_HOLD as usize);
+        chan.in_flight().add(LOGIN_HOLD as usize);
         let info = channel_info(chan);
         let owner = self.owner(serial);
         for (i, s) in self.slots.iter().enumerate() {
@@ -262,7 +262,7 @@ impl Master {
         };
         let s = &self.slots[i];
         s.dispatched.fetch_add(1, Ordering::Relaxed);
-        chan.outbox().add_in_flight(ipc_cost(frame.payload.len()));
+        chan.in_flight().add(ipc_cost(frame.payload.len()));
         s.link.enqueue(Outgoing::new(
             Kind::Message,
             serial,

@@ -347,12 +347,17 @@ mod tests {
         assert_eq!((done.delivered, done.skipped, done.closed), (2, 0, 0));
         let shared: Vec<Arc<SharedFrame>> = chans[..2]
             .iter()
-            .map(
-                |c| match c.outbox().take_batch().0.and_then(|q| q.into_iter().next()) {
+            .map(|c| {
+                match c
+                    .outbox()
+                    .take_batch()
+                    .0
+                    .and_then(|q| q.frames.into_iter().next())
+                {
                     Some(Queued::Shared(s)) => s,
                     _ => panic!("a published frame is queued shared"),
-                },
-            )
+                }
+            })
             .collect();
         assert!(Arc::ptr_eq(&shared[0], &shared[1]));
         assert!(

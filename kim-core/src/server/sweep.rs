@@ -30,7 +30,8 @@ pub(crate) async fn sweep(core: Arc<Core>) {
         }
         let now = core.clock.tick();
         core.channels.for_each(|c| {
-            if now.saturating_sub(c.last_read()) > read_wait {
+            // Both stamps wrap at 32 bits; the difference is exact while under 49 days.
+            if u64::from((now as u32).wrapping_sub(c.last_read())) > read_wait {
                 expired.push(c.clone());
             }
         });
