@@ -6,9 +6,9 @@
 //! so it is ordered after what was pushed before it. Everything lives under one short-held
 //! lock; its fields are private, and each step of the protocol is one method here.
 //!
-//! An idle channel's outbox is one word of lock, one empty pointer and its waker: frames and
-//! a close request live in a box that exists only while something waits, and comes from a
-//! per-thread cache.
+//! An idle channel's outbox is 40 bytes: the lock, an empty pointer, the waker, and one word
+//! of byte count and flags. Frames and a close request live in a box that exists only while
+//! something waits, and comes from a per-thread cache.
 
 use std::sync::Arc;
 use std::task::Waker;
