@@ -193,24 +193,22 @@ impl ServerProcess {
 
     /// Resident memory in bytes, of the server and its worker processes.
     pub fn rss(&self) -> anyhow::Result<u64> {
-        let mut total = 0;
-        for (i, pid) in self.family().into_iter().enumerate() {
-            match rss_of(pid) {
-                Ok(b) => total += b,
-                Err(e) if i == 0 => return Err(e),
-                Err(_) => {} // a worker that just exited
-            }
-        }
-        Ok(total)
+        self.family_status_bytes("VmRSS:")
     }
 
     /// Resident anonymous memory in bytes (`RssAnon`: heap, stacks; not the pages of the
     /// binary and libraries), of the server and its worker processes. Resident memory minus
     /// this is file pages, such as code first run by the measured work: a fixed cost.
     pub fn rss_anon(&self) -> anyhow::Result<u64> {
+        self.family_status_bytes("RssAnon:")
+    }
+
+    /// The sum over the server and its workers of a kB figure of `/proc/PID/status`, in bytes.
+    /// A worker that just exited counts as nothing; the server itself must answer.
+    fn family_status_bytes(&self, key: &str) -> anyhow::Result<u64> {
         let mut total = 0;
         for (i, pid) in self.family().into_iter().enumerate() {
-            match status_kb(pid, "RssAnon:") {
+            match status_kb(pid, key) {
                 Ok(kb) => total += kb * 1024,
                 Err(e) if i == 0 => return Err(e),
                 Err(_) => {} // a worker that just exited
