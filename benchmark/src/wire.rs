@@ -148,7 +148,7 @@ mod tests {
                 let bytes = wire.request(&payload);
                 let frame = match wire {
                     Wire::Ws => {
-                        let mut r = kim_ws::WsReader::new(
+                        let mut r = kim_ws::WsStream::new(
                             std::io::Cursor::new(bytes.clone()),
                             kim_ws::Role::Server,
                             1 << 20,
@@ -157,7 +157,7 @@ mod tests {
                         r.read_frame().await.unwrap().unwrap()
                     }
                     Wire::Tcp => {
-                        let mut r = kim_tcp::TcpReader::new(
+                        let mut r = kim_tcp::TcpFramed::new(
                             std::io::Cursor::new(bytes.clone()),
                             ConnConfig::default(),
                         );
@@ -167,12 +167,17 @@ mod tests {
                 assert_eq!(frame.payload, payload, "{wire:?} {size}");
                 let written = match wire {
                     Wire::Ws => {
-                        let mut w = kim_ws::WsWriter::new(Vec::new(), kim_ws::Role::Server);
+                        let mut w = kim_ws::WsStream::new(
+                            Vec::new(),
+                            kim_ws::Role::Server,
+                            0,
+                            ReadBuffer::new(0),
+                        );
                         w.start_frame(frame);
                         w.pending()
                     }
                     Wire::Tcp => {
-                        let mut w = kim_tcp::TcpWriter::new(Vec::new());
+                        let mut w = kim_tcp::TcpFramed::new(Vec::new(), ConnConfig::default());
                         w.start_frame(frame);
                         w.pending()
                     }

@@ -139,11 +139,14 @@ async fn ws_login(addr: &str, id: &str) -> kim_ws::WsClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_known_exchange_exactly() {
+    // This test process runs on jemalloc, which kim-examples links in: kim reads its
+    // figures once told so, as the example servers tell it.
+    kim_examples::install_allocator();
     let s = start_on(WsUpgrader::new(), with_debug().build().unwrap()).await;
     let debug = s.handle.debug_addr().expect("debug listener bound");
     let before = scrape(debug).await;
     assert_eq!(value(&before, "kim_channels"), 0.0);
-    // The heap as the allocator counts it (this test process runs on glibc).
+    // The heap as the allocator counts it.
     assert!(value(&before, "kim_heap_bytes{state=\"in_use\"}") > 0.0);
     assert!(value(&before, "kim_heap_bytes{state=\"free\"}") >= 0.0);
 
@@ -582,12 +585,12 @@ async fn an_idle_servers_profiles_are_valid_and_repeated_ones_hold_no_more_memor
     let doc = roxmltree::Document::parse_with_options(&svg, xml)
         .unwrap_or_else(|e| panic!("not an SVG document ({e}): {svg:.300}"));
     assert_eq!(doc.root_element().tag_name().name(), "svg");
-    // mock-server is built without a heap profiler (glibc's allocator, nothing installed):
-    // the heap endpoint says why.
+    // mock-server runs on jemalloc with its heap profiler off (kim-examples' heap-profile
+    // feature is off): the heap endpoint says how to turn it on.
     let r = get(debug, "/debug/pprof/heap").await;
     let reason = String::from_utf8_lossy(&r.body);
-    assert_eq!(r.status, 501, "{reason}");
-    assert!(reason.contains("kim_heap_profile::install()"), "{reason}");
+    assert_eq!(r.status, 503, "{reason}");
+    assert!(reason.contains("MALLOC_CONF=prof_active:true"), "{reason}");
     // The profiler keeps one sample table for the next profile; repeated profiles hold no
     // more than the first one did.
     let mut rss = Vec::new();

@@ -14,7 +14,7 @@ use kim_core::{
     Reject,
 };
 use kim_examples::MockListener;
-use kim_ws::{Refusal, Role, WsReader, WsUpgrader};
+use kim_ws::{Refusal, Role, WsStream, WsUpgrader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
@@ -35,7 +35,7 @@ fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
 /// A raw websocket connection: the handshake done by hand, then a frame reader for what the
 /// server sends and the write half for whatever the test wants to send.
 struct Raw {
-    reader: WsReader<OwnedReadHalf>,
+    reader: WsStream<OwnedReadHalf>,
     writer: tokio::net::tcp::OwnedWriteHalf,
 }
 
@@ -61,7 +61,7 @@ async fn raw_ws(addr: &str, first_bytes: &[u8]) -> Raw {
     assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     let rest = buf.split_off(end);
     Raw {
-        reader: WsReader::new(
+        reader: WsStream::new(
             rd,
             Role::Client,
             1 << 24,

@@ -1,4 +1,4 @@
-//! The raw TCP frame reader (`kim_tcp::TcpReader`, `[op u8][len u32 BE][payload]`) over a
+//! The raw TCP frame reader (`kim_tcp::TcpFramed`, `[op u8][len u32 BE][payload]`) over a
 //! stream of fuzz-chosen bytes, delivered in reads of fuzz-chosen sizes.
 //!
 //! Input: one byte of configuration (bits 0-1: the maximum message size; bits 2-4: the read
@@ -6,7 +6,7 @@
 //!
 //! Promises checked: no panic; only the five opcodes come out; text is valid UTF-8; a payload
 //! is at most the maximum; no single allocation exceeds twice the bytes fed so far plus
-//! 128 KiB; and the frames read, written again by `kim_tcp::TcpWriter`, are the very bytes
+//! 128 KiB; and the frames read, written again by a `kim_tcp::TcpFramed`, are the very bytes
 //! of the stream they were read from.
 #![no_main]
 
@@ -14,7 +14,7 @@ use std::task::Poll;
 
 use kim_core::{ConnConfig, FrameReader, FrameWriter, OpCode};
 use kim_fuzz::{noop_context, split_spec, watch, Chunked, Sink};
-use kim_tcp::{TcpReader, TcpWriter, HEADER_LEN};
+use kim_tcp::{TcpFramed, HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 
 #[global_allocator]
@@ -26,7 +26,7 @@ const MAX_FRAMES: usize = 4096;
 
 fn encode(f: &kim_core::Frame) -> Vec<u8> {
     let sink = Sink::default();
-    let mut w = TcpWriter::new(sink.clone());
+    let mut w = TcpFramed::new(sink.clone(), ConnConfig::default());
     w.start_frame(f.clone());
     match w.poll_flush(&mut noop_context()) {
         Poll::Ready(Ok(())) => {}
@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
     let max = MAXES[(config & 3) as usize];
     let chunk = 64usize << (config >> 2 & 7);
     let (sizes, stream) = split_spec(rest);
-    let mut reader = TcpReader::new(
+    let mut reader = TcpFramed::new(
         Chunked::new(stream, sizes),
         ConnConfig {
             max_message_size: max,

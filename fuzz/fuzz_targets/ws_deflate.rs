@@ -20,7 +20,7 @@ use kim_core::io::ReadBuffer;
 use kim_core::{FrameReader, OpCode};
 use kim_fuzz::{noop_context, split_spec, watch, Chunked};
 use kim_ws::internals::with_deflate;
-use kim_ws::{Role, WsReader};
+use kim_ws::{Role, WsStream};
 use libfuzzer_sys::fuzz_target;
 use std::task::Poll;
 
@@ -108,7 +108,7 @@ fuzz_target!(|data: &[u8]| {
 
     let mut frames: Vec<kim_core::Frame> = Vec::new();
     watch::start();
-    let reader = WsReader::new(
+    let reader = WsStream::new(
         Chunked::new(stream, sizes),
         Role::Server,
         max,

@@ -1,4 +1,4 @@
-//! The websocket frame reader (`kim_ws::WsReader`) over a stream of fuzz-chosen bytes,
+//! The websocket frame reader (`kim_ws::WsStream`) over a stream of fuzz-chosen bytes,
 //! delivered in reads of fuzz-chosen sizes, in either role.
 //!
 //! Input: one byte of configuration (bit 0: the role, client or server; bits 1-2: the maximum
@@ -16,7 +16,7 @@ use kim_core::io::ReadBuffer;
 use kim_core::{FrameReader, OpCode};
 use kim_fuzz::{noop_context, split_spec, watch, Chunked};
 use kim_ws::internals::encode_frame;
-use kim_ws::{Role, WsReader};
+use kim_ws::{Role, WsStream};
 use libfuzzer_sys::fuzz_target;
 use std::task::Poll;
 
@@ -41,7 +41,7 @@ fn read_all(
     chunk: usize,
     mut each: impl FnMut(&kim_core::Frame),
 ) -> Result<Option<()>, kim_core::ReadError> {
-    let mut reader = WsReader::new(
+    let mut reader = WsStream::new(
         Chunked::new(stream, sizes),
         role,
         max,

@@ -52,13 +52,13 @@ fn upgrade(upgrader: &WsUpgrader, stream: &[u8], sizes: Vec<usize>) -> Outcome {
             let _ = hs.query("token");
             // The 101 is queued in the writer and goes out with its first flush.
             let mut cx = noop_context();
-            match conn.writer.poll_flush(&mut cx) {
+            match conn.framed.poll_flush(&mut cx) {
                 Poll::Ready(Ok(())) => {}
                 other => panic!("flushing the 101 to a stream that never waits: {other:?}"),
             }
             // The bytes behind the request are the start of the frames.
             for _ in 0..256 {
-                match conn.reader.poll_read_frame(&mut cx) {
+                match conn.framed.poll_read_frame(&mut cx) {
                     Poll::Ready(Ok(Some(_))) => {}
                     Poll::Ready(_) => break,
                     Poll::Pending => panic!("pending on a stream that never waits"),

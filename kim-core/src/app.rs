@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::channel::{Agent, ChannelId, Meta};
 use crate::close::CloseReason;
-use crate::conn::{FrameReader, FrameWriter, Handshake};
+use crate::conn::{Framed, Handshake};
 use crate::error::{LoginError, ReadError};
 use crate::frame::{Frame, OpCode};
 use crate::server::ServerHandle;
@@ -154,8 +154,7 @@ impl From<LoginError> for Reject {
 /// The connection as an [`Acceptor`] sees it during login: read the client's login frames,
 /// answer them, and look at what the transport's handshake carried.
 pub struct LoginConn<'a> {
-    reader: &'a mut dyn FrameReader,
-    writer: &'a mut dyn FrameWriter,
+    framed: &'a mut dyn Framed,
     peer: SocketAddr,
     transport: &'static str,
     handshake: Option<&'a Handshake>,
@@ -163,18 +162,16 @@ pub struct LoginConn<'a> {
 }
 
 impl<'a> LoginConn<'a> {
-    /// Wraps the halves of a connection for an acceptor.
+    /// Wraps a connection for an acceptor.
     pub(crate) fn new(
-        reader: &'a mut dyn FrameReader,
-        writer: &'a mut dyn FrameWriter,
+        framed: &'a mut dyn Framed,
         peer: SocketAddr,
         transport: &'static str,
         handshake: Option<&'a Handshake>,
         server: &'a ServerHandle,
     ) -> LoginConn<'a> {
         LoginConn {
-            reader,
-            writer,
+            framed,
             peer,
             transport,
             handshake,
@@ -192,11 +189,11 @@ impl<'a> LoginConn<'a> {
     /// end of the stream is [`LoginError::Closed`]. What the transport still has to send
     /// first (websocket: the handshake's answer) goes out before the read.
     pub async fn read_frame(&mut self) -> Result<Frame, LoginError> {
-        if self.writer.pending() > 0 {
-            poll_fn(|cx| self.writer.poll_flush(cx)).await?;
+        if self.framed.pending() > 0 {
+            poll_fn(|cx| self.framed.poll_flush(cx)).await?;
         }
         loop {
-            let frame = poll_fn(|cx| self.reader.poll_read_frame(cx)).await?;
+            let frame = poll_fn(|cx| self.framed.poll_read_frame(cx)).await?;
             match frame {
                 None => return Err(LoginError::Closed),
                 Some(f) => match f.op {
@@ -211,8 +208,8 @@ impl<'a> LoginConn<'a> {
 
     /// Writes a frame to the client now (for a multi-step login) and flushes it.
     pub async fn send(&mut self, frame: Frame) -> std::io::Result<()> {
-        self.writer.start_frame(frame);
-        poll_fn(|cx| self.writer.poll_flush(cx)).await
+        self.framed.start_frame(frame);
+        poll_fn(|cx| self.framed.poll_flush(cx)).await
     }
 
     /// The client's address.

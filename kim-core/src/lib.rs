@@ -64,7 +64,7 @@ pub use app::{
 };
 pub use channel::{Agent, Channel, ChannelId, ChannelMap, Insert, Meta};
 pub use close::CloseReason;
-pub use conn::{Conn, FrameReader, FrameReaderExt, FrameWriter, FrameWriterExt, Handshake};
+pub use conn::{Conn, FrameReader, FrameReaderExt, FrameWriter, FrameWriterExt, Framed, Handshake};
 pub use error::{LoginError, OptionsError, PushError, ReadError, ServerError, UpgradeError};
 pub use extensions::Extensions;
 pub use frame::{Frame, OpCode};

@@ -33,7 +33,7 @@ use tokio::time::Sleep;
 use crate::channel::outbox::{self, Queued};
 use crate::channel::{Backlog, Channel};
 use crate::close::{CloseCause, CloseMode, CloseReason, End};
-use crate::conn::{FrameReader, FrameWriter};
+use crate::conn::Framed;
 use crate::error::ReadError;
 use crate::frame::{Frame, OpCode};
 use crate::route::{Route, Work};
@@ -92,9 +92,9 @@ enum Phase {
     Answered,
 }
 
-pub(crate) struct Session<R, W, T: Route> {
-    reader: R,
-    writer: W,
+pub(crate) struct Session<F, T: Route> {
+    /// The connection, read and written through one value: no shared half to allocate.
+    framed: F,
     route: Arc<T>,
     phase: Phase,
     /// Set when the channel has ended and left the map.
@@ -108,22 +108,20 @@ pub(crate) struct Session<R, W, T: Route> {
     timers: Option<Pin<Box<Timers>>>,
     /// Why we began closing, if we did.
     cause: Option<CloseCause>,
-    /// Last: dropped after the reader and the writer, so after the socket has closed.
+    /// Last: dropped after the connection, so after the socket has closed.
     chan: Counted,
 }
 
-impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
+impl<F: Framed, T: Route> Session<F, T> {
     pub(crate) fn new(
         chan: Channel,
-        reader: R,
-        writer: W,
+        framed: F,
         route: Arc<T>,
         login_event: Option<Work>,
         guard: ActiveGuard,
     ) -> Self {
         Session {
-            reader,
-            writer,
+            framed,
             route,
             phase: Phase::Open,
             ended: None,
@@ -156,8 +154,8 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
         tracing::debug!(%reason, cause = cause.label(), "closing channel");
         self.cause.get_or_insert(cause);
         self.chan.outbox().refuse_pushes();
-        let frame = self.writer.close_frame(reason);
-        self.writer.start_frame(frame);
+        let frame = self.framed.close_frame(reason);
+        self.framed.start_frame(frame);
         // A handler in progress may finish (its pushes now fail); close_wait bounds it.
         self.phase = Phase::Closing;
         let wait = self.chan.context().limits.close_wait;
@@ -175,7 +173,7 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
                 Ok(true) => {}
                 // 4. Park, unless a push or close slipped in since step 2.
                 Ok(false) => {
-                    let writer_idle = self.writer.pending() == 0;
+                    let writer_idle = self.framed.pending() == 0;
                     if self.chan.outbox().park(writer_idle, cx.waker()) {
                         return Poll::Pending;
                     }
@@ -221,7 +219,7 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
     /// one batch, and a close requested from outside begins. Returns what still waits.
     #[inline]
     fn fill_writer(&mut self) -> Result<Backlog, End> {
-        if self.writer.pending() > 0 {
+        if self.framed.pending() > 0 {
             let backlog = self.chan.outbox().backlog();
             if let Some(cause) = backlog.abort {
                 self.cause.get_or_insert(cause);
@@ -236,8 +234,8 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
                 n += 1;
                 bytes += q.len() as u64;
                 match q {
-                    Queued::Frame(f) => self.writer.start_frame(f),
-                    Queued::Shared(s) => self.writer.start_shared(&s),
+                    Queued::Frame(f) => self.framed.start_frame(f),
+                    Queued::Shared(s) => self.framed.start_shared(&s),
                 }
             }
             if self.chan.context().limits.count_messages {
@@ -259,13 +257,13 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
     /// answered and flushed, the channel ends.
     #[inline]
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Result<(), End> {
-        if self.writer.pending() == 0 {
+        if self.framed.pending() == 0 {
             return match self.phase {
                 Phase::Answered => Err(End::Closed),
                 _ => Ok(()),
             };
         }
-        match self.writer.poll_flush(cx) {
+        match self.framed.poll_flush(cx) {
             Poll::Ready(Ok(())) => {
                 if let Some(t) = self.timers.as_mut() {
                     t.as_mut().project().write.set(None);
@@ -300,14 +298,14 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
         let limits = &self.chan.context().limits;
         let can_read = self.running.is_none()
             && self.phase != Phase::Answered
-            && self.writer.pending() + backlog.bytes + self.chan.in_flight().get()
+            && self.framed.pending() + backlog.bytes + self.chan.in_flight().get()
                 <= limits.pause_bytes
             && backlog.frames < limits.pause_frames
             && self.route.poll_ready(&self.chan, cx).is_ready();
         if !can_read {
             return Ok(false);
         }
-        match self.reader.poll_read_frame(cx) {
+        match self.framed.poll_read_frame(cx) {
             Poll::Pending => Ok(false),
             Poll::Ready(Ok(Some(frame))) => {
                 self.chan.touch();
@@ -341,16 +339,16 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
             }
             OpCode::Ping => {
                 if self.phase == Phase::Open {
-                    self.writer.start_frame(Frame::pong(frame.payload));
+                    self.framed.start_frame(Frame::pong(frame.payload));
                 }
             }
             OpCode::Close => {
                 if self.phase == Phase::Open {
-                    let reason = self.reader.close_reason(&frame.payload);
+                    let reason = self.framed.close_reason(&frame.payload);
                     tracing::debug!(%reason, "peer closed");
                     self.chan.outbox().refuse_pushes();
-                    let answer = self.writer.close_frame(&reason);
-                    self.writer.start_frame(answer);
+                    let answer = self.framed.close_frame(&reason);
+                    self.framed.start_frame(answer);
                 }
                 self.phase = Phase::Answered;
             }
@@ -375,19 +373,19 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
     }
 }
 
-impl<R: FrameReader, W: FrameWriter, T: Route> Session<R, W, T> {
+impl<F: Framed, T: Route> Session<F, T> {
     /// Unless the stream failed or stopped taking writes, tells the peer at the stream's level
     /// too that nothing more comes: one poll of the writer's shutdown, which sends TLS's
     /// close_notify (without it a TLS client cannot tell the end from a cut connection) and
     /// TCP's FIN. Best effort: the socket is closed when the session is dropped either way.
     fn shut_write(&mut self, cx: &mut Context<'_>, end: End) {
         if !matches!(end, End::Io(_) | End::WriteTimeout) {
-            let _ = self.writer.poll_shutdown(cx);
+            let _ = self.framed.poll_shutdown(cx);
         }
     }
 }
 
-impl<R, W, T: Route> Session<R, W, T> {
+impl<F, T: Route> Session<F, T> {
     /// What ending a channel does however the session ends (in [`Session::end`], or dropped
     /// before it could end): the outbox refuses pushes and lets go of what it holds, the
     /// channel leaves the map, the cause is counted, and the disconnect callback is returned
@@ -409,7 +407,7 @@ impl<R, W, T: Route> Session<R, W, T> {
     }
 }
 
-impl<R: FrameReader, W: FrameWriter, T: Route> Future for Session<R, W, T> {
+impl<F: Framed, T: Route> Future for Session<F, T> {
     type Output = End;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {
@@ -434,7 +432,7 @@ impl<R: FrameReader, W: FrameWriter, T: Route> Future for Session<R, W, T> {
     }
 }
 
-impl<R, W, T: Route> Drop for Session<R, W, T> {
+impl<F, T: Route> Drop for Session<F, T> {
     fn drop(&mut self) {
         // A session dropped before it ended (its runtime shut down, or its task was aborted)
         // still leaves the map and still reports its disconnect, exactly once.
@@ -462,16 +460,14 @@ mod tests {
     /// The session is the future of every connection's task, and tokio's task cell is a
     /// 32-byte header, 16 bytes of its own, the future and a 48-byte trailer, in steps of
     /// 128: at most 152 bytes of session keep the task at 256. This checks the session's own
-    /// fields with a reader and a writer as large as kim-ws's over TCP halves (56 and 48
-    /// bytes, which kim-ws checks on its side).
+    /// fields with a connection as large as kim-ws's over a TCP stream (104 bytes, which
+    /// kim-ws checks on its side).
     #[test]
     #[cfg(target_pointer_width = "64")]
-    fn a_session_with_the_largest_reader_and_writer_fits_152_bytes() {
+    fn a_session_with_the_largest_connection_fits_152_bytes() {
         #[allow(dead_code)] // only measured
-        struct Reader56([u64; 7]);
-        #[allow(dead_code)]
-        struct Writer48([u64; 6]);
-        type Largest = Session<Reader56, Writer48, crate::ipc::master::Master>;
+        struct Framed104([u64; 13]);
+        type Largest = Session<Framed104, crate::ipc::master::Master>;
         let size = std::mem::size_of::<Largest>();
         assert!(size <= 152, "the session grew to {size} bytes");
     }

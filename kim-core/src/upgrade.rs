@@ -6,7 +6,7 @@
 
 use std::future::Future;
 
-use crate::conn::{Conn, FrameReader, FrameWriter};
+use crate::conn::{Conn, Framed};
 use crate::error::UpgradeError;
 use crate::io::Io;
 
@@ -14,7 +14,7 @@ use crate::io::Io;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnConfig {
     /// The largest frame (and, for fragmented transports, message) accepted until
-    /// [`FrameReader::set_max_message_size`] says otherwise (the server starts a connection
+    /// [`FrameReader::set_max_message_size`](crate::FrameReader::set_max_message_size) says otherwise (the server starts a connection
     /// with its login limit).
     pub max_message_size: usize,
     /// Bytes per socket read.
@@ -32,10 +32,9 @@ impl Default for ConnConfig {
 
 /// Turns an accepted stream of type `IO` into a framed [`Conn`].
 pub trait Upgrader<IO: Io>: Send + Sync + 'static {
-    /// The frame reader this transport produces.
-    type Reader: FrameReader;
-    /// The frame writer this transport produces.
-    type Writer: FrameWriter;
+    /// The connection this transport makes of a stream: it owns the stream whole, reading
+    /// and writing frames on it.
+    type Framed: Framed;
 
     /// The transport's name, for logs ("tcp", "ws").
     fn name(&self) -> &'static str;
@@ -46,7 +45,7 @@ pub trait Upgrader<IO: Io>: Send + Sync + 'static {
         &self,
         io: IO,
         config: ConnConfig,
-    ) -> impl Future<Output = Result<Conn<Self::Reader, Self::Writer>, UpgradeError>> + Send;
+    ) -> impl Future<Output = Result<Conn<Self::Framed>, UpgradeError>> + Send;
 
     /// Refuses a connection whose login failed with the transport's own answer, as if its
     /// upgrade had been refused (websocket: an HTTP status instead of the `101`), if nothing was
@@ -54,7 +53,7 @@ pub trait Upgrader<IO: Io>: Send + Sync + 'static {
     /// late; the server then closes the connection with a close frame instead.
     fn refuse(
         &self,
-        conn: &mut Conn<Self::Reader, Self::Writer>,
+        conn: &mut Conn<Self::Framed>,
         status: u16,
         reason: &str,
     ) -> impl Future<Output = bool> + Send {

@@ -141,8 +141,7 @@ fn classify(e: &std::io::Error) -> Failure {
 }
 
 impl<U: Upgrader<TlsIo>> Upgrader<TcpStream> for TlsUpgrader<U> {
-    type Reader = U::Reader;
-    type Writer = U::Writer;
+    type Framed = U::Framed;
 
     fn name(&self) -> &'static str {
         self.name
@@ -152,7 +151,7 @@ impl<U: Upgrader<TlsIo>> Upgrader<TcpStream> for TlsUpgrader<U> {
         &self,
         io: TcpStream,
         config: ConnConfig,
-    ) -> Result<Conn<Self::Reader, Self::Writer>, UpgradeError> {
+    ) -> Result<Conn<Self::Framed>, UpgradeError> {
         let metrics = self.config.metrics();
         let mut unfinished = Unfinished {
             metrics,
@@ -172,12 +171,7 @@ impl<U: Upgrader<TlsIo>> Upgrader<TcpStream> for TlsUpgrader<U> {
         Ok(conn)
     }
 
-    async fn refuse(
-        &self,
-        conn: &mut Conn<Self::Reader, Self::Writer>,
-        status: u16,
-        reason: &str,
-    ) -> bool {
+    async fn refuse(&self, conn: &mut Conn<Self::Framed>, status: u16, reason: &str) -> bool {
         self.inner.refuse(conn, status, reason).await
     }
 

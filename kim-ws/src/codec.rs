@@ -6,30 +6,20 @@
 //! control frames allowed between fragments, and text is validated as UTF-8 fragment by
 //! fragment, so a bad byte fails the message as soon as its fragment arrives. A compressed
 //! message (RSV1, with permessage-deflate negotiated) is inflated whole, under the size limit.
-//! The writer is in `writer.rs`.
+//! This is the reading side of [`WsStream`]; the writing side is in `writer.rs`, the state
+//! both share in `stream.rs`.
 
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
-use kim_core::io::ReadBuffer;
+use bytes::{Buf, Bytes};
 use kim_core::{CloseReason, Frame, FrameReader, OpCode, ReadError};
 use tokio::io::AsyncRead;
 
 use crate::deflate::{InflateError, Inflater};
+use crate::stream::{limit, FragmentedMessage, Role, WsStream};
 
 /// RSV1: set on the first frame of a compressed message (RFC 7692 section 6).
 pub(crate) const RSV1: u8 = 0x40;
-
-/// Which end of the connection a codec serves: the server expects masked frames and sends
-/// unmasked ones; the client the other way round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The accepting end.
-    Server,
-    /// The connecting end.
-    Client,
-}
 
 /// The largest payload of a control frame.
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -224,65 +214,7 @@ pub fn decode_close(payload: &[u8]) -> CloseReason {
     CloseReason::new(code, String::from_utf8_lossy(&payload[2..]).into_owned())
 }
 
-/// A message being reassembled from fragments.
-#[derive(Debug)]
-struct FragmentedMessage {
-    op: OpCode,
-    /// Compressed: the fragments are inflated together once the last one arrives.
-    compressed: bool,
-    data: BytesMut,
-    /// For text: how much of `data` is known to be valid UTF-8.
-    valid: usize,
-}
-
-/// Reads websocket frames and reassembles messages.
-#[derive(Debug)]
-pub struct WsReader<R> {
-    io: R,
-    buf: ReadBuffer,
-    role: Role,
-    /// The largest message accepted. (`u32`, like the counts below, to keep the reader at 56
-    /// bytes: each reader lives in an idle connection's task. Larger limits are taken as
-    /// 4 GiB.)
-    max: u32,
-    /// Boxed: idle connections carry a pointer, not the reassembly state.
-    partial: Option<Box<FragmentedMessage>>,
-    /// Set when permessage-deflate was negotiated.
-    inflater: Option<Arc<Inflater>>,
-    /// Of the text frame being received: payload bytes already unmasked in the buffer, and
-    /// how many of them are known to be valid UTF-8 (so a bad byte fails before the frame
-    /// is complete).
-    unmasked: u32,
-    valid: u32,
-}
-
-/// A message size limit as a reader keeps it.
-fn limit(max: usize) -> u32 {
-    max.min(u32::MAX as usize) as u32
-}
-
-impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
-    /// A reader for `role`, starting with bytes already read from the stream (those that
-    /// followed the handshake).
-    pub fn new(io: R, role: Role, max: usize, buf: ReadBuffer) -> WsReader<R> {
-        WsReader {
-            io,
-            buf,
-            role,
-            max: limit(max),
-            partial: None,
-            inflater: None,
-            unmasked: 0,
-            valid: 0,
-        }
-    }
-
-    /// Reads permessage-deflate messages (RSV1) with `inflater`.
-    pub(crate) fn with_inflater(mut self, inflater: Option<Arc<Inflater>>) -> WsReader<R> {
-        self.inflater = inflater;
-        self
-    }
-
+impl<IO> WsStream<IO> {
     /// Inflates a whole compressed message under the size limit and checks text once
     /// inflated.
     fn inflate(&mut self, op: OpCode, payload: &[u8]) -> Result<Frame, ReadError> {
@@ -323,7 +255,7 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
     /// Decodes the next frame from the buffer: `Ok(Err(n))` when `n` more bytes are needed.
     fn decode(&mut self) -> Result<Result<Frame, usize>, ReadError> {
         loop {
-            let buf = self.buf.buf();
+            let buf = self.rbuf.buf();
             let partial_len = self.partial.as_ref().map(|p| p.data.len());
             let deflate = self.inflater.is_some();
             let max = self.max as usize;
@@ -336,7 +268,7 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
                 if let Some(mask) = h.mask {
                     let done = self.unmasked as usize;
                     if buf.len() > h.header_len + done && self.checks_text_early(&h) {
-                        let buf = self.buf.buf();
+                        let buf = self.rbuf.buf();
                         let start = h.header_len + done;
                         apply_mask(&mut buf[start..], mask, done);
                         let so_far = &buf[h.header_len..];
@@ -347,7 +279,7 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
                 }
                 return Ok(Err(need));
             }
-            let buf = self.buf.buf();
+            let buf = self.rbuf.buf();
             buf.advance(h.header_len);
             let mut payload = buf.split_to(h.len);
             if let Some(mask) = h.mask {
@@ -410,11 +342,11 @@ impl<R: AsyncRead + Send + Unpin + 'static> WsReader<R> {
     }
 }
 
-impl<R: AsyncRead + Send + Unpin + 'static> FrameReader for WsReader<R> {
+impl<IO: AsyncRead + Send + Unpin + 'static> FrameReader for WsStream<IO> {
     fn poll_read_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, ReadError>> {
         loop {
             // Nothing buffered: straight to the read, which takes a buffer sized for it.
-            let need = if self.buf.is_empty() {
+            let need = if self.rbuf.is_empty() {
                 1
             } else {
                 match self.decode()? {
@@ -422,9 +354,9 @@ impl<R: AsyncRead + Send + Unpin + 'static> FrameReader for WsReader<R> {
                     Err(n) => n,
                 }
             };
-            let n = ready!(self.buf.poll_fill(&mut self.io, cx, need))?;
+            let n = ready!(self.rbuf.poll_fill(&mut self.io, cx, need))?;
             if n == 0 {
-                return Poll::Ready(if self.buf.is_empty() && self.partial.is_none() {
+                return Poll::Ready(if self.rbuf.is_empty() && self.partial.is_none() {
                     Ok(None)
                 } else {
                     Err(ReadError::UnexpectedEof)
@@ -445,17 +377,19 @@ impl<R: AsyncRead + Send + Unpin + 'static> FrameReader for WsReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::writer::{encode_frame, WsWriter};
+    use crate::writer::encode_frame;
+    use kim_core::io::ReadBuffer;
     use kim_core::FrameWriter;
 
-    /// The reader and the writer live in every idle connection's task, which tokio rounds up
-    /// to 128 bytes: kim's session fits 256 only while they stay this small.
+    /// A server's stream lives in every idle connection's task, which tokio rounds up to 128
+    /// bytes: kim's session fits 256 only while it stays at 104 bytes over a TCP stream of 32
+    /// (40 in debug builds, where mio adds a field).
     #[test]
     #[cfg(target_pointer_width = "64")]
-    fn reader_and_writer_stay_small() {
-        use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-        assert!(std::mem::size_of::<WsReader<OwnedReadHalf>>() <= 56);
-        assert!(std::mem::size_of::<WsWriter<OwnedWriteHalf>>() <= 48);
+    fn a_servers_stream_stays_small() {
+        use tokio::net::TcpStream;
+        let own = std::mem::size_of::<WsStream<TcpStream>>() - std::mem::size_of::<TcpStream>();
+        assert!(own <= 72, "the stream's own state grew to {own} bytes");
     }
 
     fn naive_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
@@ -575,7 +509,7 @@ mod tests {
             .await
             .unwrap();
         drop(a);
-        let mut r = WsReader::new(b, Role::Server, 1 << 20, ReadBuffer::new(4096));
+        let mut r = WsStream::new(b, Role::Server, 1 << 20, ReadBuffer::new(4096));
         let f = r.read_frame().await.unwrap().unwrap();
         assert_eq!((f.op, &f.payload[..]), (OpCode::Ping, &b"ping!"[..]));
         let f = r.read_frame().await.unwrap().unwrap();
@@ -601,7 +535,7 @@ mod tests {
         tokio::io::AsyncWriteExt::write_all(&mut a, &frame[..40])
             .await
             .unwrap();
-        let mut r = WsReader::new(b, Role::Server, 1 << 20, ReadBuffer::new(4096));
+        let mut r = WsStream::new(b, Role::Server, 1 << 20, ReadBuffer::new(4096));
         let res = tokio::time::timeout(std::time::Duration::from_secs(5), r.read_frame()).await;
         match res {
             Ok(Err(e)) => assert_eq!(code_of(e), 1007),
@@ -611,7 +545,7 @@ mod tests {
         // Valid text delivered in small pieces is unmasked once and arrives intact.
         let frame = masked_frame(0x81, "héllo wörld, κόσμε".repeat(50).as_bytes());
         let (mut a, b) = tokio::io::duplex(1 << 16);
-        let mut r = WsReader::new(b, Role::Server, 1 << 20, ReadBuffer::new(4096));
+        let mut r = WsStream::new(b, Role::Server, 1 << 20, ReadBuffer::new(4096));
         let writer = tokio::spawn(async move {
             for piece in frame.chunks(7) {
                 tokio::io::AsyncWriteExt::write_all(&mut a, piece)
@@ -630,28 +564,27 @@ mod tests {
     async fn client_and_server_codecs_agree() {
         use kim_core::{FrameReaderExt, FrameWriterExt};
         let (a, b) = tokio::io::duplex(1 << 20);
+        // The client in halves, the server whole, as each runs.
         let (ar, aw) = tokio::io::split(a);
-        let (br, bw) = tokio::io::split(b);
-        let mut client_w = WsWriter::new(aw, Role::Client);
-        let mut server_r = WsReader::new(br, Role::Server, 1 << 20, ReadBuffer::new(4096));
-        let mut server_w = WsWriter::new(bw, Role::Server);
-        let mut client_r = WsReader::new(ar, Role::Client, 1 << 20, ReadBuffer::new(4096));
+        let mut client_w = WsStream::new(aw, Role::Client, 0, ReadBuffer::new(0));
+        let mut client_r = WsStream::new(ar, Role::Client, 1 << 20, ReadBuffer::new(4096));
+        let mut server = WsStream::new(b, Role::Server, 1 << 20, ReadBuffer::new(4096));
         for len in [0usize, 1, 125, 126, 65535, 65536, 300_000] {
             let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             client_w.send(Frame::binary(payload.clone())).await.unwrap();
-            let f = server_r.read_frame().await.unwrap().unwrap();
+            let f = server.read_frame().await.unwrap().unwrap();
             assert_eq!(f.payload, payload, "client to server, {len} bytes");
-            server_w.send(f).await.unwrap();
+            server.send(f).await.unwrap();
             let g = client_r.read_frame().await.unwrap().unwrap();
             assert_eq!(g.payload, payload, "server to client, {len} bytes");
         }
-        let close = server_w.close_frame(&CloseReason::new(1000, "x".repeat(300)));
+        let close = server.close_frame(&CloseReason::new(1000, "x".repeat(300)));
         assert_eq!(
             close.payload.len(),
             125,
             "reasons are cut to fit a control frame"
         );
-        let close = server_w.close_frame(&CloseReason::new(CloseReason::NO_STATUS, "x"));
+        let close = server.close_frame(&CloseReason::new(CloseReason::NO_STATUS, "x"));
         assert!(close.payload.is_empty());
     }
 }

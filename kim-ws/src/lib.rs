@@ -46,6 +46,7 @@ mod compression;
 mod deflate;
 mod handshake;
 mod negotiate;
+mod stream;
 mod writer;
 
 use std::sync::Arc;
@@ -58,10 +59,10 @@ use kim_core::{Conn, ConnConfig, Handshake, UpgradeError, Upgrader};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-pub use codec::{decode_close, is_valid_close_code, Role, WsReader};
+pub use codec::{decode_close, is_valid_close_code};
 pub use compression::{Compression, PerMessageDeflate};
 pub use handshake::Refusal;
-pub use writer::WsWriter;
+pub use stream::{Role, WsStream};
 
 use handshake::HeadError;
 
@@ -74,10 +75,7 @@ pub mod internals {
 
     /// `reader` reading permessage-deflate messages: each compressed alone, or with
     /// `Some(window_bits)` with the peer's context kept from message to message.
-    pub fn with_deflate<R>(reader: crate::WsReader<R>, takeover: Option<u8>) -> crate::WsReader<R>
-    where
-        R: tokio::io::AsyncRead + Send + Unpin + 'static,
-    {
+    pub fn with_deflate<R>(reader: crate::WsStream<R>, takeover: Option<u8>) -> crate::WsStream<R> {
         let inflater = match takeover {
             Some(bits) => crate::deflate::Inflater::takeover(bits),
             None => crate::deflate::Inflater::alone(),
@@ -181,8 +179,7 @@ impl WsUpgrader {
 }
 
 impl<IO: Io> Upgrader<IO> for WsUpgrader {
-    type Reader = WsReader<IO::ReadHalf>;
-    type Writer = WsWriter<IO::WriteHalf>;
+    type Framed = WsStream<IO>;
 
     fn name(&self) -> &'static str {
         "ws"
@@ -192,9 +189,9 @@ impl<IO: Io> Upgrader<IO> for WsUpgrader {
         &self,
         io: IO,
         config: ConnConfig,
-    ) -> Result<Conn<Self::Reader, Self::Writer>, UpgradeError> {
-        let (mut rd, mut wr) = io.split_io();
-        let head = handshake::read_head(&mut rd, self.max_header, handshake::check_request_prefix);
+    ) -> Result<Conn<Self::Framed>, UpgradeError> {
+        let mut io = io;
+        let head = handshake::read_head(&mut io, self.max_header, handshake::check_request_prefix);
         let (mut buf, head_len) = match head.await {
             Ok(x) => x,
             Err(HeadError::Io(e)) => return Err(UpgradeError::Io(e)),
@@ -206,19 +203,19 @@ impl<IO: Io> Upgrader<IO> for WsUpgrader {
             }
             Err(HeadError::TooLarge) => {
                 let reason = format!("request head over {} bytes", self.max_header);
-                return Err(handshake::refuse(&mut wr, Refusal::new(431, reason)).await);
+                return Err(handshake::refuse(&mut io, Refusal::new(431, reason)).await);
             }
             Err(HeadError::Invalid(refusal)) => {
-                return Err(handshake::refuse(&mut wr, refusal).await);
+                return Err(handshake::refuse(&mut io, refusal).await);
             }
         };
         let mut request = match handshake::parse_request(&buf[..head_len]) {
             Ok(r) => r,
-            Err(refusal) => return Err(handshake::refuse(&mut wr, refusal).await),
+            Err(refusal) => return Err(handshake::refuse(&mut io, refusal).await),
         };
         if let Some(hook) = &self.hook {
             if let Err(refusal) = hook(&mut request.info) {
-                return Err(handshake::refuse(&mut wr, refusal).await);
+                return Err(handshake::refuse(&mut io, refusal).await);
             }
         }
         let protocol = self.select_protocol(&request.protocols);
@@ -234,37 +231,32 @@ impl<IO: Io> Upgrader<IO> for WsUpgrader {
         // Whatever followed the head is the start of the first frame.
         let rest = buf.split_off(head_len);
         drop(buf);
-        let reader = WsReader::new(
-            rd,
+        let framed = WsStream::new(
+            io,
             Role::Server,
             config.max_message_size,
             ReadBuffer::with_bytes(config.read_buffer_size, rest),
-        );
-        let mut writer = WsWriter::with_answer(wr, Bytes::from(response));
+        )
+        .with_answer(Bytes::from(response));
         let mut info = request.info;
         info.protocol = protocol;
-        let reader = match deflate {
+        let framed = match deflate {
             Some((agreed, _, c, alone)) => {
-                writer = writer.with_deflater(Some(agreed.server_deflater(c, alone)));
                 info.extensions.insert(agreed);
-                reader.with_inflater(Some(agreed.server_inflater()))
+                framed
+                    .with_deflater(Some(agreed.server_deflater(c, alone)))
+                    .with_inflater(Some(agreed.server_inflater()))
             }
-            None => reader,
+            None => framed,
         };
         Ok(Conn {
-            reader,
-            writer,
+            framed,
             handshake: Some(Box::new(info)),
         })
     }
 
-    async fn refuse(
-        &self,
-        conn: &mut Conn<Self::Reader, Self::Writer>,
-        status: u16,
-        reason: &str,
-    ) -> bool {
-        match conn.writer.withdraw_answer() {
+    async fn refuse(&self, conn: &mut Conn<Self::Framed>, status: u16, reason: &str) -> bool {
+        match conn.framed.withdraw_answer() {
             Some(io) => {
                 handshake::refuse(io, Refusal::new(status, reason.to_string())).await;
                 true
@@ -276,7 +268,7 @@ impl<IO: Io> Upgrader<IO> for WsUpgrader {
 
 /// A websocket client.
 pub type WsClient =
-    Client<WsReader<tokio::net::tcp::OwnedReadHalf>, WsWriter<tokio::net::tcp::OwnedWriteHalf>>;
+    Client<WsStream<tokio::net::tcp::OwnedReadHalf>, WsStream<tokio::net::tcp::OwnedWriteHalf>>;
 
 /// Splits `ws://host:port/path` (or a bare `host:port`) into the address and the path.
 fn split_url(url: &str) -> (&str, &str) {
@@ -346,7 +338,7 @@ pub async fn client_over<IO: Io>(
     headers: &[(&str, &str)],
     compression: Option<&Compression>,
     options: &ClientOptions,
-) -> Result<Client<WsReader<IO::ReadHalf>, WsWriter<IO::WriteHalf>>, ClientError> {
+) -> Result<Client<WsStream<IO::ReadHalf>, WsStream<IO::WriteHalf>>, ClientError> {
     tokio::time::timeout(
         options.connect_timeout,
         handshake_over(io, host, path, headers, compression, options),
@@ -363,7 +355,7 @@ async fn handshake_over<IO: Io>(
     headers: &[(&str, &str)],
     compression: Option<&Compression>,
     options: &ClientOptions,
-) -> Result<Client<WsReader<IO::ReadHalf>, WsWriter<IO::WriteHalf>>, ClientError> {
+) -> Result<Client<WsStream<IO::ReadHalf>, WsStream<IO::WriteHalf>>, ClientError> {
     let (mut rd, mut wr) = io.split_io();
     let key = {
         use std::hash::BuildHasher;
@@ -432,13 +424,13 @@ async fn handshake_over<IO: Io>(
     let agreed = negotiate::check_response(extensions, compression.is_some())
         .map_err(ClientError::Handshake)?;
     let rest = buf.split_off(head_len);
-    let mut reader = WsReader::new(
+    let mut reader = WsStream::new(
         rd,
         Role::Client,
         options.max_message_size,
         ReadBuffer::with_bytes(options.read_buffer_size, rest),
     );
-    let mut writer = WsWriter::new(wr, Role::Client);
+    let mut writer = WsStream::new(wr, Role::Client, 0, ReadBuffer::new(0));
     if let (Some(agreed), Some(c)) = (agreed, compression) {
         reader = reader.with_inflater(Some(agreed.client_inflater()));
         writer = writer.with_deflater(Some(agreed.client_deflater(c)));

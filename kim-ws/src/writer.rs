@@ -8,87 +8,36 @@
 //! compressed once for every writer with the same settings.
 
 use std::io;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kim_core::io::WriteBuffer;
 use kim_core::{CloseReason, Frame, FrameWriter, OpCode, SharedFrame};
 use tokio::io::AsyncWrite;
 
-use crate::codec::{apply_mask, is_valid_close_code, Role, MAX_CONTROL_PAYLOAD, RSV1};
+use crate::codec::{apply_mask, is_valid_close_code, MAX_CONTROL_PAYLOAD, RSV1};
 use crate::deflate::Deflater;
+use crate::stream::{Role, WsStream};
 
-/// Writes websocket frames; a batch goes out in as few writes as the socket takes.
-#[derive(Debug)]
-pub struct WsWriter<W> {
-    io: W,
-    buf: WriteBuffer,
-    role: Role,
-    /// Set while the handshake's answer is queued and nothing was written yet: the upgrade
-    /// can still be refused with an HTTP status instead.
-    answer_pending: bool,
-    /// Set when permessage-deflate was negotiated.
-    deflater: Option<Arc<Deflater>>,
-}
-
-impl<W: AsyncWrite + Send + Unpin + 'static> WsWriter<W> {
-    /// A writer for `role`.
-    pub fn new(io: W, role: Role) -> WsWriter<W> {
-        WsWriter {
-            io,
-            buf: WriteBuffer::new(),
-            role,
-            answer_pending: false,
-            deflater: None,
-        }
-    }
-
-    /// Sends data messages of at least the deflater's threshold compressed (RSV1).
-    pub(crate) fn with_deflater(mut self, deflater: Option<Arc<Deflater>>) -> WsWriter<W> {
-        self.deflater = deflater;
-        self
-    }
-
+impl<IO> WsStream<IO> {
     /// Queues one whole frame whose header starts with `first` (FIN, RSV bits, opcode).
     fn queue(&mut self, first: u8, payload: Bytes) {
         let len = payload.len();
         match self.role {
             Role::Server => {
-                let n = put_raw_header(self.buf.staging(), first, len, None);
-                self.buf.staged(n);
-                self.buf.push_payload(payload);
+                let n = put_raw_header(self.wbuf.staging(), first, len, None);
+                self.wbuf.staged(n);
+                self.wbuf.push_payload(payload);
             }
             Role::Client => {
                 let mask = next_mask();
-                let staging = self.buf.staging();
+                let staging = self.wbuf.staging();
                 let n = put_raw_header(staging, first, len, Some(mask));
                 let start = staging.len();
                 staging.extend_from_slice(&payload);
                 apply_mask(&mut staging[start..], mask, 0);
-                self.buf.staged(n + len);
+                self.wbuf.staged(n + len);
             }
         }
-    }
-
-    /// A server's writer with the handshake's `answer` queued ahead of every frame: it goes
-    /// out with the first flush, so that until then the upgrade can still be refused.
-    pub(crate) fn with_answer(io: W, answer: Bytes) -> WsWriter<W> {
-        let mut w = WsWriter::new(io, Role::Server);
-        w.buf.push_payload(answer);
-        w.answer_pending = true;
-        w
-    }
-
-    /// Drops the queued handshake answer (and anything queued after it) if nothing was written
-    /// yet, and hands over the stream to answer otherwise. `None` once it is too late.
-    pub(crate) fn withdraw_answer(&mut self) -> Option<&mut W> {
-        if !self.answer_pending {
-            return None;
-        }
-        self.answer_pending = false;
-        self.buf.clear();
-        Some(&mut self.io)
     }
 }
 
@@ -159,7 +108,7 @@ pub fn encode_frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8>
     out.to_vec()
 }
 
-impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for WsWriter<W> {
+impl<IO: AsyncWrite + Send + Unpin + 'static> FrameWriter for WsStream<IO> {
     fn start_frame(&mut self, frame: Frame) {
         let first = 0x80 | frame.op as u8;
         if let (Some(d), OpCode::Text | OpCode::Binary) = (self.deflater.as_mut(), frame.op) {
@@ -182,8 +131,8 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for WsWriter<W> {
         let data = matches!(frame.op, OpCode::Text | OpCode::Binary);
         match self.deflater.as_mut() {
             // A server's frames are not masked: the shared bytes are this writer's own.
-            None => self.buf.push_shared(wire),
-            Some(_) if !data => self.buf.push_shared(wire),
+            None => self.wbuf.push_shared(wire),
+            Some(_) if !data => self.wbuf.push_shared(wire),
             Some(d) => match d.shared_key() {
                 // Compressed once for every member with the same settings: the first
                 // writer to need it compresses, the others reuse its bytes.
@@ -193,7 +142,7 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for WsWriter<W> {
                         None => wire.clone(),
                     });
                     match made {
-                        Some(bytes) => self.buf.push_shared(bytes),
+                        Some(bytes) => self.wbuf.push_shared(bytes),
                         None => self.start_frame(frame.clone()),
                     }
                 }
@@ -221,15 +170,15 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWriter for WsWriter<W> {
     }
 
     fn pending(&self) -> usize {
-        self.buf.pending()
+        self.wbuf.pending()
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.answer_pending = false;
-        self.buf.poll_flush(&mut self.io, cx)
+        self.wbuf.poll_flush(&mut self.io, cx)
     }
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.buf.poll_shutdown(&mut self.io, cx)
+        self.wbuf.poll_shutdown(&mut self.io, cx)
     }
 }

@@ -61,8 +61,11 @@ fn main() -> anyhow::Result<()> {
         .mut_arg("transport", |a| a.default_value("ws").hide(true))
         .get_matches();
     let mut args = Args::from_arg_matches(&matches)?;
-    // jemalloc with its heap profiler, for /debug/pprof/heap and the heap metrics.
+    // jemalloc, with its heap profiler on for /debug/pprof/heap under the default
+    // heap-profile feature (the chat's own: kim-examples' would reach its servers too).
     #[cfg(feature = "heap-profile")]
+    kim_heap_profile::install_with_profiler();
+    #[cfg(not(feature = "heap-profile"))]
     kim_heap_profile::install();
     if args.server.transport != Transport::Ws {
         anyhow::bail!("the chat serves websocket only");

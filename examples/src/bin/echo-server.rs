@@ -11,7 +11,7 @@
 use clap::Parser;
 use kim_core::DefaultAcceptor;
 use kim_examples::{
-    init_tracing, install_heap_profiler, serve, BroadcastListener, EchoListener, JoinBroadcast,
+    init_tracing, install_allocator, serve, BroadcastListener, EchoListener, JoinBroadcast,
     LogState, ServerArgs,
 };
 
@@ -26,7 +26,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    install_heap_profiler();
+    install_allocator();
     let args = Args::parse();
     init_tracing();
     let rt = args.server.runtime()?;

@@ -4,7 +4,7 @@
 
 use clap::Parser;
 use kim_examples::{
-    init_tracing, install_heap_profiler, serve, LogState, MockAcceptor, MockListener, Presence,
+    init_tracing, install_allocator, serve, LogState, MockAcceptor, MockListener, Presence,
     ServerArgs,
 };
 
@@ -20,7 +20,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    install_heap_profiler();
+    install_allocator();
     let args = Args::parse();
     init_tracing();
     let rt = args.server.runtime()?;

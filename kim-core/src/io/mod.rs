@@ -27,8 +27,9 @@ mod write_buffer;
 pub use read_buffer::{ReadBuffer, MAX_READ_SIZE};
 pub use write_buffer::{WriteBuffer, COPY_THRESHOLD};
 
-/// A byte stream that kim can serve: readable, writable, and splittable into halves that are
-/// used from the read side and the write side of a channel.
+/// A byte stream that kim can serve: readable, writable, and splittable into halves for a
+/// client, which reads in one task while others write. (A server's channel is one task and
+/// keeps its stream whole.)
 ///
 /// TCP and Unix streams split without a lock. Any other stream (TLS, an in-memory duplex) can be
 /// wrapped in [`Generic`], which splits it with [`tokio::io::split`].

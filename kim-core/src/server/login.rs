@@ -10,7 +10,7 @@ use crate::app::{Accepted, Acceptor, LoginConn, Reject};
 use crate::channel::{Channel, Insert};
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::cluster::{Claim, Cluster};
-use crate::conn::{Conn, FrameReader, FrameReaderExt, FrameWriter, FrameWriterExt};
+use crate::conn::{Conn, FrameReader, FrameReaderExt, FrameWriterExt, Framed};
 use crate::metrics::Rejection;
 use crate::options::{DuplicatePolicy, ServerOptions};
 use crate::route::{Route, Work};
@@ -19,9 +19,9 @@ use crate::server::log::TARGET;
 use crate::upgrade::{ConnConfig, Upgrader};
 
 /// A connection that logged in.
-pub(crate) struct LoggedIn<R, W> {
+pub(crate) struct LoggedIn<F> {
     pub(crate) chan: Channel,
-    pub(crate) conn: Conn<R, W>,
+    pub(crate) conn: Conn<F>,
     /// The login event, to run in the channel's task before its first read (in-process).
     pub(crate) login_event: Option<Work>,
 }
@@ -31,7 +31,7 @@ pub(crate) async fn login<U, A, T>(
     gateway: &Gateway<U, A, T>,
     stream: TcpStream,
     peer: SocketAddr,
-) -> Option<LoggedIn<U::Reader, U::Writer>>
+) -> Option<LoggedIn<U::Framed>>
 where
     U: Upgrader<TcpStream>,
     A: Acceptor,
@@ -62,8 +62,7 @@ where
 
     let accepted: Result<Accepted, (Reject, Rejection)> = {
         let mut lc = LoginConn::new(
-            &mut conn.reader,
-            &mut conn.writer,
+            &mut conn.framed,
             peer,
             transport,
             conn.handshake.as_deref(),
@@ -78,7 +77,7 @@ where
     conn.handshake = None;
     let accepted = match accepted {
         Ok(a) => {
-            conn.reader.set_max_message_size(opts.max_message_size());
+            conn.framed.set_max_message_size(opts.max_message_size());
             a
         }
         Err((Reject { reason, status }, why)) => {
@@ -195,15 +194,11 @@ async fn claim(
 
 /// Sends a close frame for a refused login and waits briefly for the peer to close, so the
 /// close frame is read before the connection goes away.
-async fn refuse<R: FrameReader, W: FrameWriter>(
-    conn: &mut Conn<R, W>,
-    reason: &CloseReason,
-    opts: &ServerOptions,
-) {
-    let frame = conn.writer.close_frame(reason);
+async fn refuse<F: Framed>(conn: &mut Conn<F>, reason: &CloseReason, opts: &ServerOptions) {
+    let frame = conn.framed.close_frame(reason);
     let sent = tokio::time::timeout(opts.write_wait(), async {
-        conn.writer.send(frame).await?;
-        conn.writer.shutdown().await
+        conn.framed.send(frame).await?;
+        conn.framed.shutdown().await
     })
     .await;
     if !matches!(sent, Ok(Ok(()))) {
@@ -212,7 +207,7 @@ async fn refuse<R: FrameReader, W: FrameWriter>(
     // Drain what the client still sends until it closes, so that unread input does not turn
     // the close into a reset that could destroy the close frame in flight.
     let _ = tokio::time::timeout(opts.close_wait(), async {
-        while let Ok(Some(_)) = conn.reader.read_frame().await {}
+        while let Ok(Some(_)) = conn.framed.read_frame().await {}
     })
     .await;
 }

@@ -235,7 +235,7 @@ where
             info!(target: TARGET, node = cluster.node(), "cluster node attached");
         }
         core.rooms
-            .set_encoder(<U::Writer as crate::conn::FrameWriter>::encode_shared);
+            .set_encoder(<U::Framed as crate::conn::FrameWriter>::encode_shared);
         let context = core.channel_context(Delivery::Outbox);
         let (upgrader, acceptor) = (self.upgrader, self.acceptor);
         upgrader.register_metrics(core.metrics.registry());
