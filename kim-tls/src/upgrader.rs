@@ -17,8 +17,10 @@ use crate::info::TlsInfo;
 use crate::metrics::{Failure, TlsMetrics};
 use crate::stream::TlsStream;
 
-/// The stream a wrapped upgrader runs on: TLS over the accepted TCP connection.
-pub type TlsIo = Generic<TlsStream>;
+/// The stream a wrapped upgrader runs on: TLS over the accepted TCP connection. Boxed: the
+/// TLS state is over a kilobyte, and inline in the connection it would grow the task of every
+/// connection (which tokio allocates in steps of 128 bytes) by as much again.
+pub type TlsIo = Generic<Box<TlsStream>>;
 
 /// An upgrader that performs a TLS handshake, then hands the decrypted stream to `U`:
 /// `TlsUpgrader::new(WsUpgrader::new(), &config)` serves wss, `TlsUpgrader::new(TcpUpgrader,
@@ -163,7 +165,7 @@ impl<U: Upgrader<TlsIo>> Upgrader<TcpStream> for TlsUpgrader<U> {
         let stream = accepted.inspect_err(|e| metrics.failed(classify(e)))?;
         let info = TlsInfo::of(&stream);
         metrics.completed(info.version, info.resumed);
-        let mut conn = self.inner.upgrade(Generic(stream), config).await?;
+        let mut conn = self.inner.upgrade(Generic(Box::new(stream)), config).await?;
         conn.handshake
             .get_or_insert_with(Default::default)
             .extensions
