@@ -165,7 +165,10 @@ impl<U: Upgrader<TlsIo>> Upgrader<TcpStream> for TlsUpgrader<U> {
         let stream = accepted.inspect_err(|e| metrics.failed(classify(e)))?;
         let info = TlsInfo::of(&stream);
         metrics.completed(info.version, info.resumed);
-        let mut conn = self.inner.upgrade(Generic(Box::new(stream)), config).await?;
+        let mut conn = self
+            .inner
+            .upgrade(Generic(Box::new(stream)), config)
+            .await?;
         conn.handshake
             .get_or_insert_with(Default::default)
             .extensions
