@@ -6,7 +6,8 @@
 //! logged-in channel. Here the ciphertext received, the plaintext decrypted and the ciphertext
 //! to send each live in a `Vec` that is freed as soon as it holds nothing, so an idle TLS
 //! connection costs rustls' connection state and nothing more. rustls still does all of TLS;
-//! this file only moves bytes between the socket, rustls and the reader and writer above.
+//! this file only moves bytes between the socket, rustls and the framing above (websocket or
+//! TCP frames).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
