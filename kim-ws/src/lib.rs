@@ -187,10 +187,9 @@ impl<IO: Io> Upgrader<IO> for WsUpgrader {
 
     async fn upgrade(
         &self,
-        io: IO,
+        mut io: IO,
         config: ConnConfig,
     ) -> Result<Conn<Self::Framed>, UpgradeError> {
-        let mut io = io;
         let head = handshake::read_head(&mut io, self.max_header, handshake::check_request_prefix);
         let (mut buf, head_len) = match head.await {
             Ok(x) => x,
