@@ -23,13 +23,68 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+/// The code of docs/traits.md, compiled as a doctest so that it stays true.
+#[doc = include_str!("../../docs/traits.md")]
+#[cfg(doctest)]
+pub struct DocsTraits;
+
+/// The code of docs/transports.md, compiled as a doctest so that it stays true.
+#[doc = include_str!("../../docs/transports.md")]
+#[cfg(doctest)]
+pub struct DocsTransports;
+
+/// The code of docs/rooms.md, compiled as a doctest so that it stays true.
+#[doc = include_str!("../../docs/rooms.md")]
+#[cfg(doctest)]
+pub struct DocsRooms;
+
+/// The code of docs/process-mode.md, compiled as a doctest so that it stays true.
+#[doc = include_str!("../../docs/process-mode.md")]
+#[cfg(doctest)]
+pub struct DocsProcessMode;
+
+/// The code of docs/cluster.md, compiled as a doctest so that it stays true.
+#[doc = include_str!("../../docs/cluster.md")]
+#[cfg(doctest)]
+pub struct DocsCluster;
+
+/// The code of docs/tls.md, compiled as a doctest so that it stays true.
+#[doc = include_str!("../../docs/tls.md")]
+#[cfg(doctest)]
+pub struct DocsTls;
+
+/// The code of docs/compression.md, compiled as a doctest so that it stays true.
+#[doc = include_str!("../../docs/compression.md")]
+#[cfg(doctest)]
+pub struct DocsCompression;
+
+/// The code of docs/observability.md, compiled as a doctest so that it stays true.
+#[doc = include_str!("../../docs/observability.md")]
+#[cfg(doctest)]
+pub struct DocsObservability;
+
+/// The code of docs/limits.md, compiled as a doctest so that it stays true.
+#[doc = include_str!("../../docs/limits.md")]
+#[cfg(doctest)]
+pub struct DocsLimits;
+
+/// The code of docs/chat-example.md, compiled as a doctest so that it stays true.
+#[doc = include_str!("../../docs/chat-example.md")]
+#[cfg(doctest)]
+pub struct DocsChatExample;
+
+/// The code of docs/testing.md, compiled as a doctest so that it stays true.
+#[doc = include_str!("../../docs/testing.md")]
+#[cfg(doctest)]
+pub struct DocsTesting;
+
 pub mod rooms;
 
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kim_core::{
-    Accepted, Acceptor, Agent, Frame, LogThrottle, LoginConn, MessageListener, PushError, Reject,
+    Accepted, Acceptor, Channel, Frame, LogThrottle, LoginConn, MessageListener, PushError, Reject,
     StateListener,
 };
 
@@ -73,7 +128,7 @@ pub fn parse_push(payload: &[u8]) -> Option<(&str, &[u8])> {
 }
 
 impl MessageListener for MockListener {
-    async fn receive(&self, agent: &Agent, message: Frame) {
+    async fn receive(&self, agent: &Channel, message: Frame) {
         if let Some(command) = parse_room_command(&message.payload) {
             return run_room_command(agent, command, &message).await;
         }
@@ -112,7 +167,7 @@ impl MessageListener for MockListener {
 }
 
 /// Logs an echo that could not be queued, at most once a second.
-fn log_echo_failed(agent: &Agent, e: &PushError) {
+fn log_echo_failed(agent: &Channel, e: &PushError) {
     static ECHO_FAILED: LogThrottle = LogThrottle::new(Duration::from_secs(1));
     if tracing::enabled!(tracing::Level::DEBUG) {
         if let Some(suppressed) = ECHO_FAILED.allow() {
@@ -126,7 +181,7 @@ fn log_echo_failed(agent: &Agent, e: &PushError) {
 pub struct EchoListener;
 
 impl MessageListener for EchoListener {
-    async fn receive(&self, agent: &Agent, message: Frame) {
+    async fn receive(&self, agent: &Channel, message: Frame) {
         if let Err(e) = agent.push_frame(message) {
             log_echo_failed(agent, &e);
         }
@@ -138,11 +193,11 @@ impl MessageListener for EchoListener {
 pub struct LogState;
 
 impl StateListener for LogState {
-    async fn login(&self, agent: &Agent) {
+    async fn login(&self, agent: &Channel) {
         tracing::debug!(id = %agent.id(), "logged in");
     }
 
-    async fn disconnect(&self, agent: &Agent) {
+    async fn disconnect(&self, agent: &Channel) {
         tracing::debug!(id = %agent.id(), "disconnected");
     }
 }
@@ -154,7 +209,7 @@ impl StateListener for LogState {
 pub struct Presence;
 
 impl Presence {
-    fn tell_others(agent: &Agent, what: &str) {
+    fn tell_others(agent: &Channel, what: &str) {
         let text = format!("{} {what}", agent.id());
         agent.server().channels().for_each(|other| {
             if other.id() != agent.id() {
@@ -165,11 +220,11 @@ impl Presence {
 }
 
 impl StateListener for Presence {
-    async fn login(&self, agent: &Agent) {
+    async fn login(&self, agent: &Channel) {
         Presence::tell_others(agent, "joined");
     }
 
-    async fn disconnect(&self, agent: &Agent) {
+    async fn disconnect(&self, agent: &Channel) {
         Presence::tell_others(agent, "left");
     }
 }
@@ -404,6 +459,7 @@ where
         acceptor,
         listener,
         state,
+        std::future::ready(Ok(())),
         |_: &Started<'_>| Ok(()),
     )
     .await
@@ -420,20 +476,24 @@ pub struct Started<'a> {
 }
 
 /// Like [`serve`], with the websocket transport `ws` (a hook, compression: start from
-/// [`ServerArgs::ws_upgrader`]) when the flags choose websocket, and `started` called once the
-/// server listens, before `listening on ADDR` is printed (to start what serves beside it).
-pub async fn serve_with<A, L, S, F>(
+/// [`ServerArgs::ws_upgrader`]) when the flags choose websocket, `before` awaited before the
+/// server listens (in the process that serves only: never in a worker process), and `started`
+/// called once the server listens, before `listening on ADDR` is printed (to start what serves
+/// beside it).
+pub async fn serve_with<A, L, S, B, F>(
     args: &ServerArgs,
     ws: kim_ws::WsUpgrader,
     acceptor: A,
     listener: L,
     state: S,
+    before: B,
     started: F,
 ) -> anyhow::Result<()>
 where
     A: kim_core::Acceptor,
     L: MessageListener,
     S: StateListener,
+    B: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
     F: FnOnce(&Started<'_>) -> anyhow::Result<()>,
 {
     let options = args.options()?;
@@ -446,20 +506,23 @@ where
         _ => None,
     };
     let (a, l, s, o) = (acceptor, listener, state, options);
+    let before = async move { before.await.map_err(anyhow::Error::into_boxed_dyn_error) };
     let started = |handle: &kim_core::ServerHandle| {
         let tls = tls.as_ref();
         started(&Started { handle, tls })
     };
     match (args.transport, tls.clone()) {
-        (Transport::Tcp, None) => run(args, kim_tcp::TcpUpgrader, a, l, s, o, started).await,
-        (Transport::Ws, None) => run(args, ws, a, l, s, o, started).await,
+        (Transport::Tcp, None) => {
+            run(args, kim_tcp::TcpUpgrader, a, l, s, o, before, started).await
+        }
+        (Transport::Ws, None) => run(args, ws, a, l, s, o, before, started).await,
         (Transport::Tcp, Some(tls)) => {
             let tls = kim_tls::TlsUpgrader::new(kim_tcp::TcpUpgrader, &tls);
-            run(args, tls, a, l, s, o, started).await
+            run(args, tls, a, l, s, o, before, started).await
         }
         (Transport::Ws, Some(tls)) => {
             let wss = kim_tls::TlsUpgrader::new(ws, &tls);
-            run(args, wss, a, l, s, o, started).await
+            run(args, wss, a, l, s, o, before, started).await
         }
     }
 }
@@ -480,6 +543,7 @@ fn reload_on_sighup(tls: kim_tls::TlsConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run<U, A, L, S>(
     args: &ServerArgs,
     upgrader: U,
@@ -487,6 +551,7 @@ async fn run<U, A, L, S>(
     listener: L,
     state: S,
     options: kim_core::ServerOptions,
+    before: impl std::future::Future<Output = Result<(), BoxError>> + Send + 'static,
     started: impl FnOnce(&kim_core::ServerHandle) -> anyhow::Result<()>,
 ) -> anyhow::Result<()>
 where
@@ -498,46 +563,55 @@ where
     let mut server = kim_core::DefaultServer::new(upgrader, listener)
         .with_acceptor(acceptor)
         .with_state_listener(state)
-        .with_options(options);
-    // Workers run this too (process mode) but never serve: only the master joins.
-    if let (Some(url), Some(node), false) = (&args.cluster, &args.node, kim_core::ipc::is_worker())
-    {
+        .with_options(options)
+        .before_serving(before);
+    if let (Some(url), Some(node)) = (&args.cluster, &args.node) {
         let options = kim_nats::NatsOptions::new(url.as_str(), node.as_str())
             .cluster(args.cluster_name.as_str());
-        let cluster = kim_nats::NatsCluster::connect(options).await?;
-        println!("cluster node {node} on {url}");
-        server = server.with_cluster(cluster);
+        let (url, node) = (url.clone(), node.clone());
+        // Connected by the process that serves only: in process mode, the workers never are.
+        server = server.with_cluster_connect(async move {
+            let cluster = kim_nats::NatsCluster::connect(options).await?;
+            println!("cluster node {node} on {url}");
+            Ok::<_, kim_nats::NatsError>(cluster)
+        });
     }
-    let handle = server.start(args.listen.as_str()).await?;
-    if let Some(debug) = handle.debug_addr() {
-        println!("debug listening on {debug}");
-    }
-    started(&handle)?;
-    println!("listening on {}", handle.local_addr());
-    shutdown_signal().await;
     let wait = Duration::try_from_secs_f64(args.shutdown_wait)
         .map_err(|e| anyhow::anyhow!("--shutdown-wait {}: {e}", args.shutdown_wait))?;
-    let report = handle.shutdown(wait).await;
-    println!(
-        "shut down: {} channels closed, {} forced",
-        report.channels, report.forced
-    );
-    if let Some(ipc) = handle.ipc_stats() {
-        println!(
-            "workers: {} respawns, {} reloads, {} dispatched, {} handled, {} pushes ({} refused), \
-             orphan chunks {}, expired partials {}",
-            ipc.respawns,
-            ipc.reloads,
-            ipc.dispatched,
-            ipc.handled,
-            ipc.pushes,
-            ipc.push_failed,
-            ipc.worker_recv.orphan_chunks + ipc.master_recv.orphan_chunks,
-            ipc.worker_recv.expired + ipc.master_recv.expired,
-        );
-    }
-    Ok(())
+    server
+        .run(args.listen.as_str(), |handle| async move {
+            if let Some(debug) = handle.debug_addr() {
+                println!("debug listening on {debug}");
+            }
+            started(&handle)?;
+            println!("listening on {}", handle.local_addr());
+            shutdown_signal().await;
+            let report = handle.shutdown(wait).await;
+            println!(
+                "shut down: {} channels closed, {} forced",
+                report.channels, report.forced
+            );
+            if let Some(ipc) = handle.ipc_stats() {
+                println!(
+                    "workers: {} respawns, {} reloads, {} dispatched, {} handled, {} pushes \
+                     ({} refused), orphan chunks {}, expired partials {}",
+                    ipc.respawns,
+                    ipc.reloads,
+                    ipc.dispatched,
+                    ipc.handled,
+                    ipc.pushes,
+                    ipc.push_failed,
+                    ipc.worker_recv.orphan_chunks + ipc.master_recv.orphan_chunks,
+                    ipc.worker_recv.expired + ipc.master_recv.expired,
+                );
+            }
+            Ok(())
+        })
+        .await
 }
+
+/// An error that crosses into kim's setup.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Installs a log subscriber filtered by `RUST_LOG` (default `info`), writing to stderr (in
 /// color only on a terminal).

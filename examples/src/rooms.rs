@@ -10,7 +10,7 @@
 
 use bytes::{BufMut, BytesMut};
 use kim_core::room::{check_room_name, RoomError};
-use kim_core::{Agent, Frame, MessageListener, StateListener};
+use kim_core::{Channel, Frame, MessageListener, StateListener};
 
 /// A room command of the mock protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,7 @@ fn room_name(bytes: &[u8]) -> Option<&str> {
 
 /// Carries out a room command for `agent`; `message` is the frame it came in (its opcode is
 /// the answers').
-pub async fn run_room_command(agent: &Agent, command: RoomCommand<'_>, message: &Frame) {
+pub async fn run_room_command(agent: &Channel, command: RoomCommand<'_>, message: &Frame) {
     let reply = |text: String| {
         let _ = agent.push_frame(Frame::new(message.op, text));
     };
@@ -109,7 +109,7 @@ pub const BROADCAST_ROOM: &str = "all";
 pub struct BroadcastListener;
 
 impl MessageListener for BroadcastListener {
-    async fn receive(&self, agent: &Agent, message: Frame) {
+    async fn receive(&self, agent: &Channel, message: Frame) {
         if let Err(e) = agent.publish(BROADCAST_ROOM, message) {
             tracing::debug!(id = %agent.id(), error = %e, "publish failed");
         }
@@ -121,13 +121,13 @@ impl MessageListener for BroadcastListener {
 pub struct JoinBroadcast;
 
 impl StateListener for JoinBroadcast {
-    async fn login(&self, agent: &Agent) {
+    async fn login(&self, agent: &Channel) {
         if let Err(e) = agent.join(BROADCAST_ROOM) {
             tracing::warn!(id = %agent.id(), error = %e, "cannot join the broadcast room");
         }
     }
 
-    async fn disconnect(&self, _: &Agent) {}
+    async fn disconnect(&self, _: &Channel) {}
 }
 
 #[cfg(test)]

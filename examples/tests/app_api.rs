@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{login, no_heartbeat, read, start, EVENT};
 use kim_core::client::ClientError;
 use kim_core::{
-    Accepted, Acceptor, Agent, Backend, CloseReason, DefaultServer, Dispatch, Frame, LoginConn,
+    Accepted, Acceptor, Backend, Channel, CloseReason, DefaultServer, Dispatch, Frame, LoginConn,
     MessageListener, OpCode, PushError, Reject, ServerHandle, ServerOptions, StateListener,
     WorkerCommand,
 };
@@ -67,19 +67,19 @@ async fn login_and_disconnect_pair_up_and_refused_logins_have_neither() {
 struct SlowLogin(Arc<parking_lot::Mutex<HashSet<String>>>);
 
 impl StateListener for SlowLogin {
-    async fn login(&self, agent: &Agent) {
+    async fn login(&self, agent: &Channel) {
         tokio::time::sleep(Duration::from_millis(300)).await;
         self.0.lock().insert(agent.id().to_string());
     }
 
-    async fn disconnect(&self, _: &Agent) {}
+    async fn disconnect(&self, _: &Channel) {}
 }
 
 /// Answers each message with whether the sender's login event had finished.
 struct AskLoggedIn(SlowLogin);
 
 impl MessageListener for AskLoggedIn {
-    async fn receive(&self, agent: &Agent, _message: Frame) {
+    async fn receive(&self, agent: &Channel, _message: Frame) {
         let done = self.0 .0.lock().contains(agent.id().as_str());
         let _ = agent.push_text(if done { "after login" } else { "before login" });
     }
@@ -105,12 +105,12 @@ async fn the_login_event_runs_before_the_first_message() {
 struct SlowPresence;
 
 impl StateListener for SlowPresence {
-    async fn login(&self, agent: &Agent) {
+    async fn login(&self, agent: &Channel) {
         tokio::time::sleep(Duration::from_millis(300)).await;
         Presence.login(agent).await;
     }
 
-    async fn disconnect(&self, agent: &Agent) {
+    async fn disconnect(&self, agent: &Channel) {
         Presence.disconnect(agent).await;
     }
 }
@@ -138,26 +138,31 @@ fn presence_options(workers: bool) -> ServerOptions {
     options.build().unwrap()
 }
 
-async fn presence_server(workers: bool) -> ServerHandle {
+fn presence(
+    workers: bool,
+) -> DefaultServer<kim_ws::WsUpgrader, MockAcceptor, MockListener, SlowPresence> {
     DefaultServer::new(kim_ws::WsUpgrader::new(), MockListener)
         .with_acceptor(MockAcceptor)
         .with_state_listener(SlowPresence)
         .with_options(presence_options(workers))
-        .start("127.0.0.1:0")
-        .await
-        .unwrap()
+}
+
+async fn presence_server(workers: bool) -> ServerHandle {
+    presence(workers).start("127.0.0.1:0").await.unwrap()
 }
 
 /// Not a test of its own: the worker processes of the presence test run this test binary
-/// with `worker_main --exact`, and here they become workers (`start` never returns in a
-/// worker). In a test run it returns at once.
+/// with `worker_main --exact`, and here they become workers (`run` serves the master until
+/// it stops them). In a test run it returns at once.
 #[test]
 fn worker_main() {
     if !kim_core::ipc::is_worker() {
         return;
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(presence_server(true));
+    let serve = |_| async { Ok::<(), kim_core::ServerError>(()) };
+    let served = rt.block_on(presence(true).run("127.0.0.1:0", serve));
+    served.expect("the worker served its master");
 }
 
 async fn text_from<R: kim_core::FrameReader, W: kim_core::FrameWriter>(

@@ -12,7 +12,7 @@ use common::{login, login_ws, no_heartbeat, read, EVENT};
 use kim_core::client::{Client, ClientError};
 use kim_core::room::{RoomPolicy, SlowMember};
 use kim_core::{
-    Agent, ChannelId, DefaultAcceptor, DefaultServer, DuplicatePolicy, Frame, FrameReader,
+    Channel, ChannelId, DefaultAcceptor, DefaultServer, DuplicatePolicy, Frame, FrameReader,
     FrameWriter, OpCode, ServerHandle, ServerOptions, StateListener, Upgrader,
 };
 use kim_examples::{BroadcastListener, JoinBroadcast, MockAcceptor, MockListener};
@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 struct RoomsAtDisconnect(mpsc::UnboundedSender<(ChannelId, Vec<String>, usize)>);
 
 impl StateListener for RoomsAtDisconnect {
-    async fn disconnect(&self, agent: &Agent) {
+    async fn disconnect(&self, agent: &Channel) {
         let rooms = agent.rooms().await.expect("rooms answered");
         let size = agent.server().room_size("r").await.expect("size answered");
         let _ = self.0.send((agent.id().clone(), rooms, size));

@@ -1,5 +1,5 @@
 use kim_core::{
-    Accepted, Acceptor, Agent, DefaultServer, Frame, LoginConn, MessageListener, Reject,
+    Accepted, Acceptor, Channel, DefaultServer, Frame, LoginConn, MessageListener, Reject,
     StateListener,
 };
 
@@ -13,20 +13,20 @@ impl Acceptor for Login {
     }
 }
 
-/// `bob: hi` goes to bob (or answers that bob is offline); anything else is echoed.
+/// `@bob hi` goes to bob (or answers that bob is offline); anything else is echoed.
 struct Chat;
 impl MessageListener for Chat {
-    async fn receive(&self, agent: &Agent, message: Frame) {
+    async fn receive(&self, channel: &Channel, message: Frame) {
         let text = String::from_utf8_lossy(&message.payload);
-        let Some((to, body)) = text.split_once(": ") else {
-            let _ = agent.push_frame(message);
+        let Some((to, body)) = text.strip_prefix('@').and_then(|t| t.split_once(' ')) else {
+            let _ = channel.push_frame(message);
             return;
         };
-        let sent = agent
+        let sent = channel
             .server()
-            .push_text(to, format!("{}: {body}", agent.id()));
+            .push_text(to, format!("{}: {body}", channel.id()));
         if sent.is_err() {
-            let _ = agent.push_text(format!("{to} is offline"));
+            let _ = channel.push_text(format!("{to} is offline"));
         }
     }
 }
@@ -34,18 +34,18 @@ impl MessageListener for Chat {
 /// Presence: the others hear who comes and goes.
 struct Presence;
 impl StateListener for Presence {
-    async fn login(&self, agent: &Agent) {
-        tell_others(agent, "joined");
+    async fn login(&self, channel: &Channel) {
+        tell_others(channel, "joined");
     }
-    async fn disconnect(&self, agent: &Agent) {
-        tell_others(agent, "left");
+    async fn disconnect(&self, channel: &Channel) {
+        tell_others(channel, "left");
     }
 }
 
-fn tell_others(agent: &Agent, what: &str) {
-    for other in agent.server().channels().channels() {
-        if other.id() != agent.id() {
-            let _ = other.push_text(format!("{} {what}", agent.id()));
+fn tell_others(channel: &Channel, what: &str) {
+    for other in channel.server().channels().channels() {
+        if other.id() != channel.id() {
+            let _ = other.push_text(format!("{} {what}", channel.id()));
         }
     }
 }
@@ -55,12 +55,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // kim logs logins, closes and errors at info; RUST_LOG=debug says more.
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).init();
-    let server = DefaultServer::new(kim_ws::WsUpgrader::new(), Chat)
+    DefaultServer::new(kim_ws::WsUpgrader::new(), Chat)
         .with_acceptor(Login)
         .with_state_listener(Presence)
-        .start("127.0.0.1:8000")
-        .await?;
-    tokio::signal::ctrl_c().await?;
-    server.shutdown(std::time::Duration::from_secs(5)).await;
-    Ok(())
+        .run("127.0.0.1:8000", |server| async move {
+            tokio::signal::ctrl_c().await?;
+            server.shutdown(std::time::Duration::from_secs(5)).await;
+            Ok(())
+        })
+        .await
 }

@@ -10,12 +10,13 @@ use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::channel::{Agent, ChannelId, Meta};
+use crate::channel::id::{ChannelId, Meta};
+use crate::channel::Channel;
 use crate::close::CloseReason;
 use crate::conn::{Framed, Handshake};
 use crate::error::{LoginError, ReadError};
 use crate::frame::{Frame, OpCode};
-use crate::server::ServerHandle;
+use crate::hub::Hub;
 
 /// Decides who a new connection is: reads login frames, checks credentials, and returns the
 /// channel id (or a rejection).
@@ -36,32 +37,32 @@ pub trait MessageListener: Send + Sync + 'static {
     ///
     /// If the connection ends while the returned future is pending (the peer is gone, a
     /// deadline passed, or the shutdown deadline), the future is dropped at its next await.
-    fn receive(&self, agent: &Agent, message: Frame) -> impl Future<Output = ()> + Send;
+    fn receive(&self, agent: &Channel, message: Frame) -> impl Future<Output = ()> + Send;
 }
 
 /// Hears that a channel logged in and that it is gone: the place for presence ("alice is
 /// online"), join and leave notices, and per-user state.
 ///
-/// Both are called with the channel's [`Agent`], so they reach the server as every callback
-/// does ([`Agent::server`](crate::Channel::server)), in-process and in a worker process alike.
+/// Both are called with the channel's [`Channel`], so they reach the server as every callback
+/// does ([`Channel::server`](crate::Channel::server)), in-process and in a worker process alike.
 pub trait StateListener: Send + Sync + 'static {
     /// Called once for every channel that logged in: it is in the channel map and pushes reach
     /// it, and none of its messages has reached the [`MessageListener`] yet (they wait for this
     /// to return). A refused login (rejected, timed out, a refused duplicate) is never
     /// announced.
-    fn login(&self, agent: &Agent) -> impl Future<Output = ()> + Send {
+    fn login(&self, agent: &Channel) -> impl Future<Output = ()> + Send {
         let _ = agent;
         async {}
     }
 
     /// Called exactly once for every channel whose [`login`](StateListener::login) was called,
     /// after it left the channel map (pushes to it fail from then on).
-    fn disconnect(&self, agent: &Agent) -> impl Future<Output = ()> + Send;
+    fn disconnect(&self, agent: &Channel) -> impl Future<Output = ()> + Send;
 }
 
 /// A state listener that ignores logins and disconnects.
 impl StateListener for () {
-    async fn disconnect(&self, _: &Agent) {}
+    async fn disconnect(&self, _: &Channel) {}
 }
 
 /// A successful login: the channel's id, its metadata, and an optional first frame for the
@@ -158,7 +159,7 @@ pub struct LoginConn<'a> {
     peer: SocketAddr,
     transport: &'static str,
     handshake: Option<&'a Handshake>,
-    server: &'a ServerHandle,
+    server: &'a Hub,
 }
 
 impl<'a> LoginConn<'a> {
@@ -168,7 +169,7 @@ impl<'a> LoginConn<'a> {
         peer: SocketAddr,
         transport: &'static str,
         handshake: Option<&'a Handshake>,
-        server: &'a ServerHandle,
+        server: &'a Hub,
     ) -> LoginConn<'a> {
         LoginConn {
             framed,
@@ -181,7 +182,7 @@ impl<'a> LoginConn<'a> {
 
     /// The server this connection is logging in to: to count channels or look one up before
     /// accepting (the channel itself is not in the map until the login succeeds).
-    pub fn server(&self) -> &ServerHandle {
+    pub fn server(&self) -> &Hub {
         self.server
     }
 

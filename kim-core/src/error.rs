@@ -2,9 +2,9 @@
 
 use std::io;
 
-use crate::channel::ChannelId;
+use crate::channel::id::ChannelId;
 use crate::close::CloseReason;
-use crate::cluster::ClusterError;
+use crate::cluster::error::ClusterError;
 use crate::frame::OpCode;
 
 /// Why a frame could not be read.
@@ -98,6 +98,16 @@ pub enum ServerError {
     /// Another socket operation failed.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
+    /// A step given to [`DefaultServer::before_serving`](crate::DefaultServer::before_serving)
+    /// or [`DefaultServer::with_cluster_connect`](crate::DefaultServer::with_cluster_connect)
+    /// failed.
+    #[error("setting up the server failed: {0}")]
+    Setup(Box<dyn std::error::Error + Send + Sync>),
+    /// This process was a worker of process mode: it served its master until the master
+    /// stopped it (returned by [`DefaultServer::start`](crate::DefaultServer::start) in a
+    /// worker; [`DefaultServer::run`](crate::DefaultServer::run) returns `Ok` instead).
+    #[error("this worker process has served its master and stopped")]
+    WorkerStopped,
 }
 
 /// An option with a value that cannot work.

@@ -2,7 +2,7 @@
 //!
 //! An app implements three traits and gets a gateway:
 //! - [`Acceptor`]: logs a new connection in and names its channel;
-//! - [`MessageListener`]: handles every message a client sends, with an [`Agent`] to reply;
+//! - [`MessageListener`]: handles every message a client sends, with an [`Channel`] to reply;
 //! - [`StateListener`]: hears that a channel is gone.
 //!
 //! [`DefaultServer`] owns everything else: the accept loop, the transport upgrade (chosen by
@@ -26,7 +26,7 @@
 //!
 //! # Example
 //!
-//! A chat gateway: logins by name, `bob: hi` delivered to bob (or "bob is offline"), and
+//! A chat gateway: logins by name, `@bob hi` delivered to bob (or "bob is offline"), and
 //! the others told who comes and goes (`cargo run -p kim-core --example chat`, then connect a
 //! websocket client to `ws://127.0.0.1:8000`).
 //!
@@ -41,11 +41,13 @@ mod clock;
 mod close;
 pub mod cluster;
 mod conn;
+mod connections;
 mod debug;
 mod error;
 mod extensions;
 mod frame;
 mod heap;
+mod hub;
 pub mod io;
 pub mod ipc;
 pub mod metrics;
@@ -62,12 +64,13 @@ pub use allocator::{set_allocator, AllocatorControl};
 pub use app::{
     Accepted, Acceptor, DefaultAcceptor, LoginConn, MessageListener, Reject, StateListener,
 };
-pub use channel::{Agent, Channel, ChannelId, ChannelMap, Insert, Meta};
+pub use channel::{Channel, ChannelId, ChannelMap, Insert, Meta};
 pub use close::CloseReason;
 pub use conn::{Conn, FrameReader, FrameReaderExt, FrameWriter, FrameWriterExt, Framed, Handshake};
 pub use error::{LoginError, OptionsError, PushError, ReadError, ServerError, UpgradeError};
 pub use extensions::Extensions;
 pub use frame::{Frame, OpCode};
+pub use hub::Hub;
 pub use metrics::Metrics;
 pub use options::{
     Backend, Dispatch, DuplicatePolicy, OptionsBuilder, ServerOptions, WorkerCommand,

@@ -17,14 +17,14 @@ use crate::app::{MessageListener, StateListener};
 use crate::channel::Channel;
 use crate::frame::Frame;
 
-/// Work a route hands back to the channel's task to run to its end.
-pub(crate) type Work = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// The handling of an event a route hands back to the channel's task to run to its end.
+pub(crate) type Handling = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Where a channel's messages, and the news of its login and end, go.
 pub(crate) trait Route: Send + Sync + 'static {
     /// A channel logged in and is in the channel map. Returns the login event to run before
     /// the channel reads its first message, if it runs in this task.
-    fn opened(self: &Arc<Self>, chan: &Channel) -> Option<Work>;
+    fn opened(self: &Arc<Self>, chan: &Channel) -> Option<Handling>;
 
     /// Ready when the channel may read its next message: while not, the channel does not
     /// read, and TCP slows its client down.
@@ -34,10 +34,10 @@ pub(crate) trait Route: Send + Sync + 'static {
 
     /// Takes a text or binary message. Returns the handling to run before the channel reads
     /// its next message, if the handling happens in this task.
-    fn receive(self: &Arc<Self>, chan: &Channel, message: Frame) -> Option<Work>;
+    fn receive(self: &Arc<Self>, chan: &Channel, message: Frame) -> Option<Handling>;
 
     /// The channel ended. Returns the disconnect callback to run, if it runs in this task.
-    fn ended(self: &Arc<Self>, chan: &Channel) -> Option<Work>;
+    fn ended(self: &Arc<Self>, chan: &Channel) -> Option<Handling>;
 }
 
 /// The app's listeners, run by the channel's task in this process.
@@ -56,7 +56,7 @@ impl<L, S> InProcess<L, S> {
 }
 
 impl<L: MessageListener, S: StateListener> Route for InProcess<L, S> {
-    fn opened(self: &Arc<Self>, chan: &Channel) -> Option<Work> {
+    fn opened(self: &Arc<Self>, chan: &Channel) -> Option<Handling> {
         let this = self.clone();
         let agent = chan.clone();
         Some(Box::pin(
@@ -64,7 +64,7 @@ impl<L: MessageListener, S: StateListener> Route for InProcess<L, S> {
         ))
     }
 
-    fn receive(self: &Arc<Self>, chan: &Channel, message: Frame) -> Option<Work> {
+    fn receive(self: &Arc<Self>, chan: &Channel, message: Frame) -> Option<Handling> {
         let this = self.clone();
         let agent = chan.clone();
         Some(if chan.context().limits.count_messages {
@@ -79,7 +79,7 @@ impl<L: MessageListener, S: StateListener> Route for InProcess<L, S> {
         })
     }
 
-    fn ended(self: &Arc<Self>, chan: &Channel) -> Option<Work> {
+    fn ended(self: &Arc<Self>, chan: &Channel) -> Option<Handling> {
         let this = self.clone();
         let chan = chan.clone();
         Some(Box::pin(async move {

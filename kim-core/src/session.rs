@@ -34,10 +34,10 @@ use crate::channel::outbox::{self, Queued};
 use crate::channel::{Backlog, Channel};
 use crate::close::{CloseCause, CloseMode, CloseReason, End};
 use crate::conn::Framed;
+use crate::connections::ActiveGuard;
 use crate::error::ReadError;
 use crate::frame::{Frame, OpCode};
-use crate::route::{Route, Work};
-use crate::server::connections::ActiveGuard;
+use crate::route::{Handling, Route};
 
 pin_project_lite::pin_project! {
     /// A session's deadlines, boxed together while either is armed.
@@ -59,10 +59,7 @@ impl Counted {
     /// Takes over the count `guard` kept since the connection was accepted.
     fn new(chan: Channel, guard: ActiveGuard) -> Counted {
         let connections = guard.transfer();
-        debug_assert!(Arc::ptr_eq(
-            &connections,
-            &chan.context().server.core().connections
-        ));
+        debug_assert!(Arc::ptr_eq(&connections, &chan.context().connections));
         Counted(chan)
     }
 }
@@ -77,7 +74,7 @@ impl Deref for Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.context().server.core().connections.leave();
+        self.0.context().connections.leave();
     }
 }
 
@@ -103,7 +100,7 @@ pub(crate) struct Session<F, T: Route> {
     finished: bool,
     /// While open: the login event, then the handler of the message being handled. Once
     /// ended: the disconnect callback. (One slot: they never run at once.)
-    running: Option<Work>,
+    running: Option<Handling>,
     /// write_wait and close_wait, while either runs.
     timers: Option<Pin<Box<Timers>>>,
     /// Why we began closing, if we did.
@@ -117,7 +114,7 @@ impl<F: Framed, T: Route> Session<F, T> {
         chan: Channel,
         framed: F,
         route: Arc<T>,
-        login_event: Option<Work>,
+        login_event: Option<Handling>,
         guard: ActiveGuard,
     ) -> Self {
         Session {
@@ -390,19 +387,12 @@ impl<F, T: Route> Session<F, T> {
     /// before it could end): the outbox refuses pushes and lets go of what it holds, the
     /// channel leaves the map, the cause is counted, and the disconnect callback is returned
     /// to be run (`None` in process mode, where the owning worker runs it).
-    fn leave(&self, cause: CloseCause) -> Option<Work> {
+    fn leave(&self, cause: CloseCause) -> Option<Handling> {
         let chan = &self.chan;
         chan.outbox().end();
-        let server = &chan.context().server;
-        // Out of its rooms first (joins are refused once the outbox has ended), so that a
-        // channel gone from the map is in no room, and the disconnect callback sees it so.
-        server.core().rooms.leave_all(chan.serial());
-        if server.channels().remove_channel(chan) {
-            if let Some(cluster) = server.cluster() {
-                cluster.release(chan.id());
-            }
-        }
-        chan.context().metrics.closed(cause);
+        let context = chan.context();
+        context.courier.ended(chan);
+        context.metrics.closed(cause);
         self.route.ended(chan)
     }
 }

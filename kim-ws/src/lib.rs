@@ -6,10 +6,10 @@
 //! [`DefaultServer`](kim_core::DefaultServer) as the raw TCP transport:
 //!
 //! ```no_run
-//! # use kim_core::{Agent, DefaultServer, Frame, MessageListener};
+//! # use kim_core::{Channel, DefaultServer, Frame, MessageListener};
 //! # struct Echo;
 //! # impl MessageListener for Echo {
-//! #     async fn receive(&self, agent: &Agent, m: Frame) { let _ = agent.push_frame(m); }
+//! #     async fn receive(&self, agent: &Channel, m: Frame) { let _ = agent.push_frame(m); }
 //! # }
 //! # async fn run() -> Result<(), kim_core::ServerError> {
 //! /// The user a valid token names.

@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use flate2::{Compress, Decompress, FlushCompress, FlushDecompress};
 use kim_core::client::ClientOptions;
-use kim_core::{Agent, DefaultServer, Frame, MessageListener, OpCode, ServerHandle, ServerOptions};
+use kim_core::{
+    Channel, DefaultServer, Frame, MessageListener, OpCode, ServerHandle, ServerOptions,
+};
 use kim_ws::internals::encode_frame;
 use kim_ws::{Compression, WsUpgrader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,7 +24,7 @@ const CHROME_OFFER: &str = "permessage-deflate; client_max_window_bits";
 struct Listener;
 
 impl MessageListener for Listener {
-    async fn receive(&self, agent: &Agent, m: Frame) {
+    async fn receive(&self, agent: &Channel, m: Frame) {
         if &m.payload[..] == b"join" {
             agent.join("r").unwrap();
             let _ = agent.push_frame(Frame::text("joined"));

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use kim_core::{Agent, DefaultServer, Frame, MessageListener, ServerHandle, ServerOptions};
+use kim_core::{Channel, DefaultServer, Frame, MessageListener, ServerHandle, ServerOptions};
 use kim_ws::WsUpgrader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,7 +19,7 @@ const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 struct Echo;
 
 impl MessageListener for Echo {
-    async fn receive(&self, agent: &Agent, m: Frame) {
+    async fn receive(&self, agent: &Channel, m: Frame) {
         let _ = agent.push_frame(m);
     }
 }

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kim_core::{
-    Accepted, Acceptor, Agent, Frame, LoginConn, MessageListener, Meta, OpCode, PushError, Reject,
-    StateListener,
+    Accepted, Acceptor, Channel, Frame, LoginConn, MessageListener, Meta, OpCode, PushError,
+    Reject, StateListener,
 };
 use serde_json::json;
 
@@ -48,15 +48,15 @@ fn now_ms() -> i64 {
 }
 
 /// Sends `value` to the agent's own client.
-fn send(agent: &Agent, value: serde_json::Value) {
+fn send(agent: &Channel, value: serde_json::Value) {
     let _ = agent.push_frame(Frame::text(value.to_string()));
 }
 
-fn refuse(agent: &Agent, refused: Refused) {
+fn refuse(agent: &Channel, refused: Refused) {
     let _ = agent.push_frame(Frame::text(refused.to_json()));
 }
 
-fn internal(agent: &Agent, e: anyhow::Error) {
+fn internal(agent: &Channel, e: anyhow::Error) {
     tracing::error!(user = %agent.id(), error = %e, "database error");
     refuse(
         agent,
@@ -80,7 +80,7 @@ impl Chat {
         Ok(json!({"type": "joined", "room": room, "members": members, "history": history}))
     }
 
-    async fn run(&self, agent: &Agent, command: Command) -> Result<(), Refused> {
+    async fn run(&self, agent: &Channel, command: Command) -> Result<(), Refused> {
         let user = agent.id().as_str();
         let db = |e: anyhow::Error| {
             tracing::error!(%user, error = %e, "database error");
@@ -148,7 +148,7 @@ impl Chat {
 
     /// A direct message: pushed to `to` on whichever node holds them, or kept for their next
     /// login; the sender gets a copy that says which.
-    async fn direct(&self, agent: &Agent, to: &str, text: &str) -> Result<(), Refused> {
+    async fn direct(&self, agent: &Channel, to: &str, text: &str) -> Result<(), Refused> {
         let from = agent.id().as_str();
         let ts = now_ms();
         let dm = |stored: bool| {
@@ -193,7 +193,7 @@ impl Chat {
 
     /// What a new channel is told: who is online, the rooms (with their history) it is a
     /// member of, and the direct messages kept for it.
-    async fn welcome(&self, agent: &Agent) -> anyhow::Result<()> {
+    async fn welcome(&self, agent: &Channel) -> anyhow::Result<()> {
         let user = agent.id().as_str();
         let online = self.store.online().await?;
         let rooms = self.store.rooms(LOBBY).await?;
@@ -243,7 +243,7 @@ impl Acceptor for ChatLogin {
 }
 
 impl MessageListener for Chat {
-    async fn receive(&self, agent: &Agent, message: Frame) {
+    async fn receive(&self, agent: &Channel, message: Frame) {
         let command = match message.op {
             OpCode::Text => protocol::parse(&message.payload),
             _ => Err(Refused::new("binary", "messages are JSON in text frames")),
@@ -259,7 +259,7 @@ impl MessageListener for Chat {
 }
 
 impl StateListener for Chat {
-    async fn login(&self, agent: &Agent) {
+    async fn login(&self, agent: &Channel) {
         let user = agent.id().as_str();
         let session = agent.meta().get("session").unwrap_or_default();
         let session = format!("{}/{session}", self.node);
@@ -278,7 +278,7 @@ impl StateListener for Chat {
         tracing::info!(%user, "logged in");
     }
 
-    async fn disconnect(&self, agent: &Agent) {
+    async fn disconnect(&self, agent: &Channel) {
         let user = agent.id().as_str();
         let session = agent.meta().get("session").unwrap_or_default();
         let session = format!("{}/{session}", self.node);

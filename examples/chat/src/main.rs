@@ -77,9 +77,12 @@ fn main() -> anyhow::Result<()> {
 
     let store = Store::open(&args.db)?;
     let node = args.server.node.clone().unwrap_or_else(|| "local".into());
-    if !kim_core::ipc::is_worker() {
-        store.forget_node(&node)?;
-    }
+    // Whoever this node had online before a crash is gone: forgotten by the process that
+    // serves, before it listens (a worker process, started or restarted later, never does).
+    let forget = {
+        let (store, node) = (store.clone(), node.clone());
+        async move { store.forget_node(&node).map(drop) }
+    };
     let secret = match &args.secret {
         Some(s) => s.as_bytes().to_vec(),
         None => store.secret()?,
@@ -123,6 +126,7 @@ fn main() -> anyhow::Result<()> {
         ChatLogin,
         chat.clone(),
         chat,
+        forget,
         start_page,
     ))
 }

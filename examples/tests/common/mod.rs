@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kim_core::client::{Client, ClientOptions};
 use kim_core::{
-    Agent, ChannelId, CloseReason, DefaultServer, FrameReader, FrameWriter, ServerHandle,
+    Channel, ChannelId, CloseReason, DefaultServer, FrameReader, FrameWriter, ServerHandle,
     ServerOptions, Upgrader,
 };
 use kim_examples::{MockAcceptor, MockListener};
@@ -35,7 +35,7 @@ pub struct Recorder {
 }
 
 impl kim_core::StateListener for Recorder {
-    async fn login(&self, agent: &Agent) {
+    async fn login(&self, agent: &Channel) {
         let in_map = agent.server().channel(agent.id().as_str());
         if in_map.is_none_or(|c| c.is_closed()) {
             self.login_unreachable
@@ -44,7 +44,7 @@ impl kim_core::StateListener for Recorder {
         *self.logins.lock().entry(agent.id().clone()).or_default() += 1;
     }
 
-    async fn disconnect(&self, agent: &Agent) {
+    async fn disconnect(&self, agent: &Channel) {
         let id = agent.id();
         if agent.server().channel(id.as_str()).is_some() {
             self.still_in_map

@@ -7,13 +7,14 @@
 //! can cost at most the outbox bound, and nobody else waits for it.
 //!
 //! A channel knows its server only through its [`Context`]: the limits its pushes are held
-//! to, the clock its reads are stamped with, the metrics it counts in, and where its pushes go
-//! ([`Delivery`]): into its own outbox when its socket is in this process, or [`Forward`]ed to
-//! the process that has the socket (a worker's pushes go to the master).
+//! to, the clock its reads are stamped with, the metrics it counts in, and the
+//! [`Courier`](courier::Courier) that carries what it sends where it must go (its own outbox,
+//! the master process, the other nodes).
 
-mod id;
+pub(crate) mod courier;
+pub(crate) mod id;
 mod in_flight;
-mod map;
+pub(crate) mod map;
 pub(crate) mod outbox;
 
 use std::fmt;
@@ -23,20 +24,21 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::clock::Clock;
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::error::PushError;
 use crate::frame::Frame;
-use crate::metrics::Metrics;
-use crate::server::ServerHandle;
+use crate::room::error::RoomError;
+use crate::room::name::check_room_name;
+use crate::room::policy::Published;
+use crate::room::query::Query;
+use crate::shared_frame::SharedFrame;
 use crate::throttle::LogThrottle;
 
+pub(crate) use courier::Context;
 pub use id::{ChannelId, Meta};
 pub use map::{ChannelMap, Insert};
 pub(crate) use outbox::{Backlog, Outbox};
 
-use crate::room::{Published, RoomError};
-use crate::shared_frame::SharedFrame;
 use in_flight::InFlight;
 use outbox::Queued;
 
@@ -110,42 +112,6 @@ impl Limits {
     }
 }
 
-/// Where pushes to a channel go.
-pub(crate) enum Delivery {
-    /// Into the channel's outbox: its socket is written by a task of this process.
-    Outbox,
-    /// To whoever writes to the channel's socket elsewhere.
-    Forward(Arc<dyn Forward>),
-}
-
-/// A way to reach channels whose socket another process holds: a worker's pushes and closes
-/// travel to its master this way.
-pub(crate) trait Forward: Send + Sync + 'static {
-    /// Sends a push on its way. Fails only as a push fails where the socket is: the channel
-    /// is closed, or its own pushes on the way reach the outbox bound.
-    fn push(&self, chan: &Channel, frame: Frame) -> Result<(), PushError>;
-    /// Asks for the channel to be closed with `reason`.
-    fn close(&self, chan: &Channel, reason: CloseReason);
-}
-
-/// What a channel needs from its server, shared by all of the server's channels.
-pub(crate) struct Context {
-    pub(crate) limits: Limits,
-    pub(crate) clock: Arc<Clock>,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) delivery: Delivery,
-    /// The server, for [`Channel::server`].
-    pub(crate) server: ServerHandle,
-}
-
-/// A context for channels made by unit tests, of a server that never started.
-#[cfg(test)]
-pub(crate) fn test_context() -> Arc<Context> {
-    let options = crate::ServerOptions::default();
-    let core = crate::server::handle::Core::new(options, ([127, 0, 0, 1], 1).into(), None);
-    core.channel_context(Delivery::Outbox)
-}
-
 /// What a channel's handles share. Every logged-in connection holds one, so it is kept at
 /// 96 bytes: with the `Arc`'s two counts, a 112-byte block (a test checks it).
 struct ChannelInner {
@@ -170,11 +136,6 @@ struct ChannelInner {
 pub struct Channel {
     inner: Arc<ChannelInner>,
 }
-
-/// What a [`MessageListener`](crate::MessageListener) is handed with each message: the channel
-/// the message came from, to read its id and metadata and to push replies. The same type as
-/// [`Channel`], named as KIM names it.
-pub type Agent = Channel;
 
 impl Channel {
     pub(crate) fn new(id: ChannelId, meta: Meta, serial: u64, context: Arc<Context>) -> Channel {
@@ -202,11 +163,6 @@ impl Channel {
         &self.inner.meta
     }
 
-    /// A handle to the server this channel belongs to, to push to other channels.
-    pub fn server(&self) -> ServerHandle {
-        self.inner.context.server.clone()
-    }
-
     /// Queues a text message (a websocket text frame: a browser gets a string). Never waits;
     /// fails when the channel is closed or its outbox is full.
     pub fn push_text(&self, text: impl Into<String>) -> Result<(), PushError> {
@@ -231,16 +187,19 @@ impl Channel {
     fn try_push(&self, frame: Frame) -> Result<(), PushError> {
         let context = &*self.inner.context;
         check_push(&frame, context.limits.max_message_size)?;
-        match &context.delivery {
-            Delivery::Outbox => self.enqueue(Queued::Frame(frame)),
-            Delivery::Forward(to) => to.push(self, frame),
-        }
+        context.courier.push(self, frame)
     }
 
     /// Queues a frame shared with other channels (a room's publish), under the same bounds as
     /// a push. Only channels whose socket is in this process are in rooms.
     pub(crate) fn push_shared(&self, shared: &Arc<SharedFrame>) -> Result<(), PushError> {
         self.enqueue(Queued::Shared(shared.clone()))
+    }
+
+    /// Queues a frame for this process's socket: where the courier of a process that holds
+    /// the sockets delivers a push.
+    pub(crate) fn push_local(&self, frame: Frame) -> Result<(), PushError> {
+        self.enqueue(Queued::Frame(frame))
     }
 
     /// Puts `entry` in the outbox within its bounds, and wakes the task if it waits.
@@ -263,46 +222,45 @@ impl Channel {
     /// master, ahead of anything this channel pushes or publishes after it; the master checks
     /// the room limit (a join past it is dropped and logged at debug level).
     pub fn join(&self, room: &str) -> Result<(), RoomError> {
-        self.inner.context.server.join_channel(self, room)
+        self.inner.context.courier.join(self, room)
     }
 
     /// Leaves room `room`; leaving a room the channel is not in changes nothing.
     pub fn leave(&self, room: &str) -> Result<(), RoomError> {
-        self.inner.context.server.leave_channel(self, room)
+        self.inner.context.courier.leave(self, room)
     }
 
     /// Publishes `frame` to every member of room `room`, this channel included if it is a
-    /// member (it need not be). See [`ServerHandle::publish`].
+    /// member (it need not be). See [`Hub::publish`](crate::Hub::publish).
     pub fn publish(&self, room: &str, frame: Frame) -> Result<Published, RoomError> {
-        self.inner.context.server.publish_from(room, frame, None)
+        self.inner.context.courier.publish(room, frame, None)
     }
 
     /// Publishes `frame` to every member of room `room` but this channel.
     pub fn publish_others(&self, room: &str, frame: Frame) -> Result<Published, RoomError> {
-        self.inner
-            .context
-            .server
-            .publish_from(room, frame, Some(self.serial()))
+        let serial = Some(self.serial());
+        self.inner.context.courier.publish(room, frame, serial)
     }
 
     /// The rooms this channel is in. Answered at once in-process; in a worker process the
     /// master is asked (within a few seconds, or [`RoomError::Unavailable`]).
     pub async fn rooms(&self) -> Result<Vec<String>, RoomError> {
-        self.inner.context.server.rooms_of_channel(self).await
+        let courier = &self.inner.context.courier;
+        courier.ask(Query::RoomsOf(self.serial())).await?.names()
     }
 
     /// True if this channel is in room `room` (asked of the master in a worker process).
     pub async fn in_room(&self, room: &str) -> Result<bool, RoomError> {
-        self.inner.context.server.channel_in_room(self, room).await
+        check_room_name(room)?;
+        let query = Query::InRoom(self.serial(), room.to_string());
+        let n = self.inner.context.courier.ask(query).await?.count()?;
+        Ok(n != 0)
     }
 
     /// Closes the channel: what is queued is written, then a close frame with `reason`. The
     /// [`StateListener`](crate::StateListener) hears of it once the connection is gone.
     pub fn close(&self, reason: CloseReason) {
-        match &self.inner.context.delivery {
-            Delivery::Outbox => self.request_close(reason, CloseMode::Graceful, CloseCause::Server),
-            Delivery::Forward(to) => to.close(self, reason),
-        }
+        self.inner.context.courier.close(self, reason)
     }
 
     /// True once the channel no longer accepts pushes.
@@ -345,7 +303,7 @@ impl Channel {
 
     /// What the channel shares with the rest of its server.
     #[inline]
-    pub(crate) fn context(&self) -> &Context {
+    pub(crate) fn context(&self) -> &Arc<Context> {
         &self.inner.context
     }
 

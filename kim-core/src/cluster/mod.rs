@@ -5,15 +5,15 @@
 //! one ([`DefaultServer::with_cluster`](crate::DefaultServer::with_cluster); the `kim-nats`
 //! crate implements it over NATS), the same calls span every node:
 //!
-//! - [`ServerHandle::push_to`](crate::ServerHandle::push_to) reaches a user on whichever node
+//! - [`Hub::push_to`](crate::Hub::push_to) reaches a user on whichever node
 //!   holds the channel, and says at once when nobody does;
 //! - a room publish reaches the members on every node, each node receiving it once and
 //!   fanning it out to its own members (a node asks for a room's traffic while it has local
 //!   members: [`Cluster::room_created`] and [`Cluster::room_dropped`]);
 //! - a login claims its id cluster-wide before it is reported ([`Cluster::claim`]), so the
 //!   [`DuplicatePolicy`] holds across nodes;
-//! - [`ServerHandle::locate`](crate::ServerHandle::locate) and
-//!   [`ServerHandle::cluster_room_size`](crate::ServerHandle::cluster_room_size) answer for
+//! - [`Hub::locate`](crate::Hub::locate) and
+//!   [`Hub::cluster_room_size`](crate::Hub::cluster_room_size) answer for
 //!   the whole cluster.
 //!
 //! The server calls the cluster; the cluster reaches back into the server only through the
@@ -23,22 +23,21 @@
 //! login whose claim cannot be made (the broker is away) go on as on a single node. Calls that
 //! need the broker are bounded in time and fail with a [`ClusterError`].
 
-mod error;
-mod watch;
+pub(crate) mod error;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 pub use error::ClusterError;
-pub(crate) use watch::ClusterRooms;
 
-use crate::channel::ChannelId;
+use crate::channel::id::ChannelId;
 use crate::error::PushError;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
 use crate::options::DuplicatePolicy;
-use crate::room::{Published, RoomError};
+use crate::room::error::RoomError;
+use crate::room::policy::Published;
 
 /// A future returned by a [`Cluster`].
 pub type ClusterFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -95,11 +94,7 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Pushes a data frame to `id` on another node. `Ok` once the owner's outbox took it;
     /// [`PushError::NotFound`] when no node holds `id`.
-    fn push<'a>(
-        &'a self,
-        id: &'a str,
-        frame: Frame,
-    ) -> ClusterFuture<'a, Result<(), crate::PushError>>;
+    fn push<'a>(&'a self, id: &'a str, frame: Frame) -> ClusterFuture<'a, Result<(), PushError>>;
 
     /// The node that holds `id`, if another node does.
     fn locate<'a>(&'a self, id: &'a str)

@@ -3,7 +3,7 @@
 //!
 //! The writer never spins: when the socket is full (`EAGAIN`) it waits for writability. The
 //! queue is bounded in payload bytes, and never refuses a message: whoever produces the
-//! messages waits for room first ([`Link::poll_room`], [`Link::room`]) where it can be slowed
+//! messages waits for capacity first ([`Link::poll_capacity`], [`Link::capacity`]) where it can be slowed
 //! down (a channel's reading in the master, a worker's intake), and channel events and
 //! control messages, bounded elsewhere, go in regardless.
 
@@ -27,7 +27,7 @@ type Attached = Option<InTransit>;
 struct Queue {
     msgs: VecDeque<Outgoing<Attached>>,
     bytes: usize,
-    /// Tasks waiting for room.
+    /// Tasks waiting for capacity.
     waiters: Vec<Waker>,
     /// Set when the link is shut: the writer stops once the queue is empty.
     closing: bool,
@@ -80,7 +80,7 @@ impl Link {
 
     /// Ready while the queue is under its bound; otherwise the task is woken once the writer
     /// has brought it under half the bound.
-    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_capacity(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut q = self.queue.lock();
         if q.bytes < self.limit {
             return Poll::Ready(());
@@ -92,12 +92,12 @@ impl Link {
     }
 
     /// Waits until the queue is under its bound.
-    pub(crate) async fn room(&self) {
-        std::future::poll_fn(|cx| self.poll_room(cx)).await
+    pub(crate) async fn capacity(&self) {
+        std::future::poll_fn(|cx| self.poll_capacity(cx)).await
     }
 
     /// True while the queue is under its bound.
-    pub(crate) fn has_room(&self) -> bool {
+    pub(crate) fn has_capacity(&self) -> bool {
         self.queue.lock().bytes < self.limit
     }
 

@@ -3,10 +3,9 @@
 //! pushes back to the channels.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -16,21 +15,20 @@ use tokio::net::UnixDatagram;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::channel::courier::Courier;
 use crate::channel::Channel;
 use crate::frame::{Frame, OpCode};
 use crate::ipc::link::Link;
 use crate::ipc::protocol::{
-    ipc_cost, Body, ChannelInfo, CloseBody, Control, Handled, ShutdownRequest, WorkerCounters,
-    LOGIN_HOLD, OPEN_LOGIN, OPEN_OWNER,
+    ipc_cost, Body, ChannelInfo, CloseBody, Control, Handled, WorkerCounters, LOGIN_HOLD,
+    OPEN_LOGIN, OPEN_OWNER,
 };
 use crate::ipc::rooms::on_room_message;
 use crate::ipc::stats::{IpcStats, Reports};
 use crate::ipc::wire::{Kind, Outgoing, Reassembler, Received, RecvStats, SendStats};
-use crate::metrics::HandlerHistogram;
+use crate::metrics::hot::HandlerHistogram;
 use crate::options::{Backend, Dispatch, ServerOptions, WorkerCommand};
-use crate::route::{Route, Work};
-use crate::server::handle::{BoxFuture, Core, ProcessMode};
-use crate::server::ServerHandle;
+use crate::route::{Handling, Route};
 use crate::throttle::LogThrottle;
 
 /// Shards of the serial -> channel index.
@@ -60,7 +58,8 @@ struct WorkerSlot {
 
 /// The master: its workers, the dispatch and the channel index by serial.
 pub(crate) struct Master {
-    core: Weak<Core>,
+    /// Where the workers' room operations go: the server's own courier.
+    courier: Arc<dyn Courier>,
     slots: Vec<WorkerSlot>,
     serials: Box<[Mutex<HashMap<u64, Channel>>]>,
     dispatch: Dispatch,
@@ -77,7 +76,6 @@ pub(crate) struct Master {
     lifeline_read: OwnedFd,
     _lifeline_write: OwnedFd,
     command: WorkerCommand,
-    addr: SocketAddr,
     max_message: usize,
     chunk: usize,
 }
@@ -94,8 +92,10 @@ fn pipe_cloexec() -> std::io::Result<(OwnedFd, OwnedFd)> {
 
 impl Master {
     /// Creates the socketpairs and starts the workers, their supervisors and readers.
-    pub(crate) fn start(core: &Arc<Core>) -> std::io::Result<Arc<Master>> {
-        let opts: &ServerOptions = &core.options;
+    pub(crate) fn start(
+        opts: &ServerOptions,
+        courier: Arc<dyn Courier>,
+    ) -> std::io::Result<Arc<Master>> {
         let Backend::UnixDatagram {
             workers,
             ipc_max_size,
@@ -134,7 +134,7 @@ impl Master {
             });
         }
         let master = Arc::new(Master {
-            core: Arc::downgrade(core),
+            courier,
             slots,
             serials: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             dispatch,
@@ -148,7 +148,6 @@ impl Master {
             lifeline_read,
             _lifeline_write: lifeline_write,
             command,
-            addr: core.local_addr,
             max_message: opts.max_message_size(),
             chunk: ipc_max_size,
         });
@@ -214,15 +213,15 @@ impl Master {
     }
 
     /// Ready when the channel's next message can be queued towards a worker.
-    pub(crate) fn poll_room(&self, chan: &Channel, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_capacity(&self, chan: &Channel, cx: &mut Context<'_>) -> Poll<()> {
         match self.dispatch {
-            Dispatch::Fixed => self.slots[self.owner(chan.serial())].link.poll_room(cx),
+            Dispatch::Fixed => self.slots[self.owner(chan.serial())].link.poll_capacity(cx),
             Dispatch::RoundRobin | Dispatch::LeastBusy => {
-                // Any worker with room will do; all are asked, so that whichever frees up
+                // Any worker with capacity will do; all are asked, so that whichever frees up
                 // first wakes the channel.
                 let mut ready = false;
                 for s in &self.slots {
-                    if s.link.poll_room(cx).is_ready() {
+                    if s.link.poll_capacity(cx).is_ready() {
                         ready = true;
                         break;
                     }
@@ -246,7 +245,7 @@ impl Master {
                 let start = self.rr.fetch_add(1, Ordering::Relaxed);
                 (0..n)
                     .map(|k| (start + k) % n)
-                    .find(|&i| self.slots[i].link.has_room())
+                    .find(|&i| self.slots[i].link.has_capacity())
                     .unwrap_or(start % n)
             }
             Dispatch::LeastBusy => (0..n)
@@ -341,28 +340,16 @@ impl Master {
                         self.slots[i].counters.lock().update(c);
                     }
                 }
-                Some(Control::Shutdown) => {
-                    let ms = ShutdownRequest::decode(&m.payload).map_or(5000, |r| r.deadline_ms);
-                    if let Some(core) = self.core.upgrade() {
-                        info!(worker = i, "a worker asked for shutdown");
-                        let handle = ServerHandle::new(core);
-                        tokio::spawn(async move {
-                            handle.shutdown(Duration::from_millis(ms)).await;
-                        });
-                    }
-                }
                 Some(
                     code @ (Control::RoomJoin
                     | Control::RoomLeave
                     | Control::RoomPublish
                     | Control::RoomQuery),
                 ) => {
-                    if let Some(core) = self.core.upgrade() {
-                        let link = &self.slots[i].link;
-                        on_room_message(&core.rooms, link, code, m.key, &m.payload, |s| {
-                            self.channel(s)
-                        });
-                    }
+                    let link = &self.slots[i].link;
+                    on_room_message(&self.courier, link, code, m.key, &m.payload, |s| {
+                        self.channel(s)
+                    });
                 }
                 _ => debug!(worker = i, code = m.aux, "ipc: unknown control message"),
             },
@@ -400,7 +387,6 @@ impl Master {
             .env(super::ENV_FD, fd.to_string())
             .env(super::ENV_INDEX, i.to_string())
             .env(super::ENV_LIFELINE, lifeline.to_string())
-            .env(super::ENV_ADDR, self.addr.to_string())
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
         // SAFETY: the closure only makes async-signal-safe calls (fcntl, setpgid).
@@ -606,40 +592,22 @@ fn channel_info(chan: &Channel) -> Bytes {
 
 /// In process mode, a channel's messages go to the workers.
 impl Route for Master {
-    fn opened(self: &Arc<Self>, chan: &Channel) -> Option<Work> {
+    fn opened(self: &Arc<Self>, chan: &Channel) -> Option<Handling> {
         Master::opened(self, chan);
         None
     }
 
     fn poll_ready(&self, chan: &Channel, cx: &mut Context<'_>) -> Poll<()> {
-        self.poll_room(chan, cx)
+        self.poll_capacity(chan, cx)
     }
 
-    fn receive(self: &Arc<Self>, chan: &Channel, message: Frame) -> Option<Work> {
+    fn receive(self: &Arc<Self>, chan: &Channel, message: Frame) -> Option<Handling> {
         self.dispatch(chan, message);
         None
     }
 
-    fn ended(self: &Arc<Self>, chan: &Channel) -> Option<Work> {
+    fn ended(self: &Arc<Self>, chan: &Channel) -> Option<Handling> {
         Master::ended(self, chan);
         None
-    }
-}
-
-impl ProcessMode for Master {
-    fn reload(&self) -> BoxFuture<'_, usize> {
-        Box::pin(Master::reload(self))
-    }
-
-    fn stop(&self, wait: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(Master::stop(self, wait))
-    }
-
-    fn stats(&self) -> Option<(IpcStats, HandlerHistogram)> {
-        Some((Master::stats(self), self.handler_histogram()))
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        self.worker_pids()
     }
 }

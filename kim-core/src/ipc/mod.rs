@@ -7,7 +7,7 @@
 //! re-executing its own program (`fork` is unsafe under a multi-threaded runtime); each worker
 //! inherits its end of a socketpair, and its `main`, building the same server, finds out in
 //! `start` that it is a worker and runs the listener loop over that socket instead of
-//! listening. The app's code is the same in both modes: in a worker, an [`Agent`](crate::Agent)
+//! listening. The app's code is the same in both modes: in a worker, an [`Channel`](crate::Channel)
 //! pushes over the socket to the master, which writes to the channel, and the channel
 //! directory (ids, metadata) is mirrored so that pushing to a missing id still fails at once.
 //!
@@ -24,13 +24,15 @@
 //! the channels routed to it stop reading, and TCP slows their clients down.
 //!
 //! Process mode plugs into the server at two seams and nowhere else: in the master, the
-//! `Master` is the route of every channel's messages (`master`); in a worker,
-//! the channels mirrored from the master deliver their pushes by forwarding them to it
-//! (`worker`). The files: `master` and `worker` (the two sides), `protocol` (what they say:
+//! `Master` is the route of every channel's messages (`master`); in a worker, the courier
+//! of the channels mirrored from the master carries their pushes, closes and room operations
+//! to it (`courier`). The files: `master` and `worker` (the two sides), `courier` (the
+//! worker's way out), `rooms` (room operations and questions on the link), `protocol` (what they say:
 //! control codes and message bodies with named fields), `link` (one socket and its bounded
 //! queue), `wire` (datagrams: chunking and in-place reassembly), `in_transit` (a worker's push
 //! counted against its channel until sent), `stats` (what the master reports).
 
+mod courier;
 mod in_transit;
 mod link;
 pub(crate) mod master;
@@ -49,7 +51,6 @@ const SOCKET_BUFFER: usize = 8 << 20;
 const ENV_FD: &str = "KIM_WORKER_FD";
 const ENV_INDEX: &str = "KIM_WORKER_INDEX";
 const ENV_LIFELINE: &str = "KIM_WORKER_LIFELINE";
-const ENV_ADDR: &str = "KIM_WORKER_ADDR";
 
 /// True in a worker process started by a kim master (before its server has started). An app
 /// can use it to skip work that only the master should do; it need not: `start` handles it.

@@ -7,10 +7,10 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::channel::{ChannelId, Meta};
+use crate::channel::id::{ChannelId, Meta};
 use crate::close::CloseReason;
 use crate::ipc::wire::{Kind, Outgoing, RecvStats};
-use crate::metrics::HandlerHistogram;
+use crate::metrics::hot::HandlerHistogram;
 
 /// A control message (`Kind::Control`), its code in the header's `aux` byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,8 +24,7 @@ pub(crate) enum Control {
     Stop = 3,
     /// Worker to master: its counters ([`WorkerCounters`]).
     Stats = 4,
-    /// Worker to master: shut the server down ([`ShutdownRequest`]).
-    Shutdown = 5,
+    // 5 is not used.
     /// Worker to master: a message of the channel in the header's key was handled
     /// ([`Handled`]).
     Handled = 6,
@@ -49,7 +48,6 @@ impl Control {
             2 => Control::Synced,
             3 => Control::Stop,
             4 => Control::Stats,
-            5 => Control::Shutdown,
             6 => Control::Handled,
             7 => Control::RoomJoin,
             8 => Control::RoomLeave,
@@ -196,24 +194,6 @@ impl Body for Handled {
     }
 }
 
-/// A worker asks the master to shut the server down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ShutdownRequest {
-    pub(crate) deadline_ms: u64,
-}
-
-impl Body for ShutdownRequest {
-    fn write(&self, w: &mut Writer) {
-        w.u64(self.deadline_ms);
-    }
-
-    fn read(r: &mut Reader<'_>) -> Option<ShutdownRequest> {
-        Some(ShutdownRequest {
-            deadline_ms: r.u64()?,
-        })
-    }
-}
-
 /// `Open` and `Disconnect` (`aux`): this worker owns the channel (runs its login and
 /// disconnect events).
 pub(crate) const OPEN_OWNER: u8 = 1;
@@ -319,7 +299,7 @@ impl Body for WorkerCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::HANDLER_BUCKETS;
+    use crate::metrics::hot::HANDLER_BUCKETS;
 
     #[test]
     fn bodies_round_trip_and_refuse_anything_else() {
@@ -339,9 +319,6 @@ mod tests {
         assert_eq!(CloseBody::decode(&close.encode()), Some(close));
         let h = Handled { cost: 1 << 40 };
         assert_eq!(Handled::decode(&h.encode()), Some(h));
-        let s = ShutdownRequest { deadline_ms: 5000 };
-        assert_eq!(ShutdownRequest::decode(&s.encode()), Some(s));
-        assert_eq!(ShutdownRequest::decode(&[1, 2, 3]), None);
 
         let mut c = WorkerCounters {
             pid: 42,

@@ -13,12 +13,13 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tracing::debug;
 
+use crate::channel::courier::Courier;
 use crate::channel::Channel;
 use crate::frame::{Frame, OpCode};
 use crate::ipc::link::Link;
 use crate::ipc::protocol::{Body, Control, Reader, Writer};
-use crate::room::remote::{Answer, Asked, Query, RemoteRooms};
-use crate::room::{RoomError, Rooms};
+use crate::room::error::RoomError;
+use crate::room::query::{Answer, Query};
 
 /// How long a worker waits for the master's answer.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
@@ -136,63 +137,48 @@ impl RoomClient {
             let _ = tx.send(answer);
         }
     }
-}
 
-impl RemoteRooms for RoomClient {
-    fn join(&self, serial: u64, room: &str) {
+    /// Sends a join of the channel with `serial` to room `room`.
+    pub(crate) fn join(&self, serial: u64, room: &str) {
         let body = RoomName(room.to_string()).encode();
         self.link.enqueue(Control::RoomJoin.message(serial, body));
     }
 
-    fn leave(&self, serial: u64, room: &str) {
+    /// Sends a leave.
+    pub(crate) fn leave(&self, serial: u64, room: &str) {
         let body = RoomName(room.to_string()).encode();
         self.link.enqueue(Control::RoomLeave.message(serial, body));
     }
 
-    fn publish(&self, room: &str, frame: Frame, except: Option<u64>) {
+    /// Sends a publish, to every member but `except`.
+    pub(crate) fn publish(&self, room: &str, frame: Frame, except: Option<u64>) {
         let body = encode_publish(room, &frame);
         self.link
             .enqueue(Control::RoomPublish.message(except.unwrap_or(0), body));
     }
 
-    fn query(&self, query: Query) -> Asked<'_> {
+    /// Asks the master, waiting a bounded time.
+    pub(crate) async fn query(&self, query: Query) -> Result<Answer, RoomError> {
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().insert(key, tx);
         self.link
             .enqueue(Control::RoomQuery.message(key, query.encode()));
-        Box::pin(async move {
-            let answer = tokio::time::timeout(ANSWER_WAIT, rx).await;
-            self.waiting.lock().remove(&key);
-            match answer {
-                Ok(Ok(a)) => Ok(a),
-                _ => Err(RoomError::Unavailable),
-            }
-        })
+        let answer = tokio::time::timeout(ANSWER_WAIT, rx).await;
+        self.waiting.lock().remove(&key);
+        match answer {
+            Ok(Ok(a)) => Ok(a),
+            _ => Err(RoomError::Unavailable),
+        }
     }
 }
 
-/// The master's answer to `query`, from its rooms.
-fn answer(rooms: &Rooms, query: &Query) -> Answer {
-    match query {
-        Query::RoomsOf(serial) => Answer::Names(rooms.rooms_of(*serial)),
-        Query::InRoom(serial, room) => Answer::Count(u64::from(rooms.is_member(*serial, room))),
-        Query::Size(room) => Answer::Count(rooms.size(room) as u64),
-        Query::Members(room) => Answer::Names(
-            rooms
-                .members(room)
-                .into_iter()
-                .map(|id| id.as_str().to_string())
-                .collect(),
-        ),
-    }
-}
-
-/// The master carries out a worker's room message (`code`, with `key` and `body`), on
-/// `rooms`; `channel` finds a channel by serial; answers go back on `link`.
+/// The master carries out a worker's room message (`code`, with `key` and `body`) through
+/// its own courier, as its own handlers' would be; `channel` finds a channel by serial;
+/// answers go back on `link`.
 pub(crate) fn on_room_message(
-    rooms: &Rooms,
-    link: &Link,
+    courier: &Arc<dyn Courier>,
+    link: &Arc<Link>,
     code: Control,
     key: u64,
     body: &Bytes,
@@ -204,23 +190,27 @@ pub(crate) fn on_room_message(
                 return;
             };
             if code == Control::RoomJoin {
-                rooms.join(&chan, &room)
+                courier.join(&chan, &room)
             } else {
-                rooms.leave(&chan, &room)
+                courier.leave(&chan, &room)
             }
         }
         Control::RoomPublish => match decode_publish(body) {
-            Some((room, frame)) => rooms
+            Some((room, frame)) => courier
                 .publish(&room, frame, (key != 0).then_some(key))
                 .map(|_| ()),
             None => Err(RoomError::BadName),
         },
         Control::RoomQuery => {
-            let reply = match Query::decode(body) {
-                Some(q) => answer(rooms, &q),
-                None => Answer::Names(Vec::new()),
-            };
-            link.enqueue(Control::RoomAnswer.message(key, reply.encode()));
+            let (courier, link) = (courier.clone(), link.clone());
+            let query = Query::decode(body);
+            tokio::spawn(async move {
+                let reply = match query {
+                    Some(q) => courier.ask(q).await.unwrap_or(Answer::Names(Vec::new())),
+                    None => Answer::Names(Vec::new()),
+                };
+                link.enqueue(Control::RoomAnswer.message(key, reply.encode()));
+            });
             Ok(())
         }
         _ => Ok(()),

@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, RawFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -18,21 +17,19 @@ use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use crate::app::{MessageListener, StateListener};
-use crate::channel::{Channel, Context, Delivery, Forward};
-use crate::close::CloseReason;
-use crate::error::PushError;
+use crate::channel::courier::{Context, Courier};
+use crate::channel::{Channel, Limits};
+use crate::clock::Clock;
 use crate::frame::{Frame, OpCode};
-use crate::ipc::in_transit::InTransit;
+use crate::ipc::courier::WorkerCourier;
 use crate::ipc::link::Link;
 use crate::ipc::protocol::{
-    ipc_cost, Body, ChannelInfo, CloseBody, Control, Handled, ShutdownRequest, WorkerCounters,
-    LOGIN_HOLD, OPEN_LOGIN, OPEN_OWNER,
+    ipc_cost, Body, ChannelInfo, Control, Handled, WorkerCounters, LOGIN_HOLD, OPEN_LOGIN,
+    OPEN_OWNER,
 };
-use crate::ipc::rooms::RoomClient;
-use crate::ipc::wire::{Kind, Outgoing, Reassembler, Received, RecvStats, SendStats};
+use crate::ipc::wire::{Kind, Reassembler, Received, RecvStats, SendStats};
+use crate::metrics::Metrics;
 use crate::options::{Backend, ServerOptions};
-use crate::room::remote::RemoteRooms;
-use crate::server::handle::{Core, ProcessMode};
 use crate::throttle::LogThrottle;
 
 /// A worker stops reading from the master while this many messages wait or run.
@@ -48,7 +45,6 @@ pub(crate) struct WorkerEnv {
     fd: RawFd,
     index: usize,
     lifeline: RawFd,
-    addr: SocketAddr,
 }
 
 impl WorkerEnv {
@@ -60,17 +56,11 @@ impl WorkerEnv {
                 fd: fd.parse().ok()?,
                 index: std::env::var(super::ENV_INDEX).ok()?.parse().ok()?,
                 lifeline: std::env::var(super::ENV_LIFELINE).ok()?.parse().ok()?,
-                addr: std::env::var(super::ENV_ADDR).ok()?.parse().ok()?,
             })
         };
         let env = parse();
         // Programs this worker starts are not workers.
-        for v in [
-            super::ENV_FD,
-            super::ENV_INDEX,
-            super::ENV_LIFELINE,
-            super::ENV_ADDR,
-        ] {
+        for v in [super::ENV_FD, super::ENV_INDEX, super::ENV_LIFELINE] {
             std::env::remove_var(v);
         }
         Some(env.ok_or_else(|| {
@@ -82,56 +72,8 @@ impl WorkerEnv {
     }
 }
 
-/// What a channel handle in a worker uses to reach the master.
-pub(crate) struct Remote {
-    link: Arc<Link>,
-    push_failed: AtomicU64,
-    /// Room operations, sent to the master.
-    rooms: RoomClient,
-}
-
-impl Forward for Remote {
-    /// Sends a push to the master. It fails only as a push fails in-process: the channel is
-    /// closed, or its own pushes on the way to the master (this worker's view of its outbox)
-    /// reach the outbox bound. The queue towards the master is shared by every channel and
-    /// never refuses a push; it is kept bounded by this worker's intake, which pauses while
-    /// the queue is over `ipc_queue_bytes`.
-    fn push(&self, chan: &Channel, frame: Frame) -> Result<(), PushError> {
-        if chan.outbox().is_closing() {
-            return Err(PushError::Closed);
-        }
-        let limit = chan.context().limits.outbound_bytes;
-        let Some(in_transit) = InTransit::reserve(chan, frame.payload.len(), limit) else {
-            self.push_failed.fetch_add(1, Ordering::Relaxed);
-            return Err(PushError::Full);
-        };
-        let msg = Outgoing::new(Kind::Push, chan.serial(), frame.op as u8, frame.payload);
-        self.link.enqueue_attached(msg.attach(Some(in_transit)));
-        Ok(())
-    }
-
-    fn close(&self, chan: &Channel, reason: CloseReason) {
-        let body = CloseBody { reason }.encode();
-        self.link
-            .enqueue(Outgoing::new(Kind::Close, chan.serial(), 0, body));
-    }
-}
-
-/// A worker's server has no workers of its own; its shutdowns are the master's to do.
-impl ProcessMode for Remote {
-    fn forward_shutdown(&self, deadline: Duration) -> bool {
-        let deadline_ms = deadline.as_millis().min(u64::MAX as u128) as u64;
-        let body = ShutdownRequest { deadline_ms }.encode();
-        self.link.enqueue(Control::Shutdown.message(0, body));
-        true
-    }
-
-    fn remote_rooms(&self) -> Option<&dyn RemoteRooms> {
-        Some(&self.rooms)
-    }
-}
-
-enum Work {
+/// What a worker does for a channel, in the channel's order.
+enum Event {
     /// The channel's login event (owner only).
     Login,
     Message(Frame),
@@ -140,27 +82,27 @@ enum Work {
 
 struct WorkerChan {
     chan: Channel,
-    queue: Mutex<(VecDeque<Work>, bool)>,
+    queue: Mutex<(VecDeque<Event>, bool)>,
 }
 
 struct Worker<L, S> {
-    core: Arc<Core>,
+    metrics: Arc<Metrics>,
     /// The context of the channels mirrored here: their pushes go to the master.
     context: Arc<Context>,
-    remote: Arc<Remote>,
+    courier: Arc<WorkerCourier>,
     message_listener: L,
     state_listener: S,
     chans: Mutex<HashMap<u64, Arc<WorkerChan>>>,
     in_flight: AtomicUsize,
-    /// Notified when in_flight drops (room to read, or idle for a stop).
-    room: Notify,
+    /// Notified when in_flight drops (capacity to read, or idle for a stop).
+    drained: Notify,
     handled: AtomicU64,
     unknown: AtomicU64,
     disconnects: AtomicU64,
 }
 
 impl<L: MessageListener, S: StateListener> Worker<L, S> {
-    fn submit(self: &Arc<Self>, wc: &Arc<WorkerChan>, work: Work) {
+    fn submit(self: &Arc<Self>, wc: &Arc<WorkerChan>, work: Event) {
         let start = {
             let mut q = wc.queue.lock();
             q.0.push_back(work);
@@ -185,9 +127,9 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
                 }
             };
             match work {
-                Work::Message(frame) => {
+                Event::Message(frame) => {
                     let cost = ipc_cost(frame.payload.len()) as u64;
-                    let metrics = &self.core.metrics;
+                    let metrics = &self.metrics;
                     let started = metrics.per_message.then(crate::metrics::stopwatch);
                     let r = AssertUnwindSafe(self.message_listener.receive(&wc.chan, frame))
                         .catch_unwind()
@@ -202,23 +144,23 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
                     }
                     // After the handler's pushes, so the master sees them first.
                     let handled = Handled { cost }.encode();
-                    self.remote
+                    self.courier
                         .link
                         .enqueue(Control::Handled.message(wc.chan.serial(), handled));
                     self.handled.fetch_add(1, Ordering::Relaxed);
                     self.done(1);
                 }
-                Work::Login => {
+                Event::Login => {
                     let c = &wc.chan;
                     run_state_event(c, self.state_listener.login(c)).await;
                     // The master lets the channel read once its login event has run.
                     let handled = Handled { cost: LOGIN_HOLD }.encode();
-                    self.remote
+                    self.courier
                         .link
                         .enqueue(Control::Handled.message(c.serial(), handled));
                     self.done(1);
                 }
-                Work::Disconnect => {
+                Event::Disconnect => {
                     let c = &wc.chan;
                     run_state_event(c, self.state_listener.disconnect(c)).await;
                     self.disconnects.fetch_add(1, Ordering::Relaxed);
@@ -230,12 +172,12 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
 
     fn done(&self, n: usize) {
         self.in_flight.fetch_sub(n, Ordering::AcqRel);
-        self.room.notify_waiters();
+        self.drained.notify_waiters();
     }
 
     async fn wait_in_flight_below(&self, n: usize) {
         loop {
-            let notified = self.room.notified();
+            let notified = self.drained.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.in_flight.load(Ordering::Acquire) < n {
@@ -260,7 +202,7 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
             return;
         }
         let chan = Channel::new(id, meta, serial, self.context.clone());
-        self.core.channels.replace(chan.clone());
+        self.courier.channels().replace(chan.clone());
         let wc = Arc::new(WorkerChan {
             chan,
             queue: Mutex::new((VecDeque::new(), false)),
@@ -270,7 +212,7 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
         if aux & OPEN_OWNER != 0 && aux & OPEN_LOGIN != 0 {
             // A new login: its event runs before anything else of the channel.
             self.in_flight.fetch_add(1, Ordering::AcqRel);
-            self.submit(&wc, Work::Login);
+            self.submit(&wc, Event::Login);
         }
     }
 
@@ -279,10 +221,10 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
         match wc {
             Some(wc) => {
                 wc.chan.outbox().refuse_pushes();
-                self.core.channels.remove_channel(&wc.chan);
+                self.courier.channels().remove_channel(&wc.chan);
                 if owner {
                     self.in_flight.fetch_add(1, Ordering::AcqRel);
-                    self.submit(&wc, Work::Disconnect);
+                    self.submit(&wc, Event::Disconnect);
                 }
             }
             None if owner => {
@@ -313,7 +255,7 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
         let op = OpCode::from_u8(m.aux)
             .filter(|op| op.is_data())
             .unwrap_or(OpCode::Binary);
-        self.submit(&wc, Work::Message(Frame::new(op, m.payload.clone())));
+        self.submit(&wc, Event::Message(Frame::new(op, m.payload.clone())));
         true
     }
 }
@@ -368,23 +310,25 @@ where
         ipc_max_size,
     );
     let max_message = options.max_message_size();
-    let remote = Arc::new(Remote {
-        link: link.clone(),
-        push_failed: AtomicU64::new(0),
-        rooms: RoomClient::new(link.clone()),
+    let courier = Arc::new(WorkerCourier::new(link.clone(), max_message));
+    let metrics = Arc::new(Metrics::new(options.metrics()));
+    let context = Arc::new(Context {
+        limits: Limits::new(&options),
+        clock: Arc::new(Clock::new()),
+        metrics: metrics.clone(),
+        // Connections are the master's; a worker's channels have no session to end.
+        connections: Arc::default(),
+        courier: courier.clone(),
     });
-    let core = Core::new(options, env.addr, None);
-    core.set_process_mode(remote.clone());
-    let context = core.channel_context(Delivery::Forward(remote.clone()));
     let worker = Arc::new(Worker {
-        core,
+        metrics,
         context,
-        remote: remote.clone(),
+        courier: courier.clone(),
         message_listener,
         state_listener,
         chans: Mutex::new(HashMap::new()),
         in_flight: AtomicUsize::new(0),
-        room: Notify::new(),
+        drained: Notify::new(),
         handled: AtomicU64::new(0),
         unknown: AtomicU64::new(0),
         disconnects: AtomicU64::new(0),
@@ -398,14 +342,14 @@ where
     let recv_stats = Arc::new(Mutex::new(RecvStats::default()));
     let counters = {
         let worker = worker.clone();
-        let remote = remote.clone();
+        let courier = courier.clone();
         let recv_stats = recv_stats.clone();
         move || WorkerCounters {
             pid: std::process::id(),
-            handler: worker.core.metrics.hot.handler_histogram(),
+            handler: worker.metrics.hot.handler_histogram(),
             handled: worker.handled.load(Ordering::Relaxed),
             recv: *recv_stats.lock(),
-            push_failed: remote.push_failed.load(Ordering::Relaxed),
+            push_failed: courier.push_failed.load(Ordering::Relaxed),
             unknown_channel: worker.unknown.load(Ordering::Relaxed),
             disconnects: worker.disconnects.load(Ordering::Relaxed),
         }
@@ -437,7 +381,7 @@ where
         // Replies pile up no further than the queue's bound (plus what the handlers already
         // running push): past it, the master's queue towards this worker fills instead, and
         // the channels routed here pause reading.
-        link.room().await;
+        link.capacity().await;
         let m = link.recv(&mut rx).await;
         *recv_stats.lock() = rx.stats();
         let m = match m {
@@ -484,7 +428,7 @@ where
                 }
             }
             Kind::Control if m.aux == Control::RoomAnswer as u8 => {
-                worker.remote.rooms.answered(m.key, &m.payload);
+                worker.courier.rooms.answered(m.key, &m.payload);
             }
             Kind::Control if m.aux == Control::Stop as u8 => {
                 info!(worker = index, "stopping");

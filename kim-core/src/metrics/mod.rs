@@ -46,9 +46,9 @@
 //! costs a visible share of an echo server's throughput on two cores. [`ServerOptions::metrics`](crate::OptionsBuilder::metrics)
 //! turns them off; the per-connection figures are always kept.
 
-mod hot;
-mod live;
-mod rooms;
+pub(crate) mod hot;
+pub(crate) mod live;
+pub(crate) mod rooms;
 
 use std::sync::{Arc, Weak};
 
@@ -57,9 +57,7 @@ use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use crate::close::CloseCause;
 use crate::error::PushError;
 
-#[cfg(test)]
-pub(crate) use hot::HANDLER_BUCKETS;
-pub(crate) use hot::{stopwatch, HandlerHistogram, Hot};
+pub(crate) use hot::{stopwatch, Hot};
 pub(crate) use live::Live;
 pub(crate) use rooms::RoomMetrics;
 

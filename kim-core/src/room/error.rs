@@ -1,6 +1,6 @@
 //! Why a room operation failed.
 
-use crate::channel::ChannelId;
+use crate::channel::id::ChannelId;
 use crate::frame::OpCode;
 
 /// Why a room operation failed. Like pushes, room operations never wait, so these come back at

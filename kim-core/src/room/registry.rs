@@ -12,19 +12,22 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
-use crate::channel::{Channel, ChannelId};
+use crate::channel::id::ChannelId;
+use crate::channel::Channel;
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::error::PushError;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
 use crate::options::ServerOptions;
+use crate::room::error::RoomError;
+use crate::room::name::check_room_name;
+use crate::room::policy::{Published, RoomPolicy, SlowMember};
 use crate::room::watcher::RoomWatcher;
-use crate::room::{check_room_name, Published, RoomError, RoomPolicy, SlowMember};
 use crate::shared_frame::SharedFrame;
 
 /// How the server's transport encodes a frame that many connections share: the same bytes
@@ -72,12 +75,27 @@ pub(crate) struct Rooms {
     policy: RoomPolicy,
     max_per_channel: usize,
     max_message_size: usize,
-    /// Set when the server starts, by its transport.
-    encoder: OnceLock<Encoder>,
+    /// The server's transport's.
+    encoder: Encoder,
     metrics: Arc<Metrics>,
     /// Told when a room gets its first member and loses its last (a cluster, so that this
     /// node receives the other nodes' publishes to exactly the rooms it has members in).
     watcher: Option<Arc<dyn RoomWatcher>>,
+}
+
+/// Checks what a publish to room `name` may carry: a text or binary frame within `max` bytes.
+pub(crate) fn check_publish(name: &str, frame: &Frame, max: usize) -> Result<(), RoomError> {
+    check_room_name(name)?;
+    if !frame.op.is_data() {
+        return Err(RoomError::NotData(frame.op));
+    }
+    if frame.payload.len() > max {
+        return Err(RoomError::TooLarge {
+            len: frame.payload.len(),
+            max,
+        });
+    }
+    Ok(())
 }
 
 /// Why a slow member is closed.
@@ -89,6 +107,7 @@ impl Rooms {
     pub(crate) fn new(
         options: &ServerOptions,
         metrics: Arc<Metrics>,
+        encoder: Encoder,
         watcher: Option<Arc<dyn RoomWatcher>>,
     ) -> Rooms {
         Rooms {
@@ -97,15 +116,10 @@ impl Rooms {
             policy: options.room_policy().clone(),
             max_per_channel: options.max_rooms_per_channel(),
             max_message_size: options.max_message_size(),
-            encoder: OnceLock::new(),
+            encoder,
             metrics,
             watcher,
         }
-    }
-
-    /// Sets how the server's transport encodes a shared frame (once, at start).
-    pub(crate) fn set_encoder(&self, encoder: Encoder) {
-        let _ = self.encoder.set(encoder);
     }
 
     fn shard(&self, serial: u64) -> &JoinedShard {
@@ -249,17 +263,7 @@ impl Rooms {
 
     /// Checks what a publish may carry.
     pub(crate) fn check_publish(&self, name: &str, frame: &Frame) -> Result<(), RoomError> {
-        check_room_name(name)?;
-        if !frame.op.is_data() {
-            return Err(RoomError::NotData(frame.op));
-        }
-        if frame.payload.len() > self.max_message_size {
-            return Err(RoomError::TooLarge {
-                len: frame.payload.len(),
-                max: self.max_message_size,
-            });
-        }
-        Ok(())
+        check_publish(name, frame, self.max_message_size)
     }
 
     /// Queues `frame` in the outbox of every member of room `name` but `except` (a serial),
@@ -277,7 +281,7 @@ impl Rooms {
         let Some(room) = self.by_name.read().get(name).cloned() else {
             return Ok(done);
         };
-        let wire = self.encoder.get().and_then(|encode| encode(&frame));
+        let wire = (self.encoder)(&frame);
         let shared = Arc::new(SharedFrame::new(frame, wire));
         let members = room.members.read();
         for (serial, chan) in members.iter() {
@@ -310,98 +314,4 @@ impl Rooms {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use super::*;
-    use crate::channel::{outbox::Queued, test_context, Meta};
-
-    static ENCODED: AtomicUsize = AtomicUsize::new(0);
-
-    fn counting_encoder(frame: &Frame) -> Option<Bytes> {
-        ENCODED.fetch_add(1, Ordering::SeqCst);
-        Some(frame.payload.clone())
-    }
-
-    fn channels(n: u64) -> Vec<Channel> {
-        let context = test_context();
-        (1..=n)
-            .map(|i| Channel::new(format!("c{i}").into(), Meta::new(), i, context.clone()))
-            .collect()
-    }
-
-    #[test]
-    fn a_publish_is_encoded_once_and_every_member_queues_the_same_bytes() {
-        let context = test_context();
-        let rooms = Rooms::new(&ServerOptions::default(), context.metrics.clone(), None);
-        rooms.set_encoder(counting_encoder);
-        let chans = channels(3);
-        for c in &chans {
-            rooms.join(c, "r").unwrap();
-        }
-        let before = ENCODED.load(Ordering::SeqCst);
-        let done = rooms
-            .publish("r", Frame::text("hello"), Some(chans[2].serial()))
-            .unwrap();
-        assert_eq!(ENCODED.load(Ordering::SeqCst) - before, 1);
-        assert_eq!((done.delivered, done.skipped, done.closed), (2, 0, 0));
-        let shared: Vec<Arc<SharedFrame>> = chans[..2]
-            .iter()
-            .map(|c| {
-                match c
-                    .outbox()
-                    .take_batch()
-                    .0
-                    .and_then(|q| q.frames.into_iter().next())
-                {
-                    Some(Queued::Shared(s)) => s,
-                    _ => panic!("a published frame is queued shared"),
-                }
-            })
-            .collect();
-        assert!(Arc::ptr_eq(&shared[0], &shared[1]));
-        assert!(
-            chans[2].outbox().take_batch().0.is_none(),
-            "the sender is left out"
-        );
-    }
-
-    #[test]
-    fn membership_is_kept_from_both_sides_and_an_empty_room_is_dropped() {
-        let context = test_context();
-        let options = ServerOptions::builder()
-            .max_rooms_per_channel(2)
-            .build()
-            .unwrap();
-        let rooms = Rooms::new(&options, context.metrics.clone(), None);
-        let chans = channels(2);
-        rooms.join(&chans[0], "a").unwrap();
-        rooms.join(&chans[0], "a").unwrap();
-        rooms.join(&chans[0], "b").unwrap();
-        assert_eq!(
-            rooms.join(&chans[0], "c"),
-            Err(RoomError::TooManyRooms { max: 2 })
-        );
-        assert_eq!(rooms.join(&chans[0], "bad name"), Err(RoomError::BadName));
-        rooms.join(&chans[1], "a").unwrap();
-        assert_eq!(rooms.size("a"), 2);
-        let mut mine = rooms.rooms_of(chans[0].serial());
-        mine.sort();
-        assert_eq!(mine, ["a", "b"]);
-        rooms.leave(&chans[0], "b").unwrap();
-        rooms.leave(&chans[0], "b").unwrap();
-        assert!(
-            !rooms.by_name.read().contains_key("b"),
-            "an empty room is dropped"
-        );
-        rooms.leave_all(chans[0].serial());
-        rooms.leave_all(chans[1].serial());
-        assert!(rooms.by_name.read().is_empty());
-        assert!(rooms.joined.iter().all(|s| s.lock().is_empty()));
-        let m = &context.metrics.rooms;
-        assert_eq!((m.rooms.get(), m.memberships.get()), (0, 0));
-        // A closing channel joins nothing.
-        chans[1].outbox().refuse_pushes();
-        assert_eq!(rooms.join(&chans[1], "a"), Err(RoomError::Closed));
-    }
-}
+mod tests;

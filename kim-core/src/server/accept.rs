@@ -10,8 +10,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn, Instrument};
 
 use crate::app::Acceptor;
+use crate::connections::{ActiveGuard, Connections};
 use crate::route::Route;
-use crate::server::connections::{ActiveGuard, Connections};
 use crate::server::gateway::Gateway;
 use crate::server::log::{CHANNEL_SPAN, TARGET};
 use crate::server::login::{login, LoggedIn};
@@ -45,22 +45,22 @@ where
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                core.metrics.accepted.inc();
-                if core.connections.active() >= core.options.max_connections() {
-                    core.metrics.refused_over_limit.inc();
+                core.metrics().accepted.inc();
+                if core.connections().active() >= core.options.max_connections() {
+                    core.metrics().refused_over_limit.inc();
                     static OVER_LIMIT: LogThrottle = LogThrottle::new(Duration::from_secs(1));
                     if let Some(suppressed) = OVER_LIMIT.allow() {
                         debug!(target: TARGET, %peer, suppressed, "over max_connections: closing");
                     }
-                    refuse_over_limit(&core.connections, stream);
+                    refuse_over_limit(core.connections(), stream);
                     continue;
                 }
-                let guard = core.connections.enter();
+                let guard = core.connections().enter();
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(serve_connection(gateway.clone(), stream, peer, guard));
             }
             Err(e) if is_resource_error(&e) => {
-                core.metrics.accept_errors.inc();
+                core.metrics().accept_errors.inc();
                 warn!(target: TARGET, error = %e, retry_in = ?backoff, "accept failed; backing off");
                 tokio::select! {
                     _ = core.lifecycle.shutdown.cancelled() => break,
@@ -70,7 +70,7 @@ where
             }
             Err(e) => {
                 // A connection that died in the backlog (ECONNABORTED and the like).
-                core.metrics.accept_errors.inc();
+                core.metrics().accept_errors.inc();
                 debug!(target: TARGET, error = %e, "accept failed");
             }
         }

@@ -7,13 +7,15 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use crate::app::{Accepted, Acceptor, LoginConn, Reject};
-use crate::channel::{Channel, Insert};
+use crate::channel::courier::Courier;
+use crate::channel::map::Insert;
+use crate::channel::Channel;
 use crate::close::{CloseCause, CloseMode, CloseReason};
-use crate::cluster::{Claim, Cluster};
+use crate::cluster::Claim;
 use crate::conn::{Conn, FrameReader, FrameReaderExt, FrameWriterExt, Framed};
 use crate::metrics::Rejection;
 use crate::options::{DuplicatePolicy, ServerOptions};
-use crate::route::{Route, Work};
+use crate::route::{Handling, Route};
 use crate::server::gateway::Gateway;
 use crate::server::log::TARGET;
 use crate::upgrade::{ConnConfig, Upgrader};
@@ -23,7 +25,7 @@ pub(crate) struct LoggedIn<F> {
     pub(crate) chan: Channel,
     pub(crate) conn: Conn<F>,
     /// The login event, to run in the channel's task before its first read (in-process).
-    pub(crate) login_event: Option<Work>,
+    pub(crate) login_event: Option<Handling>,
 }
 
 /// Upgrade, accept, register. `None` when the connection was refused (and already answered).
@@ -49,12 +51,12 @@ where
         match tokio::time::timeout_at(deadline, gateway.upgrader.upgrade(stream, config)).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
-                core.metrics.rejected(Rejection::Handshake);
+                core.metrics().rejected(Rejection::Handshake);
                 info!(target: TARGET, error = %e, "login rejected: handshake failed");
                 return None;
             }
             Err(_) => {
-                core.metrics.rejected(Rejection::Timeout);
+                core.metrics().rejected(Rejection::Timeout);
                 info!(target: TARGET, "login rejected: handshake timed out");
                 return None;
             }
@@ -66,7 +68,7 @@ where
             peer,
             transport,
             conn.handshake.as_deref(),
-            &gateway.context.server,
+            &core.hub,
         );
         match tokio::time::timeout_at(deadline, gateway.acceptor.accept(&mut lc)).await {
             Ok(Ok(a)) => Ok(a),
@@ -81,7 +83,7 @@ where
             a
         }
         Err((Reject { reason, status }, why)) => {
-            core.metrics.rejected(why);
+            core.metrics().rejected(why);
             info!(target: TARGET, %reason, ?status, cause = why.label(), "login rejected");
             // The transport's own refusal where it has one and it is not too late (an HTTP
             // status instead of the 101); a close frame otherwise.
@@ -107,20 +109,21 @@ where
         id.clone(),
         meta,
         gateway.next_serial(),
-        gateway.context.clone(),
+        gateway.context().clone(),
     );
     if let Some(reply) = reply {
         // Queued before the channel is visible, so it goes out before anything pushed.
         chan.outbox().push_first(reply);
     }
+    let courier = &*gateway.context().courier;
     let inserted = match opts.duplicate_policy() {
-        DuplicatePolicy::Reject => core.channels.add(chan.clone()),
-        DuplicatePolicy::Kick => core.channels.replace(chan.clone()),
+        DuplicatePolicy::Reject => courier.channels().add(chan.clone()),
+        DuplicatePolicy::Kick => courier.channels().replace(chan.clone()),
     };
     match inserted {
         Insert::Added => {}
         Insert::Duplicate(_) => {
-            core.metrics.rejected(Rejection::Duplicate);
+            core.metrics().rejected(Rejection::Duplicate);
             let reason = CloseReason::policy("channel id is repeated");
             info!(target: TARGET, %id, %reason, cause = "duplicate", "login rejected");
             refuse(&mut conn, &reason, opts).await;
@@ -135,19 +138,17 @@ where
             );
         }
     }
-    if let Some(cluster) = &core.cluster {
-        if !claim(cluster.as_ref(), &chan, deadline, opts).await {
-            core.channels.remove_channel(&chan);
-            core.metrics.rejected(Rejection::Duplicate);
-            let reason = CloseReason::policy("channel id is repeated");
-            info!(target: TARGET, %id, %reason, cause = "duplicate", "login rejected: held on another node");
-            refuse(&mut conn, &reason, opts).await;
-            return None;
-        }
+    if !claim(courier, &chan, deadline, opts).await {
+        courier.channels().remove_channel(&chan);
+        core.metrics().rejected(Rejection::Duplicate);
+        let reason = CloseReason::policy("channel id is repeated");
+        info!(target: TARGET, %id, %reason, cause = "duplicate", "login rejected: held on another node");
+        refuse(&mut conn, &reason, opts).await;
+        return None;
     }
     // Where its messages go learns of the channel before its first message.
     let login_event = gateway.route.opened(&chan);
-    core.metrics.logins.inc();
+    core.metrics().logins.inc();
     info!(target: TARGET, %id, "logged in");
     // A shutdown that began while this login ran may have missed the channel: close it here.
     if core.lifecycle.shutting_down() {
@@ -164,17 +165,17 @@ where
     })
 }
 
-/// Claims the channel's id cluster-wide; false when another node keeps it. A claim that cannot
-/// be made (the broker is away, or the login's deadline came) lets the login go on, as on a
-/// single node: local traffic does not wait for the cluster, which claims again when it can.
+/// Claims the channel's id beyond this process (cluster-wide, on a node of a cluster); false
+/// when another node keeps it. A claim that cannot be made (the broker is away, or the
+/// login's deadline came) lets the login go on, as on a single node: local traffic does not
+/// wait for the cluster, which claims again when it can.
 async fn claim(
-    cluster: &dyn Cluster,
+    courier: &dyn Courier,
     chan: &Channel,
     deadline: tokio::time::Instant,
     opts: &ServerOptions,
 ) -> bool {
-    let claimed =
-        tokio::time::timeout_at(deadline, cluster.claim(chan.id(), opts.duplicate_policy()));
+    let claimed = tokio::time::timeout_at(deadline, courier.claim(chan, opts.duplicate_policy()));
     match claimed.await {
         Ok(Ok(Claim::Granted)) => true,
         Ok(Ok(Claim::Refused { owner })) => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tracing::debug;
 
 use crate::close::{CloseCause, CloseMode, CloseReason};
-use crate::server::handle::Core;
+use crate::server::core::Core;
 use crate::server::log::TARGET;
 
 /// The sweeper: advances the coarse clock and closes channels past their read deadline.
@@ -24,12 +24,12 @@ pub(crate) async fn sweep(core: Arc<Core>) {
             _ = interval.tick() => {}
             _ = core.lifecycle.shutdown.cancelled() => {
                 // Keep the clock running while shutdown drains the channels.
-                core.connections.idle().await;
+                core.connections().idle().await;
                 break;
             }
         }
-        let now = core.clock.tick();
-        core.channels.for_each(|c| {
+        let now = core.hub.context().clock.tick();
+        core.channels().for_each(|c| {
             // Both stamps wrap at 32 bits; the difference is exact while under 49 days.
             if u64::from((now as u32).wrapping_sub(c.last_read())) > read_wait {
                 expired.push(c.clone());
@@ -46,7 +46,7 @@ pub(crate) async fn sweep(core: Arc<Core>) {
         if now >= next_heap_check {
             next_heap_check = now + 1000;
             if crate::heap::trim_if_bloated() {
-                core.metrics.heap_trims.inc();
+                core.metrics().heap_trims.inc();
             }
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kim_core::client::ClientOptions;
 use kim_core::{
-    Accepted, Acceptor, Agent, DefaultServer, Frame, LoginConn, MessageListener, Reject,
+    Accepted, Acceptor, Channel, DefaultServer, Frame, LoginConn, MessageListener, Reject,
     ServerHandle, ServerOptions, Upgrader,
 };
 use kim_tls::{TlsClientConfig, TlsConfig, TlsInfo, TlsIo, TlsUpgrader};
@@ -53,7 +53,7 @@ impl Acceptor for TlsEcho {
 pub struct Echo;
 
 impl MessageListener for Echo {
-    async fn receive(&self, agent: &Agent, message: Frame) {
+    async fn receive(&self, agent: &Channel, message: Frame) {
         let _ = agent.push_frame(message);
     }
 }
