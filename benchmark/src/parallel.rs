@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use kim_core::client::{Client, ClientError, ClientOptions};
+use kim_client::{Client, ClientError, ClientOptions};
 use kim_core::{FrameReader, FrameWriter};
 use tokio::sync::Semaphore;
 

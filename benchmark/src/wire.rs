@@ -135,8 +135,8 @@ pub fn login(addr: &str, wire: Wire, id: &str) -> anyhow::Result<TcpStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kim_core::io::ReadBuffer;
     use kim_core::{ConnConfig, FrameReaderExt, FrameWriter};
+    use kim_io::ReadBuffer;
 
     /// The load generator's requests decode as kim's servers decode them, and its reply
     /// lengths match what kim's writers produce.

@@ -79,14 +79,16 @@ pub struct DocsChatExample;
 pub struct DocsTesting;
 
 pub mod rooms;
+pub mod throttle;
 
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kim_core::{
-    Accepted, Acceptor, Channel, Frame, LogThrottle, LoginConn, MessageListener, PushError, Reject,
+    Accepted, Acceptor, Channel, Frame, LoginConn, MessageListener, PushError, Reject,
     StateListener,
 };
+use throttle::Throttle;
 
 /// The longest user id the mock protocol accepts, in bytes.
 pub const MAX_ID_LEN: usize = 64;
@@ -157,7 +159,7 @@ impl MessageListener for MockListener {
             Err(e) => {
                 // A client that floods a slow reader fails a push per message: one line a
                 // second says how many.
-                static PUSH_FAILED: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+                static PUSH_FAILED: Throttle = Throttle::new();
                 if let Some(suppressed) = PUSH_FAILED.allow() {
                     tracing::warn!(from = %agent.id(), %to, error = %e, suppressed, "push failed");
                 }
@@ -168,7 +170,7 @@ impl MessageListener for MockListener {
 
 /// Logs an echo that could not be queued, at most once a second.
 fn log_echo_failed(agent: &Channel, e: &PushError) {
-    static ECHO_FAILED: LogThrottle = LogThrottle::new(Duration::from_secs(1));
+    static ECHO_FAILED: Throttle = Throttle::new();
     if tracing::enabled!(tracing::Level::DEBUG) {
         if let Some(suppressed) = ECHO_FAILED.allow() {
             tracing::debug!(id = %agent.id(), error = %e, suppressed, "echo not queued");
@@ -564,6 +566,7 @@ where
         .with_acceptor(acceptor)
         .with_state_listener(state)
         .with_options(options)
+        .with_debug(kim_debug::Debug::new())
         .before_serving(before);
     if let (Some(url), Some(node)) = (&args.cluster, &args.node) {
         let options = kim_nats::NatsOptions::new(url.as_str(), node.as_str())

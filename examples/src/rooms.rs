@@ -9,8 +9,8 @@
 //! Answers and published messages have the opcode of the message that caused them.
 
 use bytes::{BufMut, BytesMut};
-use kim_core::room::{check_room_name, RoomError};
-use kim_core::{Channel, Frame, MessageListener, StateListener};
+use kim_core::room::check_room_name;
+use kim_core::{Channel, Frame, MessageListener, PushError, StateListener};
 
 /// A room command of the mock protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub async fn run_room_command(agent: &Channel, command: RoomCommand<'_>, message
     match command {
         RoomCommand::Join(_) => match agent.join(room) {
             Ok(()) => reply(format!("joined {room}")),
-            Err(RoomError::TooManyRooms { max }) => reply(format!("too many rooms (max {max})")),
+            Err(PushError::TooManyRooms { max }) => reply(format!("too many rooms (max {max})")),
             Err(e) => tracing::debug!(id = %agent.id(), error = %e, "join failed"),
         },
         RoomCommand::Leave(_) => match agent.leave(room) {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{login, no_heartbeat, read, start, EVENT};
-use kim_core::client::ClientError;
+use kim_client::ClientError;
 use kim_core::{
     Accepted, Acceptor, Backend, Channel, CloseReason, DefaultServer, Dispatch, Frame, LoginConn,
     MessageListener, OpCode, PushError, Reject, ServerHandle, ServerOptions, StateListener,
@@ -166,7 +166,7 @@ fn worker_main() {
 }
 
 async fn text_from<R: kim_core::FrameReader, W: kim_core::FrameWriter>(
-    c: &mut kim_core::client::Client<R, W>,
+    c: &mut kim_client::Client<R, W>,
 ) -> String {
     let f = read(c).await.expect("a frame");
     assert_eq!(f.op, OpCode::Text, "presence and pushes of text are text");

@@ -212,7 +212,7 @@ fn a_flood_of_refused_pushes_logs_a_line_a_second_not_a_line_a_push() {
     // the reader's outbox is full, every push is refused.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sent = rt.block_on(async {
-        let opts = kim_core::client::ClientOptions {
+        let opts = kim_client::ClientOptions {
             heartbeat: None,
             ..Default::default()
         };

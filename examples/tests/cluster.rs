@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{login, no_heartbeat, read, EVENT};
-use kim_core::client::ClientError;
+use kim_client::ClientError;
 use kim_core::cluster::Location;
 use kim_core::{DefaultServer, DuplicatePolicy, PushError, ServerHandle, ServerOptions};
 use kim_examples::{MockAcceptor, MockListener};

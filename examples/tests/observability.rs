@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kim_core::client::ClientError;
+use kim_client::ClientError;
 use kim_core::{CloseReason, DuplicatePolicy, ServerOptions};
 use kim_ws::WsUpgrader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -241,9 +241,9 @@ async fn every_close_cause_is_counted() {
     let cause = |c: &str| format!("kim_channels_closed_total{{cause=\"{c}\"}}");
 
     // Clients that must not meet the 300 ms read deadline send heartbeats.
-    let lively = kim_core::client::ClientOptions {
+    let lively = kim_client::ClientOptions {
         heartbeat: Some(Duration::from_millis(50)),
-        ..kim_core::client::ClientOptions::default()
+        ..kim_client::ClientOptions::default()
     };
     // read_timeout: a client that says nothing after login.
     let mut idle = login(&s.addr, "idle").await;
@@ -664,6 +664,7 @@ fn a_debug_address_in_use_fails_the_start() {
         let addr = taken.local_addr().unwrap();
         let r = kim_core::DefaultServer::new(kim_tcp::TcpUpgrader, kim_examples::EchoListener)
             .with_options(ServerOptions::builder().debug_listen(addr).build().unwrap())
+            .with_debug(kim_debug::Debug::new())
             .start("127.0.0.1:0")
             .await;
         let e = r.expect_err("the debug address is taken");

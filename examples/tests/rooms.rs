@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use common::{login, login_ws, no_heartbeat, read, EVENT};
-use kim_core::client::{Client, ClientError};
+use kim_client::{Client, ClientError};
 use kim_core::room::{RoomPolicy, SlowMember};
 use kim_core::{
     Channel, ChannelId, DefaultAcceptor, DefaultServer, DuplicatePolicy, Frame, FrameReader,
@@ -185,9 +185,9 @@ async fn a_channel_leaves_its_rooms_before_its_disconnect_runs_however_it_ends()
         .unwrap();
     let (handle, mut reports) = start(kim_tcp::TcpUpgrader, options).await;
     let addr = handle.local_addr().to_string();
-    let beating = kim_core::client::ClientOptions {
+    let beating = kim_client::ClientOptions {
         heartbeat: Some(Duration::from_millis(100)),
-        ..kim_core::client::ClientOptions::default()
+        ..kim_client::ClientOptions::default()
     };
     let join = |id: &'static str| {
         let handle = handle.clone();

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kim_core::client::ClientError;
+use kim_client::ClientError;
 use kim_core::{CloseReason, DuplicatePolicy, Frame, OpCode, PushError};
 use tokio::io::AsyncWriteExt;
 
@@ -196,7 +196,7 @@ async fn push_to_another_channel_and_to_an_offline_id() {
 async fn read_wait_closes_the_idle_while_pings_keep_another_alive() {
     let read_wait = Duration::from_millis(400);
     let mut s = start(options().read_wait(read_wait).build().unwrap()).await;
-    let pinging = kim_core::client::ClientOptions {
+    let pinging = kim_client::ClientOptions {
         heartbeat: Some(Duration::from_millis(80)),
         ..no_heartbeat()
     };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{no_heartbeat, read, EVENT};
-use kim_core::client::{Client, ClientOptions};
+use kim_client::{Client, ClientOptions};
 use kim_core::{
     Backend, DefaultServer, Dispatch, Frame, FrameReader, FrameWriter, ServerHandle, ServerOptions,
     WorkerCommand,

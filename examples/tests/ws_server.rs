@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::*;
-use kim_core::client::ClientError;
-use kim_core::io::ReadBuffer;
+use kim_client::ClientError;
 use kim_core::{
     Accepted, Acceptor, CloseReason, DefaultServer, Frame, FrameReaderExt, LoginConn, OpCode,
     Reject,
 };
 use kim_examples::MockListener;
+use kim_io::ReadBuffer;
 use kim_ws::{Refusal, Role, WsStream, WsUpgrader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;

@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 const MAX: u64 = 300;
 
 fn check(query: &str) {
-    let got = kim_core::internals::parse_seconds(query);
+    let got = kim_debug::internals::parse_seconds(query);
     if let Ok(n) = got {
         assert!((1..=MAX).contains(&n), "{query:?} gave {n}");
     }

@@ -16,7 +16,7 @@
 #![no_main]
 
 use flate2::{Decompress, FlushDecompress, Status};
-use kim_core::io::ReadBuffer;
+use kim_io::ReadBuffer;
 use kim_core::{FrameReader, OpCode};
 use kim_fuzz::{noop_context, split_spec, watch, Chunked};
 use kim_ws::internals::with_deflate;

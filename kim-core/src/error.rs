@@ -38,7 +38,9 @@ pub enum UpgradeError {
     },
 }
 
-/// Why a push failed. A push never waits, so these come back at once.
+/// Why a push, a publish or a room operation was refused. None of them waits, so these come
+/// back at once (but for questions asked of another process or node, which wait a bounded
+/// time).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
     /// No channel with this id is connected.
@@ -65,6 +67,19 @@ pub enum PushError {
     /// [`crate::cluster`]).
     #[error("cannot reach the other nodes: {0}")]
     Unavailable(ClusterError),
+    /// The room name is empty, too long, or has whitespace or control characters (see
+    /// [`check_room_name`](crate::room::check_room_name)).
+    #[error("bad room name: must be 1 to 64 bytes of UTF-8 without spaces")]
+    BadRoomName,
+    /// The channel is in as many rooms as the server allows.
+    #[error("channel is already in {max} rooms, the most allowed")]
+    TooManyRooms {
+        /// The configured maximum.
+        max: usize,
+    },
+    /// In a worker process, the master did not answer a question about rooms in time.
+    #[error("the master process did not answer in time")]
+    NoAnswer,
 }
 
 /// Why reading a frame during login failed.

@@ -33,20 +33,17 @@
 #![doc = concat!("```rust,no_run\n", include_str!("../examples/chat.rs"), "```")]
 #![warn(missing_docs)]
 
-pub mod allocator;
 mod app;
 mod channel;
-pub mod client;
 mod clock;
 mod close;
 pub mod cluster;
 mod conn;
 mod connections;
-mod debug;
+pub mod debug;
 mod error;
 mod extensions;
 mod frame;
-mod heap;
 mod hub;
 pub mod io;
 pub mod ipc;
@@ -60,13 +57,13 @@ mod shared_frame;
 mod throttle;
 mod upgrade;
 
-pub use allocator::{set_allocator, AllocatorControl};
 pub use app::{
     Accepted, Acceptor, DefaultAcceptor, LoginConn, MessageListener, Reject, StateListener,
 };
 pub use channel::{Channel, ChannelId, ChannelMap, Insert, Meta};
 pub use close::CloseReason;
 pub use conn::{Conn, FrameReader, FrameReaderExt, FrameWriter, FrameWriterExt, Framed, Handshake};
+pub use debug::DebugService;
 pub use error::{LoginError, OptionsError, PushError, ReadError, ServerError, UpgradeError};
 pub use extensions::Extensions;
 pub use frame::{Frame, OpCode};
@@ -77,15 +74,13 @@ pub use options::{
 };
 pub use server::{DefaultServer, ServerHandle, ServerStats, ShutdownReport};
 pub use shared_frame::SharedFrame;
-pub use throttle::LogThrottle;
 pub use upgrade::{ConnConfig, Upgrader};
 
 /// kim's internals that its benchmark and fuzz targets drive directly: the IPC wire (to
-/// measure it alone and to feed its receiver hostile datagrams) and the debug listener's query
-/// parser. Not part of the supported API: it changes without notice.
+/// measure it alone and to feed its receiver hostile datagrams). Not part of the supported
+/// API: it changes without notice.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::debug::parse_seconds;
     /// The IPC wire (see [`crate::ipc`]).
     pub mod wire {
         pub use crate::ipc::wire::*;

@@ -295,7 +295,7 @@ impl OptionsBuilder {
         self
     }
     /// The most rooms one channel may be in; a join past it fails with
-    /// [`RoomError::TooManyRooms`](crate::room::RoomError::TooManyRooms). Default 1024. It
+    /// [`PushError::TooManyRooms`](crate::PushError::TooManyRooms). Default 1024. It
     /// bounds what one client can make the server keep, and the time one leave takes (a
     /// channel's rooms are searched in a list).
     pub fn max_rooms_per_channel(mut self, n: usize) -> Self {

@@ -11,23 +11,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Lets one event through per interval and counts the others. Cheap enough for a hot error
-/// path (two atomic operations), and usable as a `static`:
-///
-/// ```
-/// use std::time::Duration;
-/// use kim_core::LogThrottle;
-///
-/// static PUSH_FAILED: LogThrottle = LogThrottle::new(Duration::from_secs(1));
-///
-/// fn on_push_failed(error: &kim_core::PushError) {
-///     if let Some(suppressed) = PUSH_FAILED.allow() {
-///         eprintln!("push failed: {error} ({suppressed} more since the last line)");
-///     }
-/// }
-/// # on_push_failed(&kim_core::PushError::Full);
-/// ```
+/// path (two atomic operations), and usable as a `static`.
 #[derive(Debug)]
-pub struct LogThrottle {
+pub(crate) struct LogThrottle {
     interval_ms: u64,
     /// When the next event may be let through, in milliseconds on [`clock_ms`].
     next: AtomicU64,
@@ -37,7 +23,7 @@ pub struct LogThrottle {
 
 impl LogThrottle {
     /// A throttle that lets one event through per `interval`.
-    pub const fn new(interval: Duration) -> LogThrottle {
+    pub(crate) const fn new(interval: Duration) -> LogThrottle {
         LogThrottle {
             interval_ms: interval.as_millis() as u64,
             next: AtomicU64::new(0),
@@ -47,7 +33,7 @@ impl LogThrottle {
 
     /// `Some(n)` when this event should be logged, `n` being how many were held back since
     /// the last one that was; `None` when it should not.
-    pub fn allow(&self) -> Option<u64> {
+    pub(crate) fn allow(&self) -> Option<u64> {
         let now = clock_ms();
         let next = self.next.load(Ordering::Relaxed);
         if now >= next

@@ -1,5 +1,5 @@
 //! jemalloc as the allocator of the binary that links this crate, with its sampling heap
-//! profiler compiled in, and told to kim: `kim_heap_bytes` and the sweeper's trims then use
+//! profiler compiled in, and told to kim-debug: `kim_heap_bytes` and the trims after bursts then use
 //! jemalloc's figures instead of glibc's, and once the profiler is active the debug listener
 //! serves `/debug/pprof/heap`.
 //!
@@ -30,7 +30,7 @@
 //! unifies features over everything built together, so an allocator behind a feature of a
 //! shared crate would reach every binary of a workspace build.
 
-use kim_core::allocator::{AllocatorControl, HeapProfileError, HeapProfileFuture};
+use kim_debug::allocator::{AllocatorControl, HeapProfileError, HeapProfileFuture};
 
 /// The allocator of every binary linking this crate.
 #[global_allocator]
@@ -48,7 +48,7 @@ struct Jemalloc;
 /// Tells kim the process runs on jemalloc (see the crate docs). Returns false if an allocator
 /// was installed already.
 pub fn install() -> bool {
-    kim_core::set_allocator(&Jemalloc)
+    kim_debug::set_allocator(&Jemalloc)
 }
 
 /// [`install`], and turns the heap profiler on: allocations from now on are sampled, for

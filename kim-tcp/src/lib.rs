@@ -14,12 +14,13 @@ use std::io;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kim_core::client::{Client, ClientError, ClientOptions};
-use kim_core::io::{Io, ReadBuffer, WriteBuffer};
+use kim_client::{Client, ClientError, ClientOptions};
+use kim_core::io::Io;
 use kim_core::{
     CloseReason, Conn, ConnConfig, Frame, FrameReader, FrameWriter, OpCode, ReadError, SharedFrame,
     UpgradeError, Upgrader,
 };
+use kim_io::{ReadBuffer, WriteBuffer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 

@@ -378,8 +378,8 @@ impl<IO: AsyncRead + Send + Unpin + 'static> FrameReader for WsStream<IO> {
 mod tests {
     use super::*;
     use crate::writer::encode_frame;
-    use kim_core::io::ReadBuffer;
     use kim_core::FrameWriter;
+    use kim_io::ReadBuffer;
 
     /// A server's stream lives in every idle connection's task, which tokio rounds up to 128
     /// bytes: kim's session fits 256 only while it stays at 104 bytes over a TCP stream of 32

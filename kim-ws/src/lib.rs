@@ -53,9 +53,10 @@ use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
-use kim_core::client::{Client, ClientError, ClientOptions};
-use kim_core::io::{Io, ReadBuffer};
+use kim_client::{Client, ClientError, ClientOptions};
+use kim_core::io::Io;
 use kim_core::{Conn, ConnConfig, Handshake, UpgradeError, Upgrader};
+use kim_io::ReadBuffer;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

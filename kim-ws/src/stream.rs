@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use kim_core::io::{ReadBuffer, WriteBuffer};
 use kim_core::OpCode;
+use kim_io::{ReadBuffer, WriteBuffer};
 
 use crate::deflate::{Deflater, Inflater};
 

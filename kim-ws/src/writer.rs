@@ -2,7 +2,7 @@
 //!
 //! The server's writer sends frames unmasked through kim-core's `WriteBuffer`: small payloads
 //! are copied beside their headers and go out with one `send`, payloads over
-//! [`COPY_THRESHOLD`](kim_core::io::COPY_THRESHOLD) by reference with a vectored write. The
+//! [`COPY_THRESHOLD`](kim_io::COPY_THRESHOLD) by reference with a vectored write. The
 //! client's writer must mask, which means writing a masked copy. With permessage-deflate, data
 //! messages of at least the threshold go out compressed with RSV1, and a room's publish is
 //! compressed once for every writer with the same settings.

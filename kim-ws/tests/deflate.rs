@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flate2::{Compress, Decompress, FlushCompress, FlushDecompress};
-use kim_core::client::ClientOptions;
+use kim_client::ClientOptions;
 use kim_core::{
     Channel, DefaultServer, Frame, MessageListener, OpCode, ServerHandle, ServerOptions,
 };

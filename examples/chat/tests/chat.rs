@@ -10,7 +10,7 @@ mod nats;
 use std::time::Duration;
 
 use common::*;
-use kim_core::client::ClientOptions;
+use kim_client::ClientOptions;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

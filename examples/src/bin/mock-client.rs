@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use kim_core::client::{Client, ClientError, ClientOptions};
+use kim_client::{Client, ClientError, ClientOptions};
 use kim_core::{Frame, FrameReader, FrameWriter};
 use kim_examples::{init_tracing, parse_push, Transport};
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kim_core::client::{Client, ClientOptions};
+use kim_client::{Client, ClientOptions};
 use kim_core::{
     Channel, ChannelId, CloseReason, DefaultServer, FrameReader, FrameWriter, ServerHandle,
     ServerOptions, Upgrader,
@@ -132,6 +132,7 @@ pub async fn start_on<U: Upgrader<TcpStream>>(upgrader: U, options: ServerOption
         .with_acceptor(MockAcceptor)
         .with_state_listener(recorder.clone())
         .with_options(options)
+        .with_debug(kim_debug::Debug::new())
         .start("127.0.0.1:0")
         .await
         .expect("server starts");
@@ -172,7 +173,7 @@ pub async fn login_with(addr: &str, id: &str, opts: &ClientOptions) -> TcpClient
 /// Reads the next message with the event bound.
 pub async fn read<R: FrameReader, W: FrameWriter>(
     c: &mut Client<R, W>,
-) -> Result<kim_core::Frame, kim_core::client::ClientError> {
+) -> Result<kim_core::Frame, kim_client::ClientError> {
     tokio::time::timeout(EVENT, c.read())
         .await
         .expect("a frame within the event bound")
@@ -184,7 +185,7 @@ pub async fn expect_close<R: FrameReader, W: FrameWriter>(
     text: &str,
 ) -> CloseReason {
     match read(c).await {
-        Err(kim_core::client::ClientError::Closed(r)) => {
+        Err(kim_client::ClientError::Closed(r)) => {
             assert!(r.reason.contains(text), "close reason {r:?} lacks {text:?}");
             r
         }

@@ -29,7 +29,6 @@ use crate::error::PushError;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
 use crate::options::DuplicatePolicy;
-use crate::room::error::RoomError;
 use crate::room::policy::Published;
 use crate::room::query::{Answer, Query};
 
@@ -77,10 +76,10 @@ pub(crate) trait Courier: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Option<String>, ClusterError>>;
 
     /// Puts `chan` in room `room`.
-    fn join(&self, chan: &Channel, room: &str) -> Result<(), RoomError>;
+    fn join(&self, chan: &Channel, room: &str) -> Result<(), PushError>;
 
     /// Takes `chan` out of room `room`.
-    fn leave(&self, chan: &Channel, room: &str) -> Result<(), RoomError>;
+    fn leave(&self, chan: &Channel, room: &str) -> Result<(), PushError>;
 
     /// Publishes `frame` to every member of room `room` but the channel with serial `except`.
     fn publish(
@@ -88,13 +87,13 @@ pub(crate) trait Courier: Send + Sync + 'static {
         room: &str,
         frame: Frame,
         except: Option<u64>,
-    ) -> Result<Published, RoomError>;
+    ) -> Result<Published, PushError>;
 
     /// Answers a question about the rooms of this process (in a worker: of its master).
-    fn ask(&self, query: Query) -> BoxFuture<'_, Result<Answer, RoomError>>;
+    fn ask(&self, query: Query) -> BoxFuture<'_, Result<Answer, PushError>>;
 
     /// Members of room `room` beyond this process: on the other nodes.
-    fn room_size_elsewhere<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<usize, RoomError>>;
+    fn room_size_elsewhere<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<usize, PushError>>;
 
     /// Claims `chan`'s id beyond this process as part of its login (it is in the channel map
     /// already): granted where nothing lies beyond.

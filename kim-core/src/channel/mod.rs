@@ -27,7 +27,6 @@ use bytes::Bytes;
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::error::PushError;
 use crate::frame::Frame;
-use crate::room::error::RoomError;
 use crate::room::name::check_room_name;
 use crate::room::policy::Published;
 use crate::room::query::Query;
@@ -221,36 +220,36 @@ impl Channel {
     /// channel leaves all its rooms when it ends. In a worker process the join is sent to the
     /// master, ahead of anything this channel pushes or publishes after it; the master checks
     /// the room limit (a join past it is dropped and logged at debug level).
-    pub fn join(&self, room: &str) -> Result<(), RoomError> {
+    pub fn join(&self, room: &str) -> Result<(), PushError> {
         self.inner.context.courier.join(self, room)
     }
 
     /// Leaves room `room`; leaving a room the channel is not in changes nothing.
-    pub fn leave(&self, room: &str) -> Result<(), RoomError> {
+    pub fn leave(&self, room: &str) -> Result<(), PushError> {
         self.inner.context.courier.leave(self, room)
     }
 
     /// Publishes `frame` to every member of room `room`, this channel included if it is a
     /// member (it need not be). See [`Hub::publish`](crate::Hub::publish).
-    pub fn publish(&self, room: &str, frame: Frame) -> Result<Published, RoomError> {
+    pub fn publish(&self, room: &str, frame: Frame) -> Result<Published, PushError> {
         self.inner.context.courier.publish(room, frame, None)
     }
 
     /// Publishes `frame` to every member of room `room` but this channel.
-    pub fn publish_others(&self, room: &str, frame: Frame) -> Result<Published, RoomError> {
+    pub fn publish_others(&self, room: &str, frame: Frame) -> Result<Published, PushError> {
         let serial = Some(self.serial());
         self.inner.context.courier.publish(room, frame, serial)
     }
 
     /// The rooms this channel is in. Answered at once in-process; in a worker process the
-    /// master is asked (within a few seconds, or [`RoomError::Unavailable`]).
-    pub async fn rooms(&self) -> Result<Vec<String>, RoomError> {
+    /// master is asked (within a few seconds, or [`PushError::NoAnswer`]).
+    pub async fn rooms(&self) -> Result<Vec<String>, PushError> {
         let courier = &self.inner.context.courier;
         courier.ask(Query::RoomsOf(self.serial())).await?.names()
     }
 
     /// True if this channel is in room `room` (asked of the master in a worker process).
-    pub async fn in_room(&self, room: &str) -> Result<bool, RoomError> {
+    pub async fn in_room(&self, room: &str) -> Result<bool, PushError> {
         check_room_name(room)?;
         let query = Query::InRoom(self.serial(), room.to_string());
         let n = self.inner.context.courier.ask(query).await?.count()?;

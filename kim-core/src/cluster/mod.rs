@@ -36,7 +36,6 @@ use crate::error::PushError;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
 use crate::options::DuplicatePolicy;
-use crate::room::error::RoomError;
 use crate::room::policy::Published;
 
 /// A future returned by a [`Cluster`].
@@ -131,7 +130,7 @@ pub trait LocalNode: Send + Sync + 'static {
     /// Pushes `frame` to the local channel with id `id`.
     fn push(&self, id: &str, frame: Frame) -> Result<(), PushError>;
     /// Publishes `frame` to the local members of room `room`.
-    fn publish(&self, room: &str, frame: Frame) -> Result<Published, RoomError>;
+    fn publish(&self, room: &str, frame: Frame) -> Result<Published, PushError>;
     /// True if a channel with id `id` is logged in here.
     fn holds(&self, id: &str) -> bool;
     /// Closes the local channel with id `id`, as a newer login elsewhere takes its place.

@@ -17,7 +17,6 @@ use crate::frame::Frame;
 use crate::hub::local::LocalCourier;
 use crate::metrics::Metrics;
 use crate::options::DuplicatePolicy;
-use crate::room::error::RoomError;
 use crate::room::policy::Published;
 use crate::room::query::{Answer, Query};
 use crate::room::watcher::RoomWatcher;
@@ -88,11 +87,11 @@ impl Courier for ClusterCourier {
         self.cluster.locate(id)
     }
 
-    fn join(&self, chan: &Channel, room: &str) -> Result<(), RoomError> {
+    fn join(&self, chan: &Channel, room: &str) -> Result<(), PushError> {
         self.local.join(chan, room)
     }
 
-    fn leave(&self, chan: &Channel, room: &str) -> Result<(), RoomError> {
+    fn leave(&self, chan: &Channel, room: &str) -> Result<(), PushError> {
         self.local.leave(chan, room)
     }
 
@@ -101,7 +100,7 @@ impl Courier for ClusterCourier {
         room: &str,
         frame: Frame,
         except: Option<u64>,
-    ) -> Result<Published, RoomError> {
+    ) -> Result<Published, PushError> {
         // Checked before anything is sent, so the other nodes get only what this one would
         // deliver.
         self.local.rooms().check_publish(room, &frame)?;
@@ -110,16 +109,16 @@ impl Courier for ClusterCourier {
         Ok(Published { forwarded, ..done })
     }
 
-    fn ask(&self, query: Query) -> BoxFuture<'_, Result<Answer, RoomError>> {
+    fn ask(&self, query: Query) -> BoxFuture<'_, Result<Answer, PushError>> {
         self.local.ask(query)
     }
 
-    fn room_size_elsewhere<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<usize, RoomError>> {
+    fn room_size_elsewhere<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<usize, PushError>> {
         Box::pin(async move {
             self.cluster
                 .room_size(room)
                 .await
-                .map_err(|_| RoomError::Unavailable)
+                .map_err(PushError::Unavailable)
         })
     }
 
@@ -181,7 +180,7 @@ impl LocalNode for ServerNode {
         }
     }
 
-    fn publish(&self, room: &str, frame: Frame) -> Result<Published, RoomError> {
+    fn publish(&self, room: &str, frame: Frame) -> Result<Published, PushError> {
         match self.local.upgrade() {
             Some(local) => local.publish(room, frame, None),
             None => Ok(Published::default()),

@@ -15,7 +15,6 @@ use crate::cluster::{Claim, Cluster};
 use crate::error::PushError;
 use crate::frame::Frame;
 use crate::options::DuplicatePolicy;
-use crate::room::error::RoomError;
 use crate::room::policy::Published;
 use crate::room::query::{Answer, Query};
 use crate::room::registry::Rooms;
@@ -94,11 +93,11 @@ impl Courier for LocalCourier {
         Box::pin(ready(Ok(None)))
     }
 
-    fn join(&self, chan: &Channel, room: &str) -> Result<(), RoomError> {
+    fn join(&self, chan: &Channel, room: &str) -> Result<(), PushError> {
         self.rooms.join(chan, room)
     }
 
-    fn leave(&self, chan: &Channel, room: &str) -> Result<(), RoomError> {
+    fn leave(&self, chan: &Channel, room: &str) -> Result<(), PushError> {
         self.rooms.leave(chan, room)
     }
 
@@ -107,18 +106,18 @@ impl Courier for LocalCourier {
         room: &str,
         frame: Frame,
         except: Option<u64>,
-    ) -> Result<Published, RoomError> {
+    ) -> Result<Published, PushError> {
         self.rooms.publish(room, frame, except)
     }
 
-    fn ask(&self, query: Query) -> BoxFuture<'_, Result<Answer, RoomError>> {
+    fn ask(&self, query: Query) -> BoxFuture<'_, Result<Answer, PushError>> {
         Box::pin(ready(Ok(self.answer(&query))))
     }
 
     fn room_size_elsewhere<'a>(
         &'a self,
         _room: &'a str,
-    ) -> BoxFuture<'a, Result<usize, RoomError>> {
+    ) -> BoxFuture<'a, Result<usize, PushError>> {
         Box::pin(ready(Ok(0)))
     }
 

@@ -23,7 +23,6 @@ use crate::channel::{log_push_failed, Channel};
 use crate::cluster::{Cluster, Location};
 use crate::error::PushError;
 use crate::frame::Frame;
-use crate::room::error::RoomError;
 use crate::room::name::check_room_name;
 use crate::room::policy::Published;
 use crate::room::query::Query;
@@ -142,18 +141,18 @@ impl Hub {
         self.courier().cluster()
     }
 
-    fn find(&self, id: &str) -> Result<Channel, RoomError> {
+    fn find(&self, id: &str) -> Result<Channel, PushError> {
         self.channel(id)
-            .ok_or_else(|| RoomError::NotFound(ChannelId::new(id)))
+            .ok_or_else(|| PushError::NotFound(ChannelId::new(id)))
     }
 
     /// Puts the channel with id `id` in room `room` (see [`Channel::join`]).
-    pub fn join(&self, id: &str, room: &str) -> Result<(), RoomError> {
+    pub fn join(&self, id: &str, room: &str) -> Result<(), PushError> {
         self.find(id)?.join(room)
     }
 
     /// Takes the channel with id `id` out of room `room` (see [`Channel::leave`]).
-    pub fn leave(&self, id: &str, room: &str) -> Result<(), RoomError> {
+    pub fn leave(&self, id: &str, room: &str) -> Result<(), PushError> {
         self.find(id)?.leave(room)
     }
 
@@ -167,7 +166,7 @@ impl Hub {
     /// ([`Published::forwarded`]). With a [cluster](crate::cluster), the publish is also sent
     /// once to the other nodes, each of which reaches its own members
     /// ([`Published::forwarded`] says it was sent; the counts are this node's).
-    pub fn publish(&self, room: &str, frame: Frame) -> Result<Published, RoomError> {
+    pub fn publish(&self, room: &str, frame: Frame) -> Result<Published, PushError> {
         self.courier().publish(room, frame, None)
     }
 
@@ -178,34 +177,34 @@ impl Hub {
         room: &str,
         frame: Frame,
         except: &str,
-    ) -> Result<Published, RoomError> {
+    ) -> Result<Published, PushError> {
         let serial = self.channel(except).map(|c| c.serial());
         self.courier().publish(room, frame, serial)
     }
 
     /// How many channels of this node are in room `room` (0 if nobody is). In a worker process
     /// the master is asked. [`Hub::cluster_room_size`] counts every node's.
-    pub async fn room_size(&self, room: &str) -> Result<usize, RoomError> {
+    pub async fn room_size(&self, room: &str) -> Result<usize, PushError> {
         check_room_name(room)?;
         let n = self.courier().ask(Query::Size(room.to_string())).await?;
         Ok(n.count()? as usize)
     }
 
     /// The ids of room `room`'s members, in no particular order.
-    pub async fn room_members(&self, room: &str) -> Result<Vec<ChannelId>, RoomError> {
+    pub async fn room_members(&self, room: &str) -> Result<Vec<ChannelId>, PushError> {
         check_room_name(room)?;
         let names = self.courier().ask(Query::Members(room.to_string())).await?;
         Ok(names.names()?.into_iter().map(ChannelId::from).collect())
     }
 
     /// The rooms of the channel with id `id`.
-    pub async fn rooms_of(&self, id: &str) -> Result<Vec<String>, RoomError> {
+    pub async fn rooms_of(&self, id: &str) -> Result<Vec<String>, PushError> {
         self.find(id)?.rooms().await
     }
 
     /// How many channels are in room `room` on every node of the cluster (this node's count
-    /// on a single node). [`RoomError::Unavailable`] when the other nodes cannot be asked.
-    pub async fn cluster_room_size(&self, room: &str) -> Result<usize, RoomError> {
+    /// on a single node). [`PushError::Unavailable`] when the other nodes cannot be asked.
+    pub async fn cluster_room_size(&self, room: &str) -> Result<usize, PushError> {
         let here = self.room_size(room).await?;
         let elsewhere = self.courier().room_size_elsewhere(room).await?;
         Ok(here + elsewhere)

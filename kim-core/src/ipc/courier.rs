@@ -22,7 +22,6 @@ use crate::ipc::protocol::{Body, CloseBody};
 use crate::ipc::rooms::RoomClient;
 use crate::ipc::wire::{Kind, Outgoing};
 use crate::options::DuplicatePolicy;
-use crate::room::error::RoomError;
 use crate::room::name::check_room_name;
 use crate::room::policy::Published;
 use crate::room::query::{Answer, Query};
@@ -98,16 +97,16 @@ impl Courier for WorkerCourier {
         Box::pin(ready(Ok(None)))
     }
 
-    fn join(&self, chan: &Channel, room: &str) -> Result<(), RoomError> {
+    fn join(&self, chan: &Channel, room: &str) -> Result<(), PushError> {
         check_room_name(room)?;
         if chan.is_closed() {
-            return Err(RoomError::Closed);
+            return Err(PushError::Closed);
         }
         self.rooms.join(chan.serial(), room);
         Ok(())
     }
 
-    fn leave(&self, chan: &Channel, room: &str) -> Result<(), RoomError> {
+    fn leave(&self, chan: &Channel, room: &str) -> Result<(), PushError> {
         check_room_name(room)?;
         self.rooms.leave(chan.serial(), room);
         Ok(())
@@ -118,7 +117,7 @@ impl Courier for WorkerCourier {
         room: &str,
         frame: Frame,
         except: Option<u64>,
-    ) -> Result<Published, RoomError> {
+    ) -> Result<Published, PushError> {
         check_publish(room, &frame, self.max_message_size)?;
         self.rooms.publish(room, frame, except);
         Ok(Published {
@@ -127,14 +126,14 @@ impl Courier for WorkerCourier {
         })
     }
 
-    fn ask(&self, query: Query) -> BoxFuture<'_, Result<Answer, RoomError>> {
+    fn ask(&self, query: Query) -> BoxFuture<'_, Result<Answer, PushError>> {
         Box::pin(self.rooms.query(query))
     }
 
     fn room_size_elsewhere<'a>(
         &'a self,
         _room: &'a str,
-    ) -> BoxFuture<'a, Result<usize, RoomError>> {
+    ) -> BoxFuture<'a, Result<usize, PushError>> {
         Box::pin(ready(Ok(0)))
     }
 

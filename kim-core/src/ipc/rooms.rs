@@ -15,10 +15,10 @@ use tracing::debug;
 
 use crate::channel::courier::Courier;
 use crate::channel::Channel;
+use crate::error::PushError;
 use crate::frame::{Frame, OpCode};
 use crate::ipc::link::Link;
 use crate::ipc::protocol::{Body, Control, Reader, Writer};
-use crate::room::error::RoomError;
 use crate::room::query::{Answer, Query};
 
 /// How long a worker waits for the master's answer.
@@ -158,7 +158,7 @@ impl RoomClient {
     }
 
     /// Asks the master, waiting a bounded time.
-    pub(crate) async fn query(&self, query: Query) -> Result<Answer, RoomError> {
+    pub(crate) async fn query(&self, query: Query) -> Result<Answer, PushError> {
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().insert(key, tx);
@@ -168,7 +168,7 @@ impl RoomClient {
         self.waiting.lock().remove(&key);
         match answer {
             Ok(Ok(a)) => Ok(a),
-            _ => Err(RoomError::Unavailable),
+            _ => Err(PushError::NoAnswer),
         }
     }
 }
@@ -199,7 +199,7 @@ pub(crate) fn on_room_message(
             Some((room, frame)) => courier
                 .publish(&room, frame, (key != 0).then_some(key))
                 .map(|_| ()),
-            None => Err(RoomError::BadName),
+            None => Err(PushError::BadRoomName),
         },
         Control::RoomQuery => {
             let (courier, link) = (courier.clone(), link.clone());

@@ -73,14 +73,6 @@ const FAMILIES: &[Family] = &[
         label: None,
     },
     Family {
-        name: "kim_heap_bytes",
-        help: "The process's heap as its allocator counts it (glibc's, or the one installed \
-               with kim_core::set_allocator): bytes in use, and bytes it keeps free \
-               (resident, or already returned to the system by a trim).",
-        kind: MetricType::GAUGE,
-        label: Some("state"),
-    },
-    Family {
         name: "kim_ipc_workers",
         help: "Worker processes configured (process mode).",
         kind: MetricType::GAUGE,
@@ -247,17 +239,6 @@ impl Collector for LiveCollector {
             family("kim_messages_sent_total", vec![counter(mo, None)]),
             family("kim_sent_bytes_total", vec![counter(bo, None)]),
         ];
-        if let Some(crate::heap::HeapStats { in_use, free }) = crate::heap::stats() {
-            let state = |s, v: u64| {
-                let mut m = gauge(v as f64);
-                m.set_label(labels(Some(("state", s))));
-                m
-            };
-            out.push(family(
-                "kim_heap_bytes",
-                vec![state("in_use", in_use), state("free", free)],
-            ));
-        }
         if let Some((st, workers_handler)) = live.workers() {
             handler.add(&workers_handler);
             let both = |name: &'static str, to: u64, from: u64| {

@@ -21,8 +21,6 @@
 //! | `kim_room_deliveries_total` | counter: members a publish reached | |
 //! | `kim_room_skipped_total` | counter: members a publish skipped, their outbox full | |
 //! | `kim_room_slow_consumers_closed_total` | counter: members closed, their outbox full | |
-//! | `kim_heap_bytes` | gauge: the process's heap, where the C allocator reports it (glibc) | `state`: `in_use`, `free` (kept by the allocator) |
-//! | `kim_heap_trims_total` | counter: free heap returned to the system after a burst | |
 //!
 //! Close causes: `peer` (the client closed), `peer_gone` (the stream ended without a close),
 //! `io_error`, `read_timeout`, `write_timeout`, `close_timeout` (our close was not answered),
@@ -101,14 +99,16 @@ const PUSH_REASONS: [&str; 6] = [
     "unavailable",
 ];
 
-fn push_reason(e: &PushError) -> usize {
+/// The reason a failed push is counted under; `None` for what only a room operation meets.
+fn push_reason(e: &PushError) -> Option<usize> {
     match e {
-        PushError::NotFound(_) => 0,
-        PushError::Closed => 1,
-        PushError::Full => 2,
-        PushError::NotData(_) => 3,
-        PushError::TooLarge { .. } => 4,
-        PushError::Unavailable(_) => 5,
+        PushError::NotFound(_) => Some(0),
+        PushError::Closed => Some(1),
+        PushError::Full => Some(2),
+        PushError::NotData(_) => Some(3),
+        PushError::TooLarge { .. } => Some(4),
+        PushError::Unavailable(_) | PushError::NoAnswer => Some(5),
+        PushError::BadRoomName | PushError::TooManyRooms { .. } => None,
     }
 }
 
@@ -121,7 +121,6 @@ pub struct Metrics {
     pub(crate) refused_over_limit: IntCounter,
     pub(crate) accept_errors: IntCounter,
     pub(crate) logins: IntCounter,
-    pub(crate) heap_trims: IntCounter,
     rejections: [IntCounter; 4],
     push_failures: [IntCounter; 6],
     closed: [IntCounter; 11],
@@ -179,10 +178,6 @@ impl Metrics {
             ),
             accept_errors: counter("kim_accept_errors_total", "Failed accepts."),
             logins: counter("kim_logins_total", "Successful logins."),
-            heap_trims: counter(
-                "kim_heap_trims_total",
-                "Times the allocator was asked to return free memory to the system.",
-            ),
             rejections: Rejection::ALL.map(|r| rejections.with_label_values(&[r.label()])),
             push_failures: PUSH_REASONS.map(|r| pushes.with_label_values(&[r])),
             closed: CloseCause::ALL.map(|c| closed.with_label_values(&[c.label()])),
@@ -222,7 +217,9 @@ impl Metrics {
     }
 
     pub(crate) fn push_failed(&self, e: &PushError) {
-        self.push_failures[push_reason(e)].inc();
+        if let Some(reason) = push_reason(e) {
+            self.push_failures[reason].inc();
+        }
     }
 
     pub(crate) fn closed(&self, cause: CloseCause) {

@@ -12,13 +12,11 @@
 //! rooms when it ends, before [`StateListener::disconnect`](crate::StateListener::disconnect)
 //! runs, and a room with no members is dropped: an empty room costs nothing.
 
-pub(crate) mod error;
 pub(crate) mod name;
 pub(crate) mod policy;
 pub(crate) mod query;
 pub(crate) mod registry;
 pub(crate) mod watcher;
 
-pub use error::RoomError;
 pub use name::{check_room_name, MAX_ROOM_NAME};
 pub use policy::{Published, RoomPolicy, SlowMember};

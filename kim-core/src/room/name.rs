@@ -1,18 +1,18 @@
 //! Room names: what a room may be called.
 
-use crate::room::error::RoomError;
+use crate::error::PushError;
 
 /// The longest room name, in bytes.
 pub const MAX_ROOM_NAME: usize = 64;
 
 /// Checks a room name: 1 to [`MAX_ROOM_NAME`] bytes of UTF-8 with no whitespace or control
 /// characters (names travel in text protocols, separated by spaces).
-pub fn check_room_name(name: &str) -> Result<(), RoomError> {
+pub fn check_room_name(name: &str) -> Result<(), PushError> {
     if name.is_empty()
         || name.len() > MAX_ROOM_NAME
         || name.chars().any(|c| c.is_whitespace() || c.is_control())
     {
-        return Err(RoomError::BadName);
+        return Err(PushError::BadRoomName);
     }
     Ok(())
 }
@@ -34,9 +34,9 @@ mod tests {
             "a\u{0}b",
             &"r".repeat(MAX_ROOM_NAME + 1),
         ] {
-            assert_eq!(check_room_name(bad), Err(RoomError::BadName), "{bad:?}");
+            assert_eq!(check_room_name(bad), Err(PushError::BadRoomName), "{bad:?}");
         }
-        let said = RoomError::BadName.to_string();
+        let said = PushError::BadRoomName.to_string();
         assert!(
             said.contains(&format!("1 to {MAX_ROOM_NAME} bytes")),
             "{said}"

@@ -1,7 +1,7 @@
 //! Questions about rooms, as a courier answers them: at once from this process's rooms, or,
 //! in a worker, by asking the master, which owns every room.
 
-use crate::room::error::RoomError;
+use crate::error::PushError;
 
 /// A question about rooms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,18 +27,18 @@ pub(crate) enum Answer {
 
 impl Answer {
     /// The count answered, or `Unavailable` for an answer of the wrong shape.
-    pub(crate) fn count(self) -> Result<u64, RoomError> {
+    pub(crate) fn count(self) -> Result<u64, PushError> {
         match self {
             Answer::Count(n) => Ok(n),
-            Answer::Names(_) => Err(RoomError::Unavailable),
+            Answer::Names(_) => Err(PushError::NoAnswer),
         }
     }
 
     /// The names answered, or `Unavailable` for an answer of the wrong shape.
-    pub(crate) fn names(self) -> Result<Vec<String>, RoomError> {
+    pub(crate) fn names(self) -> Result<Vec<String>, PushError> {
         match self {
             Answer::Names(v) => Ok(v),
-            Answer::Count(_) => Err(RoomError::Unavailable),
+            Answer::Count(_) => Err(PushError::NoAnswer),
         }
     }
 }

@@ -18,13 +18,12 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 use crate::channel::id::ChannelId;
-use crate::channel::Channel;
+use crate::channel::{check_push, Channel};
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::error::PushError;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
 use crate::options::ServerOptions;
-use crate::room::error::RoomError;
 use crate::room::name::check_room_name;
 use crate::room::policy::{Published, RoomPolicy, SlowMember};
 use crate::room::watcher::RoomWatcher;
@@ -83,19 +82,11 @@ pub(crate) struct Rooms {
     watcher: Option<Arc<dyn RoomWatcher>>,
 }
 
-/// Checks what a publish to room `name` may carry: a text or binary frame within `max` bytes.
-pub(crate) fn check_publish(name: &str, frame: &Frame, max: usize) -> Result<(), RoomError> {
+/// Checks what a publish to room `name` may carry: what a push may (a text or binary frame
+/// within `max` bytes), to a well-named room.
+pub(crate) fn check_publish(name: &str, frame: &Frame, max: usize) -> Result<(), PushError> {
     check_room_name(name)?;
-    if !frame.op.is_data() {
-        return Err(RoomError::NotData(frame.op));
-    }
-    if frame.payload.len() > max {
-        return Err(RoomError::TooLarge {
-            len: frame.payload.len(),
-            max,
-        });
-    }
-    Ok(())
+    check_push(frame, max)
 }
 
 /// Why a slow member is closed.
@@ -127,21 +118,21 @@ impl Rooms {
     }
 
     /// Puts `chan` in room `name` (nothing changes if it is in already).
-    pub(crate) fn join(&self, chan: &Channel, name: &str) -> Result<(), RoomError> {
+    pub(crate) fn join(&self, chan: &Channel, name: &str) -> Result<(), PushError> {
         check_room_name(name)?;
         let serial = chan.serial();
         let mut shard = self.shard(serial).lock();
         // Checked under the shard's lock, which `leave_all` takes after the channel began
         // closing: a join either comes before it (and is undone by it) or is refused.
         if chan.outbox().is_closing() {
-            return Err(RoomError::Closed);
+            return Err(PushError::Closed);
         }
         let mine = shard.entry(serial).or_default();
         if mine.iter().any(|r| &*r.name == name) {
             return Ok(());
         }
         if mine.len() >= self.max_per_channel {
-            return Err(RoomError::TooManyRooms {
+            return Err(PushError::TooManyRooms {
                 max: self.max_per_channel,
             });
         }
@@ -173,7 +164,7 @@ impl Rooms {
     }
 
     /// Takes `chan` out of room `name` (nothing changes if it is not in it).
-    pub(crate) fn leave(&self, chan: &Channel, name: &str) -> Result<(), RoomError> {
+    pub(crate) fn leave(&self, chan: &Channel, name: &str) -> Result<(), PushError> {
         check_room_name(name)?;
         let serial = chan.serial();
         let mut shard = self.shard(serial).lock();
@@ -262,7 +253,7 @@ impl Rooms {
     }
 
     /// Checks what a publish may carry.
-    pub(crate) fn check_publish(&self, name: &str, frame: &Frame) -> Result<(), RoomError> {
+    pub(crate) fn check_publish(&self, name: &str, frame: &Frame) -> Result<(), PushError> {
         check_publish(name, frame, self.max_message_size)
     }
 
@@ -273,7 +264,7 @@ impl Rooms {
         name: &str,
         frame: Frame,
         except: Option<u64>,
-    ) -> Result<Published, RoomError> {
+    ) -> Result<Published, PushError> {
         self.check_publish(name, &frame)?;
         let metrics = &self.metrics.rooms;
         metrics.publishes.inc();

@@ -36,6 +36,7 @@ use crate::channel::Limits;
 use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::conn::FrameWriter;
+use crate::debug::{DebugService, NoDebugService};
 use crate::error::ServerError;
 use crate::hub::cluster::ClusterCourier;
 use crate::hub::local::LocalCourier;
@@ -88,6 +89,8 @@ pub struct DefaultServer<U, A, L, S> {
     options: ServerOptions,
     /// What the serving process does before it listens (never a worker).
     setup: Setup,
+    /// What runs beside the server for its operator.
+    debug: Arc<dyn DebugService>,
 }
 
 impl<U, L> DefaultServer<U, DefaultAcceptor, L, ()>
@@ -105,6 +108,7 @@ where
             state_listener: (),
             options: ServerOptions::default(),
             setup: Setup::default(),
+            debug: Arc::new(NoDebugService),
         }
     }
 }
@@ -125,6 +129,7 @@ where
             state_listener: self.state_listener,
             options: self.options,
             setup: self.setup,
+            debug: self.debug,
         }
     }
 
@@ -140,12 +145,23 @@ where
             state_listener,
             options: self.options,
             setup: self.setup,
+            debug: self.debug,
         }
     }
 
     /// Sets the options.
     pub fn with_options(mut self, options: ServerOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Runs `service` beside the server for its operator (the `kim-debug` crate's debug
+    /// listener and allocator care): started before the server listens, on the
+    /// [`debug_listen`](crate::OptionsBuilder::debug_listen) address if one is set, and
+    /// stopped at the end of its shutdown. Without one, a `debug_listen` address fails the
+    /// start.
+    pub fn with_debug(mut self, service: impl DebugService) -> Self {
+        self.debug = Arc::new(service);
         self
     }
 
@@ -246,14 +262,16 @@ where
         let local = socket.local_addr()?;
         let metrics = Arc::new(Metrics::new(self.options.metrics()));
         let lifecycle = Lifecycle::default();
-        if let Some(addr) = self.options.debug_listen() {
-            let stop = lifecycle.debug_stop.clone();
-            let bound = crate::debug::start(metrics.clone(), stop, addr).map_err(|source| {
-                ServerError::Bind {
-                    addr: addr.to_string(),
-                    source,
-                }
-            })?;
+        let listen = self.options.debug_listen();
+        let stop = lifecycle.debug_stop.clone();
+        let bound = self.debug.start(&metrics, listen, stop).map_err(|source| {
+            lifecycle.debug_stop.cancel();
+            ServerError::Bind {
+                addr: listen.map_or_else(String::new, |a| a.to_string()),
+                source,
+            }
+        })?;
+        if let Some(bound) = bound {
             let _ = lifecycle.debug_addr.set(bound);
             info!(target: TARGET, addr = %bound, "debug listener on");
         }

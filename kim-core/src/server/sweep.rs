@@ -1,5 +1,5 @@
-//! The sweeper: one task per server that advances the coarse clock, closes the channels
-//! past their read deadline, and gives memory back after a burst.
+//! The sweeper: one task per server that advances the coarse clock and closes the channels
+//! past their read deadline.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +17,6 @@ pub(crate) async fn sweep(core: Arc<Core>) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut expired = Vec::new();
-    // Once a second, the allocator is asked to return free memory if it holds much of it.
-    let mut next_heap_check = 0;
     loop {
         tokio::select! {
             _ = interval.tick() => {}
@@ -42,12 +40,6 @@ pub(crate) async fn sweep(core: Arc<Core>) {
                 CloseMode::Graceful,
                 CloseCause::ReadTimeout,
             );
-        }
-        if now >= next_heap_check {
-            next_heap_check = now + 1000;
-            if crate::heap::trim_if_bloated() {
-                core.metrics().heap_trims.inc();
-            }
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use kim_core::client::ClientOptions;
+use kim_client::ClientOptions;
 use kim_core::{
     Accepted, Acceptor, Channel, DefaultServer, Frame, LoginConn, MessageListener, Reject,
     ServerHandle, ServerOptions, Upgrader,

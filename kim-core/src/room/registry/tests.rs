@@ -70,9 +70,12 @@ fn membership_is_kept_from_both_sides_and_an_empty_room_is_dropped() {
     rooms.join(&chans[0], "b").unwrap();
     assert_eq!(
         rooms.join(&chans[0], "c"),
-        Err(RoomError::TooManyRooms { max: 2 })
+        Err(PushError::TooManyRooms { max: 2 })
     );
-    assert_eq!(rooms.join(&chans[0], "bad name"), Err(RoomError::BadName));
+    assert_eq!(
+        rooms.join(&chans[0], "bad name"),
+        Err(PushError::BadRoomName)
+    );
     rooms.join(&chans[1], "a").unwrap();
     assert_eq!(rooms.size("a"), 2);
     let mut mine = rooms.rooms_of(chans[0].serial());
@@ -92,5 +95,5 @@ fn membership_is_kept_from_both_sides_and_an_empty_room_is_dropped() {
     assert_eq!((m.rooms.get(), m.memberships.get()), (0, 0));
     // A closing channel joins nothing.
     chans[1].outbox().refuse_pushes();
-    assert_eq!(rooms.join(&chans[1], "a"), Err(RoomError::Closed));
+    assert_eq!(rooms.join(&chans[1], "a"), Err(PushError::Closed));
 }

@@ -1,6 +1,8 @@
-//! A client over any transport's frame reader and writer: log in, send, read, heartbeat,
-//! close. The transports build it after their own connect and handshake (`kim_tcp::connect`,
-//! `kim_ws::connect`); the examples, the tests and the benchmark all use it.
+//! kim-client: a client over any transport's frame reader and writer: log in, send, read,
+//! heartbeat, close. The transports build it after their own connect and handshake
+//! (`kim_tcp::connect`, `kim_ws::connect`); the examples, the tests and the benchmark all use
+//! it.
+#![warn(missing_docs)]
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,10 +13,9 @@ use bytes::Bytes;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-use crate::close::CloseReason;
-use crate::conn::{FrameReader, FrameReaderExt, FrameWriter, FrameWriterExt};
-use crate::error::ReadError;
-use crate::frame::{Frame, OpCode};
+use kim_core::{
+    CloseReason, Frame, FrameReader, FrameReaderExt, FrameWriter, FrameWriterExt, OpCode, ReadError,
+};
 
 /// Client settings.
 #[derive(Debug, Clone)]

@@ -175,7 +175,7 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn idle_buffers_are_a_pointer_each() {
         assert_eq!(std::mem::size_of::<ReadBuffer>(), 16);
-        assert_eq!(std::mem::size_of::<super::super::WriteBuffer>(), 16);
+        assert_eq!(std::mem::size_of::<crate::WriteBuffer>(), 16);
         let mut rb = ReadBuffer::new(4096);
         assert_eq!((rb.len(), rb.capacity()), (0, 0));
         rb.buf().extend_from_slice(b"abc");

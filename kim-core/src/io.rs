@@ -1,31 +1,12 @@
-//! Byte-level plumbing shared by the transports: splitting a stream into halves, a read buffer
-//! that costs nothing while its connection is idle, and a write buffer that sends a batch of
-//! frames with vectored writes.
-//!
-//! Idle connections dominate an IM gateway: tens of thousands of clients that send a heartbeat
-//! a minute. A read buffer held per connection would cost more than everything else kim keeps
-//! per channel, so [`ReadBuffer`] allocates when a read is attempted and gives the memory back
-//! when the read would block with nothing buffered. [`WriteBuffer`] does the same once a batch
-//! has been flushed.
-//!
-//! Even empty, a buffer's bookkeeping (a `BytesMut` is four words) would be carried by every
-//! idle connection's task, so both keep their memory behind one pointer: an idle connection's
-//! read buffer is 16 bytes and its write buffer 16, where they were 48 and 72. The boxes move
-//! through a per-thread cache together with the memory they point to, so a busy connection
-//! allocates no more often than before.
+//! The streams kim serves: [`Io`], what an [`Upgrader`](crate::Upgrader) is given, and
+//! [`Generic`], which makes any stream one. (The buffers the transports read and write with
+//! are the `kim-io` crate's.)
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite};
-
-mod pool;
-mod read_buffer;
-mod write_buffer;
-
-pub use read_buffer::{ReadBuffer, MAX_READ_SIZE};
-pub use write_buffer::{WriteBuffer, COPY_THRESHOLD};
 
 /// A byte stream that kim can serve: readable, writable, and splittable into halves for a
 /// client, which reads in one task while others write. (A server's channel is one task and

@@ -3,14 +3,19 @@
 //! A burst (slow consumers whose outboxes fill, large messages) raises the heap to its peak;
 //! when the burst is over kim frees all of it, but glibc's allocator keeps most freed memory
 //! in its arenas instead of returning it to the system, so resident memory stays at the peak.
-//! kim's metrics tell the two apart (`kim_heap_bytes{state="in_use"|"free"}`), and the
-//! server's sweeper asks the allocator to return free pages when resident memory is far above
-//! the heap in use. An allocator the binary installed ([`crate::set_allocator`]) is asked
+//! kim-debug's metrics tell the two apart (`kim_heap_bytes{state="in_use"|"free"}`), and once
+//! a second it asks the allocator to return free pages when resident memory is far above the
+//! heap in use ([`care`]). An allocator the binary installed ([`crate::set_allocator`]) is asked
 //! instead of glibc; elsewhere (another allocator, another libc) both are no-ops.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{IntCounter, Registry};
+use tokio_util::sync::CancellationToken;
 
 /// The heap in use and the free heap the allocator keeps, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,4 +106,82 @@ pub(crate) fn trim_if_bloated() -> bool {
     }
     trim();
     true
+}
+
+/// Reports `kim_heap_bytes` and counts `kim_heap_trims_total` in `registry`, and once a second
+/// until `stop` gives free memory back when the process holds much more than it uses.
+pub(crate) fn care(registry: &Registry, stop: CancellationToken) {
+    let trims = IntCounter::new(
+        "kim_heap_trims_total",
+        "Times the allocator was asked to return free memory to the system.",
+    )
+    .expect("a valid metric");
+    // Registered once per registry: a second service on the same server adds nothing.
+    let _ = registry.register(Box::new(trims.clone()));
+    let _ = registry.register(Box::new(HeapCollector::new()));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => break,
+            }
+            if trim_if_bloated() {
+                trims.inc();
+            }
+        }
+    });
+}
+
+/// `kim_heap_bytes{state}`, read from the allocator when scraped.
+struct HeapCollector {
+    desc: Desc,
+}
+
+const HEAP_BYTES: &str = "kim_heap_bytes";
+const HEAP_HELP: &str = "The process's heap as its allocator counts it (glibc's, or the one \
+                         installed with kim_debug::set_allocator): bytes in use, and bytes it \
+                         keeps free (resident, or already returned to the system by a trim).";
+
+impl HeapCollector {
+    fn new() -> HeapCollector {
+        let desc = Desc::new(
+            HEAP_BYTES.into(),
+            HEAP_HELP.into(),
+            vec!["state".into()],
+            Default::default(),
+        )
+        .expect("a valid metric");
+        HeapCollector { desc }
+    }
+}
+
+impl Collector for HeapCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Some(HeapStats { in_use, free }) = stats() else {
+            return Vec::new();
+        };
+        let state = |s: &str, v: u64| {
+            let mut label = LabelPair::default();
+            label.set_name("state".into());
+            label.set_value(s.into());
+            let mut gauge = Gauge::default();
+            gauge.set_value(v as f64);
+            let mut m = Metric::default();
+            m.set_label(vec![label]);
+            m.set_gauge(gauge);
+            m
+        };
+        let mut family = MetricFamily::default();
+        family.set_name(HEAP_BYTES.into());
+        family.set_help(HEAP_HELP.into());
+        family.set_field_type(MetricType::GAUGE);
+        family.set_metric(vec![state("in_use", in_use), state("free", free)]);
+        vec![family]
+    }
 }
