@@ -2,27 +2,32 @@
 //!
 //! An app implements three traits and gets a gateway:
 //! - [`Acceptor`]: logs a new connection in and names its channel;
-//! - [`MessageListener`]: handles every message a client sends, with an [`Channel`] to reply;
+//! - [`MessageListener`]: handles every message a client sends, with its [`Channel`] to reply;
 //! - [`StateListener`]: hears that a channel is gone.
 //!
 //! [`DefaultServer`] owns everything else: the accept loop, the transport upgrade (chosen by
 //! an [`Upgrader`]: websocket or raw TCP frames), the login deadline, per-channel read and
-//! write deadlines, heartbeats, batched writes, pushes to any channel through a
-//! [`ServerHandle`], [rooms](room) (join, leave, and publish to every member, encoded once),
-//! and graceful shutdown.
+//! write deadlines, heartbeats, batched writes, pushes to any channel through the server's
+//! [`Hub`], [rooms](room) (join, leave, and publish to every member, encoded once), and
+//! graceful shutdown through its [`ServerHandle`].
 //!
 //! The path of a message: the accept loop hands a stream to the upgrader, the acceptor logs
 //! it in under `login_wait`, the channel joins the [`ChannelMap`], and one task per channel
 //! reads frames, hands each message to its *route* (the app's listener in this task, or a
 //! worker process in process mode), and writes whatever was pushed as one batch.
 //!
+//! Where what a channel sends goes (a push, a room operation, a close) is decided in one
+//! place, the server's *courier*, chosen once at start: this process's outboxes and rooms,
+//! the same with the other nodes of a [cluster](cluster) behind them, or in a worker process
+//! the master. Nothing else in kim asks which mode it runs in.
+//!
 //! The crate has one module per concept, and its dependencies point one way: `server` (accept,
-//! login, sweep, the handle) uses `session` (one channel's task), which uses `route` (where
-//! messages go) and `channel` (the handle, its outbox, the map); `room` keeps the server's
-//! rooms of channels (the server holds them; a session takes its channel out of them when it
-//! ends); those use the leaves: frames, `close` (reasons and causes), errors, options, the
-//! clock. Process mode (`ipc`) plugs in at two seams: the master is a route, and a worker's
-//! channels forward their pushes and room operations.
+//! login, sweep, the handle) uses `session` (one channel's task), `route` (where a channel's
+//! messages go) and `hub` (the couriers and their public face); those use `channel` (the
+//! handle, its outbox, the map and the courier seam) and `room` (the rooms of the process that
+//! holds the sockets); all use the leaves: frames, `close` (reasons and causes), errors,
+//! options, the clock, metrics. Process mode (`ipc`) plugs in at the same two seams: the master
+//! is a route, and a worker's channels have the worker's courier.
 //!
 //! # Example
 //!

@@ -28,10 +28,10 @@ thread_local! {
     static POOL: RefCell<Vec<Boxed>> = const { RefCell::new(Vec::new()) };
 }
 
-/// An empty buffer with room for at least `min` bytes, if one is cached.
+/// An empty buffer with capacity for at least `min` bytes, if one is cached.
 ///
 /// A cached buffer may still share its allocation with payloads split off it earlier, and its
-/// room shrinks by what they took; `try_reclaim` gives the room back without allocating once
+/// capacity shrinks by what they took; `try_reclaim` gives the capacity back without allocating once
 /// they are gone. One that cannot serve this caller (too small, or still shared) stays for
 /// another.
 pub(crate) fn take(min: usize) -> Option<Boxed> {
@@ -45,7 +45,7 @@ pub(crate) fn take(min: usize) -> Option<Boxed> {
     .flatten()
 }
 
-/// An empty buffer with room for at least `min` bytes: a cached one, or a new one of `size`
+/// An empty buffer with capacity for at least `min` bytes: a cached one, or a new one of `size`
 /// bytes (at least `min`).
 pub(crate) fn take_or_new(min: usize, size: usize) -> Boxed {
     take(min).unwrap_or_else(|| Box::new(BytesMut::with_capacity(size.max(min))))
@@ -55,8 +55,8 @@ pub(crate) fn take_or_new(min: usize, size: usize) -> Boxed {
 /// it (its memory, once no payload shares it).
 pub(crate) fn give(mut b: Boxed) {
     b.clear();
-    // Payloads split off the front took their room with them; `take` gets it back once they
-    // are gone. Only a buffer with little room left is checked here, so that one that is
+    // Payloads split off the front took their capacity with them; `take` gets it back once they
+    // are gone. Only a buffer with little capacity left is checked here, so that one that is
     // truly small is not kept.
     if b.capacity() < MIN_POOLED_SIZE / 2 && !b.try_reclaim(MIN_POOLED_SIZE) {
         return;

@@ -7,7 +7,7 @@
 //!   into the channel's outbox, and the rooms are this process's;
 //! - a node of a cluster (`hub::cluster::ClusterCourier`): the local courier, and what it
 //!   cannot reach (a user on another node, a room's members elsewhere) goes to the cluster;
-//! - a worker process (`ipc::upstream::WorkerCourier`): the sockets and the rooms are the
+//! - a worker process (`ipc::courier::WorkerCourier`): the sockets and the rooms are the
 //!   master's, and everything travels to it over the worker's link.
 //!
 //! The mode is chosen once, when the server starts. Nothing else in kim asks which one it is:

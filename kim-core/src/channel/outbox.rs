@@ -261,7 +261,7 @@ mod spare {
     /// Queues kept per thread: at most 1024 x 64 entries of 40 bytes, 2.6 MB, and only after
     /// so many channels had frames waiting at once.
     const MAX_KEPT: usize = 1024;
-    /// The room a new queue starts with: a burst of a few frames (a fan-out's) does not grow
+    /// The capacity a new queue starts with: a burst of a few frames (a fan-out's) does not grow
     /// it.
     const FIRST_FRAMES: usize = 8;
     /// The largest queue kept, in frames.
@@ -271,7 +271,7 @@ mod spare {
         static SPARE: RefCell<Vec<Queue>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// An empty queue, with room if one is kept.
+    /// An empty queue, with capacity if one is kept.
     pub(super) fn take() -> Queue {
         SPARE
             .try_with(|s| s.borrow_mut().pop())

@@ -2,12 +2,13 @@
 //! [`StateListener`](crate::StateListener) run in worker processes fed over `AF_UNIX
 //! SOCK_DGRAM` socketpairs, chosen with [`Backend::UnixDatagram`](crate::Backend).
 //!
-//! The master (the process that called [`DefaultServer::start`](crate::DefaultServer::start))
+//! The master (the process that called [`DefaultServer::run`](crate::DefaultServer::run) or
+//! [`start`](crate::DefaultServer::start))
 //! owns every client socket and runs the transports and the login. It starts the workers by
 //! re-executing its own program (`fork` is unsafe under a multi-threaded runtime); each worker
 //! inherits its end of a socketpair, and its `main`, building the same server, finds out in
-//! `start` that it is a worker and runs the listener loop over that socket instead of
-//! listening. The app's code is the same in both modes: in a worker, an [`Channel`](crate::Channel)
+//! `run` (or `start`) that it is a worker and runs the listener loop over that socket instead
+//! of listening. The app's code is the same in both modes: in a worker, a [`Channel`](crate::Channel)
 //! pushes over the socket to the master, which writes to the channel, and the channel
 //! directory (ids, metadata) is mirrored so that pushing to a missing id still fails at once.
 //!
@@ -41,6 +42,7 @@ pub(crate) mod rooms;
 pub(crate) mod stats;
 pub(crate) mod wire;
 pub(crate) mod worker;
+pub(crate) mod workers;
 
 pub use stats::IpcStats;
 
@@ -52,8 +54,11 @@ const ENV_FD: &str = "KIM_WORKER_FD";
 const ENV_INDEX: &str = "KIM_WORKER_INDEX";
 const ENV_LIFELINE: &str = "KIM_WORKER_LIFELINE";
 
-/// True in a worker process started by a kim master (before its server has started). An app
-/// can use it to skip work that only the master should do; it need not: `start` handles it.
+/// True in a worker process started by a kim master (before its server has started). An app's
+/// `main` does not need it: [`DefaultServer::run`](crate::DefaultServer::run) serves in either
+/// process, and [`before_serving`](crate::DefaultServer::before_serving) and
+/// [`with_cluster_connect`](crate::DefaultServer::with_cluster_connect) hold what a worker
+/// must not do. A test harness that re-runs its own binary as a worker asks it.
 pub fn is_worker() -> bool {
     std::env::var_os(ENV_FD).is_some()
 }

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use crate::channel::map::ChannelMap;
 use crate::connections::Connections;
 use crate::hub::Hub;
-use crate::ipc::master::Master;
 use crate::ipc::stats::IpcStats;
+use crate::ipc::workers::Workers;
 use crate::metrics::hot::HandlerHistogram;
 use crate::metrics::live::Live;
 use crate::metrics::Metrics;
@@ -54,8 +54,8 @@ pub(crate) struct Core {
     /// The channels, the rooms and the way to them, in this server's mode.
     pub(crate) hub: Hub,
     pub(crate) lifecycle: Lifecycle,
-    /// In process mode: the worker processes this server supervises.
-    pub(crate) workers: OnceLock<Arc<Master>>,
+    /// The worker processes this server supervises (none in-process).
+    pub(crate) workers: Workers,
 }
 
 impl Core {
@@ -70,7 +70,7 @@ impl Core {
             options,
             hub,
             lifecycle,
-            workers: OnceLock::new(),
+            workers: Workers::default(),
         });
         core.hub.context().clock.tick();
         let live: std::sync::Weak<Core> = Arc::downgrade(&core);
@@ -104,7 +104,6 @@ impl Live for Core {
     }
 
     fn workers(&self) -> Option<(IpcStats, HandlerHistogram)> {
-        let master = self.workers.get()?;
-        Some((master.stats(), master.handler_histogram()))
+        self.workers.stats()
     }
 }

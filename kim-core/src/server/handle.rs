@@ -11,7 +11,6 @@ use tracing::info;
 
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::hub::Hub;
-use crate::ipc::master::Master;
 use crate::ipc::stats::IpcStats;
 use crate::metrics::Metrics;
 use crate::options::ServerOptions;
@@ -100,25 +99,17 @@ impl ServerHandle {
     /// it was sent; no client connection is closed) and returns how many were replaced. The
     /// same happens on SIGUSR1 to the master. 0 in-process.
     pub async fn reload_workers(&self) -> usize {
-        match self.workers() {
-            Some(m) => m.reload().await,
-            None => 0,
-        }
-    }
-
-    /// The worker processes this server supervises, in process mode.
-    fn workers(&self) -> Option<&Arc<Master>> {
-        self.core.workers.get()
+        self.core.workers.reload().await
     }
 
     /// In process mode (in the master), what the IPC backend has done; `None` otherwise.
     pub fn ipc_stats(&self) -> Option<IpcStats> {
-        Some(self.workers()?.stats())
+        Some(self.core.workers.stats()?.0)
     }
 
     /// In process mode (in the master), the worker processes' ids (0 for one being started).
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.workers().map(|m| m.worker_pids()).unwrap_or_default()
+        self.core.workers.pids()
     }
 
     /// True once a shutdown has begun.
@@ -160,10 +151,8 @@ impl ServerHandle {
             let _ = tokio::time::timeout(Duration::from_secs(1), core.connections().idle()).await;
         }
         let remaining = core.connections().active();
-        if let Some(master) = self.workers() {
-            let left = deadline.saturating_sub(started.elapsed());
-            master.stop(left.max(Duration::from_secs(2))).await;
-        }
+        let left = deadline.saturating_sub(started.elapsed());
+        core.workers.stop(left.max(Duration::from_secs(2))).await;
         core.hub
             .context()
             .courier

@@ -3,7 +3,7 @@
 //! - `accept`: the accept loop, and the refusal of connections over `max_connections`;
 //! - `login`: a connection's upgrade and login under `login_wait`, and its channel's entry in
 //!   the channel map;
-//! - `sweep`: the coarse clock, read deadlines, and memory given back after bursts;
+//! - `sweep`: the coarse clock and read deadlines;
 //! - `core`: what the server's tasks and its handles share, and its lifecycle;
 //! - `handle`: [`ServerHandle`], the app's handle to the running server;
 //! - `setup`: what the serving process does before it listens;
@@ -307,7 +307,7 @@ where
                 let master = Master::start(&core.options, courier)
                     .inspect_err(|_| core.lifecycle.debug_stop.cancel())?;
                 reload_on_signal(&master);
-                let _ = core.workers.set(master.clone());
+                core.workers.supervise(master.clone());
                 Ok(launch(
                     socket,
                     Gateway::new(core, upgrader, acceptor, master),
