@@ -14,7 +14,6 @@ use kim_client::ClientError;
 use kim_core::{
     Accepted, Acceptor, Backend, Channel, CloseReason, DefaultServer, Dispatch, Frame, LoginConn,
     MessageListener, OpCode, PushError, Reject, ServerHandle, ServerOptions, StateListener,
-    WorkerCommand,
 };
 use kim_examples::{MockAcceptor, MockListener, Presence};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -127,13 +126,7 @@ fn presence_options(workers: bool) -> ServerOptions {
                 ipc_max_size: Backend::DEFAULT_IPC_MAX_SIZE,
                 dispatch: Dispatch::RoundRobin,
             })
-            .worker_command(WorkerCommand {
-                program: std::env::current_exe().unwrap(),
-                args: ["worker_main", "--exact", "--nocapture"]
-                    .iter()
-                    .map(Into::into)
-                    .collect(),
-            });
+            .worker_command(common::this_binary_as_worker("worker_main"));
     }
     options.build().unwrap()
 }

@@ -2,12 +2,12 @@
 //! in a worker of process mode), `run` serving in every process, and a failed setup step
 //! failing the start with what went wrong.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kim_core::{
-    Backend, DefaultAcceptor, DefaultServer, Dispatch, ServerError, ServerOptions, WorkerCommand,
-};
+use kim_core::{Backend, DefaultAcceptor, DefaultServer, Dispatch, ServerError, ServerOptions};
 use kim_examples::EchoListener;
 
 /// Where the serving process and the workers leave a mark when their setup runs.
@@ -22,13 +22,7 @@ fn server(dir: PathBuf) -> DefaultServer<kim_tcp::TcpUpgrader, DefaultAcceptor, 
             ipc_max_size: Backend::DEFAULT_IPC_MAX_SIZE,
             dispatch: Dispatch::RoundRobin,
         })
-        .worker_command(WorkerCommand {
-            program: std::env::current_exe().unwrap(),
-            args: ["worker_main", "--exact", "--nocapture"]
-                .iter()
-                .map(Into::into)
-                .collect(),
-        })
+        .worker_command(common::this_binary_as_worker("worker_main"))
         .build()
         .unwrap();
     DefaultServer::new(kim_tcp::TcpUpgrader, EchoListener)

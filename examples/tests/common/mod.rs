@@ -10,7 +10,7 @@ use bytes::Bytes;
 use kim_client::{Client, ClientOptions};
 use kim_core::{
     Channel, ChannelId, CloseReason, DefaultServer, FrameReader, FrameWriter, ServerHandle,
-    ServerOptions, Upgrader,
+    ServerOptions, Upgrader, WorkerCommand,
 };
 use kim_examples::{MockAcceptor, MockListener};
 use kim_tcp::TcpClient;
@@ -254,4 +254,16 @@ pub async fn login_ws(addr: &str, id: &str) -> kim_ws::WsClient {
         .expect("login accepted");
     assert_eq!(&ok.payload[..], b"ok");
     c
+}
+
+/// Worker processes that run this test binary entered at its test `entry` (a `#[test]` that
+/// serves the master when `kim_core::ipc::is_worker()`, and returns at once otherwise).
+pub fn this_binary_as_worker(entry: &str) -> WorkerCommand {
+    WorkerCommand {
+        program: std::env::current_exe().unwrap(),
+        args: [entry, "--exact", "--nocapture"]
+            .iter()
+            .map(Into::into)
+            .collect(),
+    }
 }

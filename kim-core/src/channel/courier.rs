@@ -13,11 +13,12 @@
 //! The mode is chosen once, when the server starts. Nothing else in kim asks which one it is:
 //! what a channel sends goes to its context's courier, whatever that courier is.
 
-use std::future::Future;
+use std::future::{ready, Future};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::channel::id::ChannelId;
 use crate::channel::map::ChannelMap;
 use crate::channel::{Channel, Limits};
 use crate::clock::Clock;
@@ -49,7 +50,9 @@ pub(crate) struct Context {
 /// Where pushes, room operations and closes go in this server's mode.
 ///
 /// Methods that return nothing, or a result at once, never wait; those that may ask another
-/// process or node return a future bounded in time by the courier.
+/// process or node return a future bounded in time by the courier. The methods about what
+/// lies beyond this process (another node) answer by default as a single node does: nobody
+/// is there; the cluster's courier says otherwise.
 pub(crate) trait Courier: Send + Sync + 'static {
     /// The channels this process knows by id: its own, or in a worker, those mirrored from
     /// the master.
@@ -67,13 +70,19 @@ pub(crate) trait Courier: Send + Sync + 'static {
         &'a self,
         id: &'a str,
         frame: Frame,
-    ) -> BoxFuture<'a, Result<(), PushError>>;
+    ) -> BoxFuture<'a, Result<(), PushError>> {
+        let _ = frame;
+        Box::pin(ready(Err(PushError::NotFound(ChannelId::new(id)))))
+    }
 
     /// The node that holds `id`, which no channel of this process has.
     fn locate_elsewhere<'a>(
         &'a self,
         id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, ClusterError>>;
+    ) -> BoxFuture<'a, Result<Option<String>, ClusterError>> {
+        let _ = id;
+        Box::pin(ready(Ok(None)))
+    }
 
     /// Puts `chan` in room `room`.
     fn join(&self, chan: &Channel, room: &str) -> Result<(), PushError>;
@@ -93,7 +102,10 @@ pub(crate) trait Courier: Send + Sync + 'static {
     fn ask(&self, query: Query) -> BoxFuture<'_, Result<Answer, PushError>>;
 
     /// Members of room `room` beyond this process: on the other nodes.
-    fn room_size_elsewhere<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<usize, PushError>>;
+    fn room_size_elsewhere<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<usize, PushError>> {
+        let _ = room;
+        Box::pin(ready(Ok(0)))
+    }
 
     /// Claims `chan`'s id beyond this process as part of its login (it is in the channel map
     /// already): granted where nothing lies beyond.
@@ -101,15 +113,23 @@ pub(crate) trait Courier: Send + Sync + 'static {
         &'a self,
         chan: &'a Channel,
         policy: DuplicatePolicy,
-    ) -> BoxFuture<'a, Result<Claim, ClusterError>>;
+    ) -> BoxFuture<'a, Result<Claim, ClusterError>> {
+        let _ = (chan, policy);
+        Box::pin(ready(Ok(Claim::Granted)))
+    }
 
     /// `chan` ended: it leaves its rooms, then the channel map, and its id is given up.
     fn ended(&self, chan: &Channel);
 
     /// The cluster this server is a node of, if it is one.
-    fn cluster(&self) -> Option<&Arc<dyn Cluster>>;
+    fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
+        None
+    }
 
     /// The end of a shutdown, once the channels are gone: leaves what lies beyond this
     /// process, within `wait`.
-    fn stop(&self, wait: Duration) -> BoxFuture<'_, ()>;
+    fn stop(&self, wait: Duration) -> BoxFuture<'_, ()> {
+        let _ = wait;
+        Box::pin(ready(()))
+    }
 }

@@ -2,19 +2,13 @@
 //! the rooms are this process's, and nothing lies beyond it.
 
 use std::future::ready;
-use std::sync::Arc;
-use std::time::Duration;
 
 use crate::channel::courier::{BoxFuture, Courier};
-use crate::channel::id::ChannelId;
 use crate::channel::map::ChannelMap;
 use crate::channel::Channel;
 use crate::close::{CloseCause, CloseMode, CloseReason};
-use crate::cluster::error::ClusterError;
-use crate::cluster::{Claim, Cluster};
 use crate::error::PushError;
 use crate::frame::Frame;
-use crate::options::DuplicatePolicy;
 use crate::room::policy::Published;
 use crate::room::query::{Answer, Query};
 use crate::room::registry::Rooms;
@@ -78,21 +72,6 @@ impl Courier for LocalCourier {
         chan.request_close(reason, CloseMode::Graceful, CloseCause::Server);
     }
 
-    fn push_elsewhere<'a>(
-        &'a self,
-        id: &'a str,
-        _frame: Frame,
-    ) -> BoxFuture<'a, Result<(), PushError>> {
-        Box::pin(ready(Err(PushError::NotFound(ChannelId::new(id)))))
-    }
-
-    fn locate_elsewhere<'a>(
-        &'a self,
-        _id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, ClusterError>> {
-        Box::pin(ready(Ok(None)))
-    }
-
     fn join(&self, chan: &Channel, room: &str) -> Result<(), PushError> {
         self.rooms.join(chan, room)
     }
@@ -114,37 +93,15 @@ impl Courier for LocalCourier {
         Box::pin(ready(Ok(self.answer(&query))))
     }
 
-    fn room_size_elsewhere<'a>(
-        &'a self,
-        _room: &'a str,
-    ) -> BoxFuture<'a, Result<usize, PushError>> {
-        Box::pin(ready(Ok(0)))
-    }
-
-    fn claim<'a>(
-        &'a self,
-        _chan: &'a Channel,
-        _policy: DuplicatePolicy,
-    ) -> BoxFuture<'a, Result<Claim, ClusterError>> {
-        Box::pin(ready(Ok(Claim::Granted)))
-    }
-
     fn ended(&self, chan: &Channel) {
         self.remove(chan);
-    }
-
-    fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
-        None
-    }
-
-    fn stop(&self, _wait: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(ready(()))
     }
 }
 
 /// A context for channels made by unit tests, of a server that never started.
 #[cfg(test)]
-pub(crate) fn test_context() -> Arc<crate::channel::Context> {
+pub(crate) fn test_context() -> std::sync::Arc<crate::channel::Context> {
+    use std::sync::Arc;
     let options = crate::ServerOptions::default();
     let metrics = Arc::new(crate::metrics::Metrics::new(options.metrics()));
     let rooms = Rooms::new(&options, metrics.clone(), |_| None, None);

@@ -2,18 +2,13 @@
 //! close and room operation travels to it over the worker's link, in the order the worker's
 //! handlers made them.
 
-use std::future::ready;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::channel::courier::{BoxFuture, Courier};
-use crate::channel::id::ChannelId;
 use crate::channel::map::ChannelMap;
 use crate::channel::Channel;
 use crate::close::CloseReason;
-use crate::cluster::error::ClusterError;
-use crate::cluster::{Claim, Cluster};
 use crate::error::PushError;
 use crate::frame::Frame;
 use crate::ipc::in_transit::InTransit;
@@ -21,7 +16,6 @@ use crate::ipc::link::Link;
 use crate::ipc::protocol::{Body, CloseBody};
 use crate::ipc::rooms::RoomClient;
 use crate::ipc::wire::{Kind, Outgoing};
-use crate::options::DuplicatePolicy;
 use crate::room::name::check_room_name;
 use crate::room::policy::Published;
 use crate::room::query::{Answer, Query};
@@ -82,21 +76,6 @@ impl Courier for WorkerCourier {
             .enqueue(Outgoing::new(Kind::Close, chan.serial(), 0, body));
     }
 
-    fn push_elsewhere<'a>(
-        &'a self,
-        id: &'a str,
-        _frame: Frame,
-    ) -> BoxFuture<'a, Result<(), PushError>> {
-        Box::pin(ready(Err(PushError::NotFound(ChannelId::new(id)))))
-    }
-
-    fn locate_elsewhere<'a>(
-        &'a self,
-        _id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, ClusterError>> {
-        Box::pin(ready(Ok(None)))
-    }
-
     fn join(&self, chan: &Channel, room: &str) -> Result<(), PushError> {
         check_room_name(room)?;
         if chan.is_closed() {
@@ -130,31 +109,7 @@ impl Courier for WorkerCourier {
         Box::pin(self.rooms.query(query))
     }
 
-    fn room_size_elsewhere<'a>(
-        &'a self,
-        _room: &'a str,
-    ) -> BoxFuture<'a, Result<usize, PushError>> {
-        Box::pin(ready(Ok(0)))
-    }
-
-    /// A worker logs nobody in: its master does.
-    fn claim<'a>(
-        &'a self,
-        _chan: &'a Channel,
-        _policy: DuplicatePolicy,
-    ) -> BoxFuture<'a, Result<Claim, ClusterError>> {
-        Box::pin(ready(Ok(Claim::Granted)))
-    }
-
     fn ended(&self, chan: &Channel) {
         self.channels.remove_channel(chan);
-    }
-
-    fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
-        None
-    }
-
-    fn stop(&self, _wait: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(ready(()))
     }
 }
