@@ -16,9 +16,9 @@
 #![no_main]
 
 use flate2::{Decompress, FlushDecompress, Status};
-use kim_io::ReadBuffer;
 use kim_core::{FrameReader, OpCode};
 use kim_fuzz::{noop_context, split_spec, watch, Chunked};
+use kim_io::ReadBuffer;
 use kim_ws::internals::with_deflate;
 use kim_ws::{Role, WsStream};
 use libfuzzer_sys::fuzz_target;

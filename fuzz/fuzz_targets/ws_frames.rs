@@ -12,9 +12,9 @@
 //! itself; and a first frame sent whole with a minimal length re-encodes to its very bytes.
 #![no_main]
 
-use kim_io::ReadBuffer;
 use kim_core::{FrameReader, OpCode};
 use kim_fuzz::{noop_context, split_spec, watch, Chunked};
+use kim_io::ReadBuffer;
 use kim_ws::internals::encode_frame;
 use kim_ws::{Role, WsStream};
 use libfuzzer_sys::fuzz_target;
