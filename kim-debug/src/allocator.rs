@@ -1,14 +1,15 @@
-//! The process's allocator when it is not glibc's: what kim asks of it, through a hook the
-//! binary installs ([`set_allocator`]).
+//! The process's allocator when it is not glibc's: what kim-debug asks of it, through a hook
+//! the binary installs ([`set_allocator`]).
 //!
-//! kim reads the heap's figures for `kim_heap_bytes`, gives free memory back after bursts, and
-//! serves `/debug/pprof/heap` on the debug listener. With glibc's allocator the first two come
-//! from glibc and there is no heap profile. A binary that makes another allocator its own
-//! (jemalloc with its profiler: the `kim-heap-profile` crate) installs an
-//! [`AllocatorControl`] for it at start, and kim asks that instead.
+//! kim-debug reads the heap's figures for `kim_heap_bytes`, gives free memory back after
+//! bursts, and serves `/debug/pprof/heap` on the debug listener. With glibc's allocator the
+//! first two come from glibc and there is no heap profile. A binary that makes another
+//! allocator its own (jemalloc with its profiler: the `kim-heap-profile` crate) installs an
+//! [`AllocatorControl`] for it at start, and kim-debug asks that instead.
 //!
 //! A hook rather than a cargo feature: cargo unifies features over everything built together,
-//! so an allocator behind a feature of kim-core would reach every binary of a workspace build.
+//! so an allocator behind a feature of a shared crate would reach every binary of a workspace
+//! build.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,7 +28,7 @@ pub struct HeapProfileError {
 pub type HeapProfileFuture =
     Pin<Box<dyn Future<Output = Result<Vec<u8>, HeapProfileError>> + Send>>;
 
-/// What kim asks of the process's allocator.
+/// What kim-debug asks of the process's allocator.
 pub trait AllocatorControl: Send + Sync + 'static {
     /// The bytes allocated and in use, and the bytes the allocator holds without them being
     /// in use (free pages kept for later); `None` when it cannot say.
@@ -41,7 +42,7 @@ pub trait AllocatorControl: Send + Sync + 'static {
 
 static INSTALLED: OnceLock<&'static dyn AllocatorControl> = OnceLock::new();
 
-/// Tells kim which allocator the process uses. Call it once, at start, before any server
+/// Tells kim-debug which allocator the process uses. Call it once, at start, before any server
 /// starts; a second call changes nothing and returns false.
 pub fn set_allocator(control: &'static dyn AllocatorControl) -> bool {
     INSTALLED.set(control).is_ok()
