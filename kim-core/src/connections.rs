@@ -69,7 +69,7 @@ pub(crate) struct ActiveGuard(Option<Arc<Connections>>);
 
 impl ActiveGuard {
     /// Stops counting here: the caller now owes [`Connections::leave`] to these connections,
-    /// once. (A channel task does, through its channel, and saves the guard's 8 bytes in every
+    /// once. (A session does, through its channel, and saves the guard's 8 bytes in every
     /// connection's task.)
     pub(crate) fn transfer(mut self) -> Arc<Connections> {
         self.0.take().expect("a guard is transferred once")

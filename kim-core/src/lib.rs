@@ -22,7 +22,7 @@
 //! the master. Nothing else in kim asks which mode it runs in.
 //!
 //! The crate has one module per concept, and its dependencies point one way: `server` (accept,
-//! login, sweep, the handle) uses `task` (one channel's task), `route` (where a channel's
+//! login, sweep, the handle) uses `session` (one channel's task), `route` (where a channel's
 //! messages go) and `hub` (the couriers and their public face); those use `channel` (the
 //! handle, its outbox, the map and the courier seam) and `room` (the rooms of the process that
 //! holds the sockets); all use the leaves: frames, `close` (reasons and causes), errors,
@@ -57,8 +57,8 @@ mod options;
 pub mod room;
 mod route;
 mod server;
+mod session;
 mod shared_frame;
-mod task;
 mod throttle;
 mod upgrade;
 

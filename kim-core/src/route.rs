@@ -4,7 +4,7 @@
 //! A [`Route`] hears of a channel's login, takes each of its messages, and hears of its end.
 //! [`InProcess`] runs the app's listeners in the channel's own task, so a reply is written in
 //! the poll that read the request. In process mode the master's
-//! [`Master`](crate::ipc::master::Master) sends them to worker processes instead. The task
+//! [`Master`](crate::ipc::master::Master) sends them to worker processes instead. The session
 //! that drives a channel is generic over its route, so the in-process path costs no dynamic
 //! call and no check for the other paths.
 

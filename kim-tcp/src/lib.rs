@@ -301,7 +301,7 @@ mod tests {
         assert!(matches!(decode(&mut b, 1024), Ok(Decoded::Need(2))));
     }
 
-    /// A server's connection lives in every idle connection's task (see kim-core's channel task):
+    /// A server's connection lives in every idle connection's task (see kim-core's session):
     /// 72 bytes over a TCP stream of 32 (40 in debug builds, where mio adds a field).
     #[test]
     #[cfg(target_pointer_width = "64")]

@@ -382,7 +382,7 @@ mod tests {
     use kim_io::ReadBuffer;
 
     /// A server's stream lives in every idle connection's task, which tokio rounds up to 128
-    /// bytes: kim's channel task fits 256 only while it stays at 104 bytes over a TCP stream of 32
+    /// bytes: kim's session fits 256 only while it stays at 104 bytes over a TCP stream of 32
     /// (40 in debug builds, where mio adds a field).
     #[test]
     #[cfg(target_pointer_width = "64")]

@@ -41,7 +41,7 @@ pub(crate) struct Context {
     pub(crate) limits: Limits,
     pub(crate) clock: Arc<Clock>,
     pub(crate) metrics: Arc<Metrics>,
-    /// The connections being served: a channel's task leaves them when it ends.
+    /// The connections being served: a channel's session leaves them when it ends.
     pub(crate) connections: Arc<Connections>,
     /// Where what the channels send goes.
     pub(crate) courier: Arc<dyn Courier>,

@@ -316,7 +316,7 @@ where
         limits: Limits::new(&options),
         clock: Arc::new(Clock::new()),
         metrics: metrics.clone(),
-        // Connections are the master's; a worker's channels have no task to end.
+        // Connections are the master's; a worker's channels have no session to end.
         connections: Arc::default(),
         courier: courier.clone(),
     });

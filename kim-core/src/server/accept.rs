@@ -15,7 +15,7 @@ use crate::route::Route;
 use crate::server::gateway::Gateway;
 use crate::server::log::{CHANNEL_SPAN, TARGET};
 use crate::server::login::{login, LoggedIn};
-use crate::task::ChannelTask;
+use crate::session::Session;
 use crate::throttle::LogThrottle;
 use crate::upgrade::Upgrader;
 
@@ -78,7 +78,7 @@ where
     debug!(target: TARGET, "accept loop stopped");
 }
 
-/// One connection: upgrade and login under login_wait, registration, then its channel task.
+/// One connection: upgrade and login under login_wait, registration, then its session.
 async fn serve_connection<U, A, T>(
     gateway: Arc<Gateway<U, A, T>>,
     stream: TcpStream,
@@ -90,7 +90,7 @@ async fn serve_connection<U, A, T>(
     T: Route,
 {
     // The login runs in a `login` span (info) that ends with it. The channel's span, around
-    // everything its channel task does and the app logs for it, is at debug under a target of its
+    // everything its session does and the app logs for it, is at debug under a target of its
     // own: kept by every idle connection, it costs about 600 bytes in tracing-subscriber's
     // registry, so only a subscriber that asks for it (`kim::channel=debug`) pays for it.
     let transport = gateway.upgrader.name();
@@ -115,14 +115,14 @@ async fn serve_connection<U, A, T>(
         %peer,
         transport
     );
-    // The channel gets a task of its own, sized for the channel task alone: the login's state
+    // The channel gets a task of its own, sized for the session alone: the login's state
     // (handshake buffers, the acceptor's future) is freed with this task.
     let route = gateway.route.clone();
-    let task = ChannelTask::new(chan, conn.framed, route, login_event, guard);
+    let session = Session::new(chan, conn.framed, route, login_event, guard);
     if span.is_disabled() {
-        tokio::spawn(task);
+        tokio::spawn(session);
     } else {
-        tokio::spawn(task.instrument(span));
+        tokio::spawn(session.instrument(span));
     }
 }
 

@@ -16,8 +16,8 @@
 //! The read deadline is not a timer per channel: every frame stamps the channel with the
 //! server's coarse clock, and the server's sweeper closes channels whose stamp is too old.
 //!
-//! The channel task is the future of an idle connection's task, so its size is paid by every
-//! connection: tokio allocates a task in steps of 128 bytes, and a future of at most 152
+//! The session is the future of an idle connection's task, so its size is paid by every
+//! connection: tokio allocates a task in steps of 128 bytes, and a session of at most 152
 //! bytes keeps the task at 256 (at 280 it took 384). Hence the two deadlines share one box,
 //! armed only while one runs, and the connection's count among the active ones lives in the
 //! channel's drop rather than in a field of its own.
@@ -40,7 +40,7 @@ use crate::frame::{Frame, OpCode};
 use crate::route::{Handling, Route};
 
 pin_project_lite::pin_project! {
-    /// A channel task's deadlines, boxed together while either is armed.
+    /// A session's deadlines, boxed together while either is armed.
     struct Timers {
         // Armed while a flush is blocked: write_wait.
         #[pin]
@@ -51,8 +51,8 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// The channel task's channel, counted among the server's active connections until dropped:
-/// as the task's last field, after its socket has closed.
+/// The session's channel, counted among the server's active connections until dropped: as the
+/// session's last field, after its socket has closed.
 struct Counted(Channel);
 
 impl Counted {
@@ -89,7 +89,7 @@ enum Phase {
     Answered,
 }
 
-pub(crate) struct ChannelTask<F, T: Route> {
+pub(crate) struct Session<F, T: Route> {
     /// The connection, read and written through one value: no shared half to allocate.
     framed: F,
     route: Arc<T>,
@@ -109,7 +109,7 @@ pub(crate) struct ChannelTask<F, T: Route> {
     chan: Counted,
 }
 
-impl<F: Framed, T: Route> ChannelTask<F, T> {
+impl<F: Framed, T: Route> Session<F, T> {
     pub(crate) fn new(
         chan: Channel,
         framed: F,
@@ -117,7 +117,7 @@ impl<F: Framed, T: Route> ChannelTask<F, T> {
         login_event: Option<Handling>,
         guard: ActiveGuard,
     ) -> Self {
-        ChannelTask {
+        Session {
             framed,
             route,
             phase: Phase::Open,
@@ -370,11 +370,11 @@ impl<F: Framed, T: Route> ChannelTask<F, T> {
     }
 }
 
-impl<F: Framed, T: Route> ChannelTask<F, T> {
+impl<F: Framed, T: Route> Session<F, T> {
     /// Unless the stream failed or stopped taking writes, tells the peer at the stream's level
     /// too that nothing more comes: one poll of the writer's shutdown, which sends TLS's
     /// close_notify (without it a TLS client cannot tell the end from a cut connection) and
-    /// TCP's FIN. Best effort: the socket is closed when the task is dropped either way.
+    /// TCP's FIN. Best effort: the socket is closed when the session is dropped either way.
     fn shut_write(&mut self, cx: &mut Context<'_>, end: End) {
         if !matches!(end, End::Io(_) | End::WriteTimeout) {
             let _ = self.framed.poll_shutdown(cx);
@@ -382,8 +382,8 @@ impl<F: Framed, T: Route> ChannelTask<F, T> {
     }
 }
 
-impl<F, T: Route> ChannelTask<F, T> {
-    /// What ending a channel does however its task ends (in [`ChannelTask::end`], or dropped
+impl<F, T: Route> Session<F, T> {
+    /// What ending a channel does however the session ends (in [`Session::end`], or dropped
     /// before it could end): the outbox refuses pushes and lets go of what it holds, the
     /// channel leaves the map, the cause is counted, and the disconnect callback is returned
     /// to be run (`None` in process mode, where the owning worker runs it).
@@ -397,7 +397,7 @@ impl<F, T: Route> ChannelTask<F, T> {
     }
 }
 
-impl<F: Framed, T: Route> Future for ChannelTask<F, T> {
+impl<F: Framed, T: Route> Future for Session<F, T> {
     type Output = End;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {
@@ -422,9 +422,9 @@ impl<F: Framed, T: Route> Future for ChannelTask<F, T> {
     }
 }
 
-impl<F, T: Route> Drop for ChannelTask<F, T> {
+impl<F, T: Route> Drop for Session<F, T> {
     fn drop(&mut self) {
-        // A channel task dropped before it ended (its runtime shut down, or it was aborted)
+        // A session dropped before it ended (its runtime shut down, or its task was aborted)
         // still leaves the map and still reports its disconnect, exactly once.
         if self.finished {
             return;
@@ -447,18 +447,18 @@ impl<F, T: Route> Drop for ChannelTask<F, T> {
 mod tests {
     use super::*;
 
-    /// The channel task is the future of every connection's task, and tokio's task cell is a
+    /// The session is the future of every connection's task, and tokio's task cell is a
     /// 32-byte header, 16 bytes of its own, the future and a 48-byte trailer, in steps of
-    /// 128: at most 152 bytes of future keep the task at 256. This checks the future's own
+    /// 128: at most 152 bytes of session keep the task at 256. This checks the session's own
     /// fields with a connection as large as kim-ws's over a TCP stream (104 bytes, which
     /// kim-ws checks on its side).
     #[test]
     #[cfg(target_pointer_width = "64")]
-    fn a_channel_task_with_the_largest_connection_fits_152_bytes() {
+    fn a_session_with_the_largest_connection_fits_152_bytes() {
         #[allow(dead_code)] // only measured
         struct Framed104([u64; 13]);
-        type Largest = ChannelTask<Framed104, crate::ipc::master::Master>;
+        type Largest = Session<Framed104, crate::ipc::master::Master>;
         let size = std::mem::size_of::<Largest>();
-        assert!(size <= 152, "the channel task grew to {size} bytes");
+        assert!(size <= 152, "the session grew to {size} bytes");
     }
 }
