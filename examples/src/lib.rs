@@ -508,7 +508,6 @@ where
         _ => None,
     };
     let (a, l, s, o) = (acceptor, listener, state, options);
-    let before = async move { before.await.map_err(anyhow::Error::into_boxed_dyn_error) };
     let started = |handle: &kim_core::ServerHandle| {
         let tls = tls.as_ref();
         started(&Started { handle, tls })
@@ -553,7 +552,7 @@ async fn run<U, A, L, S>(
     listener: L,
     state: S,
     options: kim_core::ServerOptions,
-    before: impl std::future::Future<Output = Result<(), BoxError>> + Send + 'static,
+    before: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
     started: impl FnOnce(&kim_core::ServerHandle) -> anyhow::Result<()>,
 ) -> anyhow::Result<()>
 where
@@ -612,9 +611,6 @@ where
         })
         .await
 }
-
-/// An error that crosses into kim's setup.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Installs a log subscriber filtered by `RUST_LOG` (default `info`), writing to stderr (in
 /// color only on a terminal).

@@ -86,7 +86,6 @@ struct WorkerChan {
 }
 
 struct Worker<L, S> {
-    metrics: Arc<Metrics>,
     /// The context of the channels mirrored here: their pushes go to the master.
     context: Arc<Context>,
     courier: Arc<WorkerCourier>,
@@ -102,10 +101,10 @@ struct Worker<L, S> {
 }
 
 impl<L: MessageListener, S: StateListener> Worker<L, S> {
-    fn submit(self: &Arc<Self>, wc: &Arc<WorkerChan>, work: Event) {
+    fn submit(self: &Arc<Self>, wc: &Arc<WorkerChan>, event: Event) {
         let start = {
             let mut q = wc.queue.lock();
-            q.0.push_back(work);
+            q.0.push_back(event);
             !std::mem::replace(&mut q.1, true)
         };
         if start {
@@ -129,7 +128,7 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
             match work {
                 Event::Message(frame) => {
                     let cost = ipc_cost(frame.payload.len()) as u64;
-                    let metrics = &self.metrics;
+                    let metrics = &self.context.metrics;
                     let started = metrics.per_message.then(crate::metrics::stopwatch);
                     let r = AssertUnwindSafe(self.message_listener.receive(&wc.chan, frame))
                         .catch_unwind()
@@ -311,17 +310,15 @@ where
     );
     let max_message = options.max_message_size();
     let courier = Arc::new(WorkerCourier::new(link.clone(), max_message));
-    let metrics = Arc::new(Metrics::new(options.metrics()));
     let context = Arc::new(Context {
         limits: Limits::new(&options),
         clock: Arc::new(Clock::new()),
-        metrics: metrics.clone(),
+        metrics: Arc::new(Metrics::new(options.metrics())),
         // Connections are the master's; a worker's channels have no session to end.
         connections: Arc::default(),
         courier: courier.clone(),
     });
     let worker = Arc::new(Worker {
-        metrics,
         context,
         courier: courier.clone(),
         message_listener,
@@ -346,7 +343,7 @@ where
         let recv_stats = recv_stats.clone();
         move || WorkerCounters {
             pid: std::process::id(),
-            handler: worker.metrics.hot.handler_histogram(),
+            handler: worker.context.metrics.hot.handler_histogram(),
             handled: worker.handled.load(Ordering::Relaxed),
             recv: *recv_stats.lock(),
             push_failed: courier.push_failed.load(Ordering::Relaxed),
