@@ -15,7 +15,9 @@
 //!   is repeated" (or kicks the older one, with `--kick`);
 //! - `/join <room>`, `/leave <room>` and `#<room> <text>` work with rooms ([`rooms`]);
 //! - with `--presence` (off by default), every other channel is told `<id> joined` when a
-//!   channel logs in and `<id> left` when it is gone, as text frames ([`Presence`]).
+//!   channel logs in and `<id> left` when it is gone, as text frames ([`Presence`]);
+//! - login `<id> session` begins a session and `<id> resume <token> <seq>` resumes one: every
+//!   frame the server sends is then numbered, and held until `/ack <seq>` ([`sessions`]).
 #![warn(missing_docs)]
 
 /// The README's code, compiled as a doctest so that it stays true.
@@ -79,6 +81,7 @@ pub struct DocsChatExample;
 pub struct DocsTesting;
 
 pub mod rooms;
+pub mod sessions;
 pub mod throttle;
 
 use std::time::Duration;
@@ -105,14 +108,19 @@ pub struct MockAcceptor;
 impl Acceptor for MockAcceptor {
     async fn accept(&self, login: &mut LoginConn<'_>) -> Result<Accepted, Reject> {
         let frame = login.read_frame().await?;
-        let id = std::str::from_utf8(&frame.payload)
+        let text = std::str::from_utf8(&frame.payload)
             .map_err(|_| Reject::new("invalid user id: not UTF-8"))?;
+        let (id, session) = sessions::parse_login(text);
         if id.is_empty() || id.len() > MAX_ID_LEN {
             return Err(Reject::new(format!(
                 "invalid user id: must be 1 to {MAX_ID_LEN} bytes"
             )));
         }
-        Ok(Accepted::new(id).with_reply(Frame::binary(Bytes::from_static(b"ok"))))
+        Ok(match session {
+            // The session's answer (`ok <token>`, `resumed ...`, `new ...`) is the codec's.
+            Some(session) => Accepted::new(id).with_session(session),
+            None => Accepted::new(id).with_reply(Frame::binary(Bytes::from_static(b"ok"))),
+        })
     }
 }
 
@@ -336,6 +344,19 @@ pub struct ServerArgs {
     /// With `--deflate-takeover`: deflate's memory level, 1 to 9 (sizes its tables).
     #[arg(long, default_value_t = 1)]
     pub deflate_mem_level: u8,
+    /// Seconds a session whose connection was lost waits for its client to resume it.
+    #[arg(long, default_value_t = 120.0)]
+    pub session_window: f64,
+    /// Messages a session holds at most (sent and not acknowledged); past it the oldest go.
+    #[arg(long, default_value_t = 1000)]
+    pub session_max_messages: usize,
+    /// Payload bytes a session holds at most; past it the oldest messages go.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub session_max_bytes: usize,
+    /// Bytes all sessions hold at most (payloads and entries); past it the oldest messages of
+    /// the largest sessions go.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub session_max_total_bytes: usize,
 }
 
 /// On or off.
@@ -399,6 +420,10 @@ impl ServerArgs {
             .max_connections(self.max_connections)
             .max_message_size(self.max_message_size)
             .ipc_queue_bytes(self.ipc_queue_bytes)
+            .session_window(secs("session-window", self.session_window)?)
+            .session_max_messages(self.session_max_messages)
+            .session_max_bytes(self.session_max_bytes)
+            .session_max_total_bytes(self.session_max_total_bytes)
             .duplicate_policy(if self.kick {
                 kim_core::DuplicatePolicy::Kick
             } else {
@@ -461,6 +486,7 @@ where
         acceptor,
         listener,
         state,
+        sessions::MockCodec,
         std::future::ready(Ok(())),
         |_: &Started<'_>| Ok(()),
     )
@@ -477,17 +503,21 @@ pub struct Started<'a> {
     pub tls: Option<&'a kim_tls::TlsConfig>,
 }
 
-/// Like [`serve`], with the websocket transport `ws` (a hook, compression: start from
-/// [`ServerArgs::ws_upgrader`]) when the flags choose websocket, `before` awaited before the
+/// Like [`serve`] (which speaks the mock protocol's sessions, [`sessions::MockCodec`]), with
+/// the websocket transport `ws` (a hook, compression: start from
+/// [`ServerArgs::ws_upgrader`]) when the flags choose websocket, sessions encoded by `codec`,
+/// `before` awaited before the
 /// server listens (in the process that serves only: never in a worker process), and `started`
 /// called once the server listens, before `listening on ADDR` is printed (to start what serves
 /// beside it).
-pub async fn serve_with<A, L, S, B, F>(
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_with<A, L, S, C, B, F>(
     args: &ServerArgs,
     ws: kim_ws::WsUpgrader,
     acceptor: A,
     listener: L,
     state: S,
+    codec: C,
     before: B,
     started: F,
 ) -> anyhow::Result<()>
@@ -495,6 +525,7 @@ where
     A: kim_core::Acceptor,
     L: MessageListener,
     S: StateListener,
+    C: kim_core::SessionCodec,
     B: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
     F: FnOnce(&Started<'_>) -> anyhow::Result<()>,
 {
@@ -507,7 +538,7 @@ where
         }
         _ => None,
     };
-    let (a, l, s, o) = (acceptor, listener, state, options);
+    let (a, l, s, o) = (acceptor, listener, (state, codec), options);
     let started = |handle: &kim_core::ServerHandle| {
         let tls = tls.as_ref();
         started(&Started { handle, tls })
@@ -545,12 +576,12 @@ fn reload_on_sighup(tls: kim_tls::TlsConfig) -> anyhow::Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run<U, A, L, S>(
+async fn run<U, A, L, S, C>(
     args: &ServerArgs,
     upgrader: U,
     acceptor: A,
     listener: L,
-    state: S,
+    (state, codec): (S, C),
     options: kim_core::ServerOptions,
     before: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
     started: impl FnOnce(&kim_core::ServerHandle) -> anyhow::Result<()>,
@@ -560,10 +591,12 @@ where
     A: kim_core::Acceptor,
     L: MessageListener,
     S: StateListener,
+    C: kim_core::SessionCodec,
 {
     let mut server = kim_core::DefaultServer::new(upgrader, listener)
         .with_acceptor(acceptor)
         .with_state_listener(state)
+        .with_session_codec(codec)
         .with_options(options)
         .with_debug(kim_debug::Debug::new())
         .before_serving(before);

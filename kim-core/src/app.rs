@@ -17,6 +17,7 @@ use crate::conn::{Framed, Handshake};
 use crate::error::{LoginError, ReadError};
 use crate::frame::{Frame, OpCode};
 use crate::hub::Hub;
+use crate::resume::SessionLogin;
 
 /// Decides who a new connection is: reads login frames, checks credentials, and returns the
 /// channel id (or a rejection).
@@ -56,8 +57,28 @@ pub trait StateListener: Send + Sync + 'static {
     }
 
     /// Called exactly once for every channel whose [`login`](StateListener::login) was called,
-    /// after it left the channel map (pushes to it fail from then on).
+    /// after it left the channel map (pushes to it fail from then on). With a session, that
+    /// is when the session ends (a clean close, a close the server decided, or the window
+    /// passed), not when its connection is lost.
     fn disconnect(&self, agent: &Channel) -> impl Future<Output = ()> + Send;
+
+    /// A channel with a session lost its connection without a clean close: the session is
+    /// suspended, pushes to it are held, and it stays in its rooms, until a resume
+    /// ([`resume`](StateListener::resume)) or the window's end
+    /// ([`disconnect`](StateListener::disconnect)). A resume that comes while this runs may
+    /// start its own event before this one returns.
+    fn suspend(&self, agent: &Channel) -> impl Future<Output = ()> + Send {
+        let _ = agent;
+        async {}
+    }
+
+    /// A suspended session (or one whose old connection still looked open) was resumed by a
+    /// new connection: held messages are replayed to it. Like
+    /// [`login`](StateListener::login), its messages wait for this to return.
+    fn resume(&self, agent: &Channel) -> impl Future<Output = ()> + Send {
+        let _ = agent;
+        async {}
+    }
 }
 
 /// A state listener that ignores logins and disconnects.
@@ -65,17 +86,20 @@ impl StateListener for () {
     async fn disconnect(&self, _: &Channel) {}
 }
 
-/// A successful login: the channel's id, its metadata, and an optional first frame for the
+/// A successful login: the channel's id, its metadata, an optional first frame for the
 /// client (sent only once the channel is registered, so a login that turns out to be a
-/// duplicate is never told "ok").
+/// duplicate is never told "ok"), and whether it begins or resumes a session.
 #[derive(Debug, Clone)]
 pub struct Accepted {
     /// The channel id; must be unique among connected channels.
     pub id: ChannelId,
     /// Metadata kept with the channel.
     pub meta: Meta,
-    /// A frame sent to the client once it is registered, before anything pushed to it.
+    /// A frame sent to the client once it is registered, before anything pushed to it (with
+    /// a session: after the session's answer, unnumbered).
     pub reply: Option<Frame>,
+    /// A session begun or resumed by this login (see [`crate::resume`]).
+    pub session: Option<SessionLogin>,
 }
 
 impl Accepted {
@@ -85,6 +109,7 @@ impl Accepted {
             id: id.into(),
             meta: Meta::new(),
             reply: None,
+            session: None,
         }
     }
 
@@ -97,6 +122,17 @@ impl Accepted {
     /// Sends `frame` to the client once the channel is registered.
     pub fn with_reply(mut self, frame: Frame) -> Accepted {
         self.reply = Some(frame);
+        self
+    }
+
+    /// Begins a session ([`SessionLogin::Start`]) or resumes one ([`SessionLogin::Resume`]):
+    /// the client is answered by the server's [`SessionCodec`](crate::resume::SessionCodec)
+    /// with the session's token and how the login turned out, and every message delivered to
+    /// the channel is numbered and held until acknowledged. A resume replaces a fresh login:
+    /// the acceptor authenticates the client as for any login, and kim checks that the
+    /// session is this id's and its token.
+    pub fn with_session(mut self, session: SessionLogin) -> Accepted {
+        self.session = Some(session);
         self
     }
 }

@@ -91,6 +91,9 @@ pub(crate) enum CloseMode {
     /// Drop the connection now: the socket cannot be written (write deadline), or the shutdown
     /// deadline passed.
     Abort,
+    /// Drop the connection now and suspend its session (the read deadline passed: the
+    /// transport is presumed lost). For a channel without a session, an abort.
+    Suspend,
 }
 
 /// Why a channel ended, a label of `kim_channels_closed_total`.
@@ -117,12 +120,15 @@ pub(crate) enum CloseCause {
     /// The server shut down.
     Shutdown,
     /// Its outbox was full when a room it is in published to it (policy
-    /// [`SlowMember::Close`](crate::room::SlowMember::Close)).
+    /// [`SlowMember::Close`](crate::room::SlowMember::Close)), or its session had to drop a
+    /// message it had not yet been sent.
     SlowConsumer,
+    /// Its session stayed suspended past the window.
+    SessionExpired,
 }
 
 impl CloseCause {
-    pub(crate) const ALL: [CloseCause; 11] = [
+    pub(crate) const ALL: [CloseCause; 12] = [
         CloseCause::Peer,
         CloseCause::PeerGone,
         CloseCause::IoError,
@@ -134,6 +140,7 @@ impl CloseCause {
         CloseCause::Server,
         CloseCause::Shutdown,
         CloseCause::SlowConsumer,
+        CloseCause::SessionExpired,
     ];
 
     /// The label value.
@@ -150,7 +157,20 @@ impl CloseCause {
             CloseCause::Server => "server",
             CloseCause::Shutdown => "shutdown",
             CloseCause::SlowConsumer => "slow_consumer",
+            CloseCause::SessionExpired => "session_expired",
         }
+    }
+
+    /// True if a channel ending this way only lost its transport: its session, if it has
+    /// one, is suspended rather than ended.
+    pub(crate) fn suspends(self) -> bool {
+        matches!(
+            self,
+            CloseCause::PeerGone
+                | CloseCause::IoError
+                | CloseCause::ReadTimeout
+                | CloseCause::WriteTimeout
+        )
     }
 }
 
@@ -169,6 +189,8 @@ pub(crate) enum End {
     Aborted,
     /// We sent a close and the peer did not answer within close_wait.
     CloseTimeout,
+    /// A resume took the channel's session over to another connection.
+    HandedOver,
 }
 
 impl End {
@@ -181,6 +203,8 @@ impl End {
             End::WriteTimeout => CloseCause::WriteTimeout,
             End::Aborted => CloseCause::Shutdown,
             End::CloseTimeout => CloseCause::CloseTimeout,
+            // Never counted: the session goes on.
+            End::HandedOver => CloseCause::PeerGone,
         }
     }
 }

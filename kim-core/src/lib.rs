@@ -54,6 +54,7 @@ pub mod io;
 pub mod ipc;
 pub mod metrics;
 mod options;
+pub mod resume;
 pub mod room;
 mod route;
 mod server;
@@ -77,6 +78,7 @@ pub use metrics::Metrics;
 pub use options::{
     Backend, Dispatch, DuplicatePolicy, OptionsBuilder, ServerOptions, WorkerCommand,
 };
+pub use resume::{DefaultCodec, Opened, SessionCodec, SessionLogin, SessionToken, Upstream};
 pub use server::{DefaultServer, ServerHandle, ServerStats, ShutdownReport};
 pub use shared_frame::SharedFrame;
 pub use upgrade::{ConnConfig, Upgrader};

@@ -111,6 +111,10 @@ pub struct ServerOptions {
     ipc_queue_bytes: usize,
     metrics: bool,
     debug_listen: Option<std::net::SocketAddr>,
+    session_window: Duration,
+    session_max_messages: usize,
+    session_max_bytes: usize,
+    session_max_total_bytes: usize,
 }
 
 impl Default for ServerOptions {
@@ -135,6 +139,10 @@ impl Default for ServerOptions {
             ipc_queue_bytes: 16 << 20,
             metrics: true,
             debug_listen: None,
+            session_window: Duration::from_secs(120),
+            session_max_messages: 1000,
+            session_max_bytes: 1 << 20,
+            session_max_total_bytes: 1 << 30,
         }
     }
 }
@@ -222,6 +230,26 @@ impl ServerOptions {
     pub fn metrics(&self) -> bool {
         self.metrics
     }
+    /// See [`OptionsBuilder::session_window`].
+    pub fn session_window(&self) -> Duration {
+        self.session_window
+    }
+
+    /// See [`OptionsBuilder::session_max_messages`].
+    pub fn session_max_messages(&self) -> usize {
+        self.session_max_messages
+    }
+
+    /// See [`OptionsBuilder::session_max_bytes`].
+    pub fn session_max_bytes(&self) -> usize {
+        self.session_max_bytes
+    }
+
+    /// See [`OptionsBuilder::session_max_total_bytes`].
+    pub fn session_max_total_bytes(&self) -> usize {
+        self.session_max_total_bytes
+    }
+
     /// Where the debug listener (`/metrics`, `/debug/pprof/...`) is bound, if anywhere.
     pub fn debug_listen(&self) -> Option<std::net::SocketAddr> {
         self.debug_listen
@@ -351,6 +379,37 @@ impl OptionsBuilder {
     }
 
     /// Checks the values and returns the options.
+    /// How long a session whose connection was lost waits for its client to resume it
+    /// (default 120 s); then it ends. See [`crate::resume`].
+    pub fn session_window(mut self, d: Duration) -> Self {
+        self.opts.session_window = d;
+        self
+    }
+
+    /// Messages one session holds at most, sent or waiting and not acknowledged (default
+    /// 1,000); past it the oldest are dropped, and a resume from before them is told "new".
+    pub fn session_max_messages(mut self, n: usize) -> Self {
+        self.opts.session_max_messages = n;
+        self
+    }
+
+    /// Payload bytes one session holds at most (default 1 MiB); past it the oldest are
+    /// dropped (the newest is always kept).
+    pub fn session_max_bytes(mut self, n: usize) -> Self {
+        self.opts.session_max_bytes = n;
+        self
+    }
+
+    /// Bytes all sessions of the server hold at most, payloads and each held message's
+    /// entry (default 1 GiB; a room message's payload counts once per member holding it).
+    /// Over it, the oldest messages of the largest sessions are dropped until the total is
+    /// a sixteenth below it.
+    pub fn session_max_total_bytes(mut self, n: usize) -> Self {
+        self.opts.session_max_total_bytes = n;
+        self
+    }
+
+    /// The options, or the first value that cannot work.
     pub fn build(self) -> Result<ServerOptions, OptionsError> {
         let o = &self.opts;
         let err = |name, reason: &str| {
@@ -389,6 +448,18 @@ impl OptionsBuilder {
         }
         if o.max_rooms_per_channel == 0 {
             return err("max_rooms_per_channel", "must be at least 1");
+        }
+        if o.session_window.is_zero() {
+            return err("session_window", "must be more than zero");
+        }
+        if o.session_max_messages == 0 || o.session_max_messages > u32::MAX as usize {
+            return err("session_max_messages", "must be between 1 and 4294967295");
+        }
+        if o.session_max_bytes == 0 {
+            return err("session_max_bytes", "must be at least 1");
+        }
+        if o.session_max_total_bytes < 1 << 16 {
+            return err("session_max_total_bytes", "must be at least 65536");
         }
         if let Backend::UnixDatagram {
             workers,

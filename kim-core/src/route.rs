@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 
 use crate::app::{MessageListener, StateListener};
 use crate::channel::Channel;
+use crate::close::CloseCause;
 use crate::frame::Frame;
 
 /// The handling of an event a route hands back to the channel's task to run to its end.
@@ -38,6 +39,30 @@ pub(crate) trait Route: Send + Sync + 'static {
 
     /// The channel ended. Returns the disconnect callback to run, if it runs in this task.
     fn ended(self: &Arc<Self>, chan: &Channel) -> Option<Handling>;
+
+    /// The channel's session lost its connection. Returns the suspend event to run, if it
+    /// runs in this task.
+    fn suspended(self: &Arc<Self>, chan: &Channel) -> Option<Handling>;
+
+    /// The channel's session was resumed by a new connection. Returns the resume event to
+    /// run before the channel reads its first message, if it runs in this task.
+    fn resumed(self: &Arc<Self>, chan: &Channel) -> Option<Handling>;
+}
+
+/// What ending a channel does, whoever ends it (its task, or a suspended session's waiter):
+/// the outbox refuses pushes and lets go of what it holds, the channel leaves the map and its
+/// rooms, the cause is counted, and the disconnect callback is returned to be run (`None` in
+/// process mode, where the owning worker runs it).
+pub(crate) fn end<T: Route>(chan: &Channel, route: &Arc<T>, cause: CloseCause) -> Option<Handling> {
+    let context = chan.context();
+    if let Some(freed) = chan.outbox().end() {
+        let sessions = &context.metrics.sessions;
+        context.sessions.total.released(sessions, freed);
+        sessions.open.dec();
+    }
+    context.courier.ended(chan);
+    context.metrics.closed(cause);
+    route.ended(chan)
 }
 
 /// The app's listeners, run by the channel's task in this process.
@@ -85,5 +110,21 @@ impl<L: MessageListener, S: StateListener> Route for InProcess<L, S> {
         Some(Box::pin(async move {
             this.state_listener.disconnect(&chan).await
         }))
+    }
+
+    fn suspended(self: &Arc<Self>, chan: &Channel) -> Option<Handling> {
+        let this = self.clone();
+        let chan = chan.clone();
+        Some(Box::pin(
+            async move { this.state_listener.suspend(&chan).await },
+        ))
+    }
+
+    fn resumed(self: &Arc<Self>, chan: &Channel) -> Option<Handling> {
+        let this = self.clone();
+        let chan = chan.clone();
+        Some(Box::pin(
+            async move { this.state_listener.resume(&chan).await },
+        ))
     }
 }

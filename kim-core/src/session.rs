@@ -37,7 +37,18 @@ use crate::conn::Framed;
 use crate::connections::ActiveGuard;
 use crate::error::ReadError;
 use crate::frame::{Frame, OpCode};
-use crate::route::{Handling, Route};
+use crate::resume::{suspended, Upstream};
+use crate::route::{self, Handling, Route};
+
+/// True if a peer's close ends its session: websocket codes 1000 and 1001, a close without a
+/// code, and raw TCP's close frame without a reason.
+fn closes_cleanly(reason: &CloseReason) -> bool {
+    match reason.code {
+        CloseReason::NORMAL | CloseReason::GOING_AWAY => true,
+        CloseReason::NO_STATUS => reason.reason.is_empty(),
+        _ => false,
+    }
+}
 
 pin_project_lite::pin_project! {
     /// A session's deadlines, boxed together while either is armed.
@@ -87,6 +98,9 @@ enum Phase {
     Closing,
     /// The peer closed: our answer is flushed, then the channel ends.
     Answered,
+    /// The peer closed, but not cleanly (a websocket code other than 1000 or 1001, a TCP
+    /// close frame with a reason): as `Answered`, and a session is suspended, not ended.
+    AnsweredAway,
 }
 
 pub(crate) struct Session<F, T: Route> {
@@ -105,6 +119,11 @@ pub(crate) struct Session<F, T: Route> {
     timers: Option<Pin<Box<Timers>>>,
     /// Why we began closing, if we did.
     cause: Option<CloseCause>,
+    /// With a session: which of its connections this is (see [`crate::resume`]).
+    generation: u16,
+    /// True if the channel has a session: what it sends is numbered, what it reads is the
+    /// session codec's.
+    numbered: bool,
     /// Last: dropped after the connection, so after the socket has closed.
     chan: Counted,
 }
@@ -116,7 +135,9 @@ impl<F: Framed, T: Route> Session<F, T> {
         route: Arc<T>,
         login_event: Option<Handling>,
         guard: ActiveGuard,
+        generation: u16,
     ) -> Self {
+        let numbered = chan.outbox().has_session();
         Session {
             framed,
             route,
@@ -127,6 +148,8 @@ impl<F: Framed, T: Route> Session<F, T> {
             running: login_event,
             timers: None,
             cause: None,
+            generation,
+            numbered,
             chan: Counted::new(chan, guard),
         }
     }
@@ -171,7 +194,8 @@ impl<F: Framed, T: Route> Session<F, T> {
                 // 4. Park, unless a push or close slipped in since step 2.
                 Ok(false) => {
                     let writer_idle = self.framed.pending() == 0;
-                    if self.chan.outbox().park(writer_idle, cx.waker()) {
+                    let generation = self.generation;
+                    if self.chan.outbox().park(generation, writer_idle, cx.waker()) {
                         return Poll::Pending;
                     }
                 }
@@ -217,23 +241,32 @@ impl<F: Framed, T: Route> Session<F, T> {
     #[inline]
     fn fill_writer(&mut self) -> Result<Backlog, End> {
         if self.framed.pending() > 0 {
-            let backlog = self.chan.outbox().backlog();
+            let backlog = self.chan.outbox().backlog(self.generation);
+            let backlog = backlog.map_err(|_| End::HandedOver)?;
             if let Some(cause) = backlog.abort {
                 self.cause.get_or_insert(cause);
                 return Err(End::Aborted);
             }
             return Ok(backlog);
         }
-        let (batch, close) = self.chan.outbox().take_batch();
+        let taken = self.chan.outbox().take_batch(self.generation);
+        let (batch, close) = taken.map_err(|_| End::HandedOver)?;
         if let Some(mut batch) = batch {
             let (mut n, mut bytes) = (0, 0);
+            let first = batch.held.first;
             for q in batch.frames.drain(..) {
-                n += 1;
                 bytes += q.len() as u64;
-                match q {
-                    Queued::Frame(f) => self.framed.start_frame(f),
-                    Queued::Shared(s) => self.framed.start_shared(&s),
+                if first != 0 {
+                    let codec = &self.chan.context().sessions.codec;
+                    self.framed
+                        .start_frame(codec.numbered(first + n, q.frame()));
+                } else {
+                    match q {
+                        Queued::Frame(f) => self.framed.start_frame(f),
+                        Queued::Shared(s) => self.framed.start_shared(&s),
+                    }
                 }
+                n += 1;
             }
             if self.chan.context().limits.count_messages {
                 self.chan.context().metrics.hot.sent(n, bytes);
@@ -241,7 +274,7 @@ impl<F: Framed, T: Route> Session<F, T> {
             outbox::recycle(batch);
         }
         if let Some((reason, mode, cause)) = close {
-            if mode == CloseMode::Abort {
+            if mode != CloseMode::Graceful {
                 self.cause.get_or_insert(cause);
                 return Err(End::Aborted);
             }
@@ -256,7 +289,7 @@ impl<F: Framed, T: Route> Session<F, T> {
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Result<(), End> {
         if self.framed.pending() == 0 {
             return match self.phase {
-                Phase::Answered => Err(End::Closed),
+                Phase::Answered | Phase::AnsweredAway => Err(End::Closed),
                 _ => Ok(()),
             };
         }
@@ -269,7 +302,7 @@ impl<F: Framed, T: Route> Session<F, T> {
                     }
                 }
                 match self.phase {
-                    Phase::Answered => Err(End::Closed),
+                    Phase::Answered | Phase::AnsweredAway => Err(End::Closed),
                     _ => Ok(()),
                 }
             }
@@ -294,7 +327,7 @@ impl<F: Framed, T: Route> Session<F, T> {
     fn poll_read(&mut self, cx: &mut Context<'_>, backlog: Backlog) -> Result<bool, End> {
         let limits = &self.chan.context().limits;
         let can_read = self.running.is_none()
-            && self.phase != Phase::Answered
+            && !matches!(self.phase, Phase::Answered | Phase::AnsweredAway)
             && self.framed.pending() + backlog.bytes + self.chan.in_flight().get()
                 <= limits.pause_bytes
             && backlog.frames < limits.pause_frames
@@ -331,7 +364,11 @@ impl<F: Framed, T: Route> Session<F, T> {
                     if context.limits.count_messages {
                         context.metrics.hot.received(frame.payload.len());
                     }
-                    self.running = self.route.receive(&self.chan, frame);
+                    if self.numbered {
+                        self.on_session_frame(frame);
+                    } else {
+                        self.running = self.route.receive(&self.chan, frame);
+                    }
                 }
             }
             OpCode::Ping => {
@@ -340,30 +377,76 @@ impl<F: Framed, T: Route> Session<F, T> {
                 }
             }
             OpCode::Close => {
+                let mut phase = Phase::Answered;
                 if self.phase == Phase::Open {
                     let reason = self.framed.close_reason(&frame.payload);
                     tracing::debug!(%reason, "peer closed");
-                    self.chan.outbox().refuse_pushes();
+                    if self.numbered && !closes_cleanly(&reason) {
+                        // The session is suspended: pushes are held meanwhile.
+                        phase = Phase::AnsweredAway;
+                    } else {
+                        self.chan.outbox().refuse_pushes();
+                    }
                     let answer = self.framed.close_frame(&reason);
                     self.framed.start_frame(answer);
                 }
-                self.phase = Phase::Answered;
+                self.phase = phase;
             }
             OpCode::Pong | OpCode::Continuation => {}
         }
     }
 
-    /// Takes the channel out of the map and starts the disconnect callback.
+    /// A text or binary frame of a channel with a session: an acknowledgement, or a message
+    /// for the app (a numbered one acknowledged once handed over, and handed over once).
+    fn on_session_frame(&mut self, frame: Frame) {
+        let sessions = &self.chan.context().sessions;
+        match sessions.codec.read(frame) {
+            Upstream::Ack(seq) => {
+                let freed = self.chan.outbox().ack(seq);
+                if freed.messages > 0 {
+                    let metrics = &self.chan.context().metrics.sessions;
+                    metrics.acked.inc_by(freed.messages as u64);
+                    sessions.total.released(metrics, freed);
+                }
+            }
+            Upstream::Message { number, frame } => {
+                let new = number.is_none_or(|n| self.chan.outbox().take_upstream(n));
+                if new {
+                    self.running = self.route.receive(&self.chan, frame);
+                }
+                if let Some(n) = number {
+                    let ack = sessions.codec.ack(n);
+                    self.framed.start_frame(ack);
+                }
+            }
+            Upstream::Invalid(why) => {
+                tracing::debug!(reason = why, "bad session frame");
+                self.begin_close(&CloseReason::protocol(why), CloseCause::ProtocolError);
+            }
+        }
+    }
+
+    /// Takes the channel out of the map and starts the disconnect callback; with a session
+    /// whose transport was lost, suspends the session instead.
     fn end(&mut self, end: End) {
         // What we began closing for wins over how the connection then ended.
         let cause = self.cause.unwrap_or(end.cause());
-        self.running = self.leave(cause);
         let id = self.chan.id();
-        match end {
-            End::Io(kind) => {
-                tracing::info!(%id, cause = cause.label(), error = %kind, "channel closed")
+        let away = cause == CloseCause::Peer && self.phase == Phase::AnsweredAway;
+        let lost = cause.suspends() || away;
+        if end == End::HandedOver {
+            tracing::debug!(%id, "connection taken over by a resume");
+        } else if self.numbered && lost && self.chan.outbox().suspend(self.generation) {
+            self.chan.touch();
+            suspended::spawn(self.chan.0.clone(), self.route.clone(), self.generation);
+        } else {
+            self.running = self.leave(cause);
+            match end {
+                End::Io(kind) => {
+                    tracing::info!(%id, cause = cause.label(), error = %kind, "channel closed")
+                }
+                _ => tracing::info!(%id, cause = cause.label(), "channel closed"),
             }
-            _ => tracing::info!(%id, cause = cause.label(), "channel closed"),
         }
         self.timers = None;
         self.ended = Some(end);
@@ -388,12 +471,7 @@ impl<F, T: Route> Session<F, T> {
     /// channel leaves the map, the cause is counted, and the disconnect callback is returned
     /// to be run (`None` in process mode, where the owning worker runs it).
     fn leave(&self, cause: CloseCause) -> Option<Handling> {
-        let chan = &self.chan;
-        chan.outbox().end();
-        let context = chan.context();
-        context.courier.ended(chan);
-        context.metrics.closed(cause);
-        self.route.ended(chan)
+        route::end(&self.chan, &self.route, cause)
     }
 }
 

@@ -126,6 +126,7 @@ fn main() -> anyhow::Result<()> {
         ChatLogin,
         chat.clone(),
         chat,
+        kim_core::DefaultCodec,
         forget,
         start_page,
     ))

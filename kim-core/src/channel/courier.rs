@@ -30,6 +30,7 @@ use crate::error::PushError;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
 use crate::options::DuplicatePolicy;
+use crate::resume::Sessions;
 use crate::room::policy::Published;
 use crate::room::query::{Answer, Query};
 
@@ -45,6 +46,8 @@ pub(crate) struct Context {
     pub(crate) connections: Arc<Connections>,
     /// Where what the channels send goes.
     pub(crate) courier: Arc<dyn Courier>,
+    /// What the channels with a session share.
+    pub(crate) sessions: Sessions,
 }
 
 /// Where pushes, room operations and closes go in this server's mode.

@@ -94,6 +94,30 @@ impl ChannelMap {
         self.insert(channel, true)
     }
 
+    /// Adds `channel`, replacing a channel with the same id if `replace` says so of it.
+    pub(crate) fn insert_replacing(
+        &self,
+        channel: Channel,
+        replace: impl FnOnce(&Channel) -> bool,
+    ) -> Insert {
+        let mut shard = self.shard(channel.id().as_str()).write();
+        let decision = shard.get(channel.id().as_str()).map(|c| replace(&c.0));
+        match decision {
+            None => {
+                shard.insert(ById(channel));
+                Insert::Added
+            }
+            Some(true) => match shard.replace(ById(channel)) {
+                Some(ById(old)) => Insert::Replaced(old),
+                None => Insert::Added,
+            },
+            Some(false) => {
+                let existing = shard.get(channel.id().as_str()).map(|c| c.0.clone());
+                Insert::Duplicate(existing.expect("looked up under the same lock"))
+            }
+        }
+    }
+
     fn insert(&self, channel: Channel, replace: bool) -> Insert {
         let mut shard = self.shard(channel.id().as_str()).write();
         if replace {

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::error::PushError;
 use crate::frame::Frame;
+use crate::resume::SessionToken;
 use crate::room::name::check_room_name;
 use crate::room::policy::Published;
 use crate::room::query::Query;
@@ -138,6 +139,29 @@ pub struct Channel {
 
 impl Channel {
     pub(crate) fn new(id: ChannelId, meta: Meta, serial: u64, context: Arc<Context>) -> Channel {
+        Channel::with_outbox(id, meta, serial, context, Outbox::default())
+    }
+
+    /// A channel with a session (see [`crate::resume`]): its outbox holds what it sends
+    /// until acknowledged.
+    pub(crate) fn with_session(
+        id: ChannelId,
+        meta: Meta,
+        serial: u64,
+        context: Arc<Context>,
+        token: SessionToken,
+    ) -> Channel {
+        context.metrics.sessions.open.inc();
+        Channel::with_outbox(id, meta, serial, context, Outbox::with_session(token))
+    }
+
+    fn with_outbox(
+        id: ChannelId,
+        meta: Meta,
+        serial: u64,
+        context: Arc<Context>,
+        outbox: Outbox,
+    ) -> Channel {
         let now = context.clock.now();
         Channel {
             inner: Arc::new(ChannelInner {
@@ -147,7 +171,7 @@ impl Channel {
                 context,
                 last_read: AtomicU32::new(now as u32),
                 in_flight: InFlight::default(),
-                outbox: Outbox::default(),
+                outbox,
             }),
         }
     }
@@ -201,15 +225,27 @@ impl Channel {
         self.enqueue(Queued::Frame(frame))
     }
 
-    /// Puts `entry` in the outbox within its bounds, and wakes the task if it waits.
+    /// Puts `entry` in the outbox within its bounds, and wakes the task if it waits. With a
+    /// session, the entry is numbered and held, and counted in the server's total.
     fn enqueue(&self, entry: Queued) -> Result<(), PushError> {
-        let limits = &self.inner.context.limits;
-        let waker = self
-            .inner
-            .outbox
-            .push(entry, limits.outbound_frames, limits.outbound_bytes)?;
-        if let Some(w) = waker {
+        let context = &*self.inner.context;
+        let limits = &context.limits;
+        let sessions = &context.sessions;
+        let pushed = self.inner.outbox.push(
+            entry,
+            limits.outbound_frames,
+            limits.outbound_bytes,
+            &sessions.limits,
+        )?;
+        if let Some(w) = pushed.waker {
             w.wake();
+        }
+        if pushed.added > 0 {
+            let metrics = &context.metrics.sessions;
+            let channels = context.courier.channels();
+            sessions
+                .total
+                .pushed(metrics, pushed.added, pushed.dropped, channels);
         }
         Ok(())
     }

@@ -11,13 +11,16 @@
 //! something waits, and comes from a per-thread cache.
 
 use std::sync::Arc;
-use std::task::Waker;
+use std::task::{Poll, Waker};
 
 use parking_lot::Mutex;
 
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::error::PushError;
 use crate::frame::Frame;
+use crate::resume::held::{self, Freed, Held};
+use crate::resume::HeldLimits;
+use crate::resume::SessionToken;
 use crate::shared_frame::SharedFrame;
 
 /// One entry of an outbox.
@@ -36,6 +39,22 @@ impl Queued {
             Queued::Shared(s) => s.frame().payload.len(),
         }
     }
+
+    /// The frame.
+    pub(crate) fn frame(&self) -> &Frame {
+        match self {
+            Queued::Frame(f) => f,
+            Queued::Shared(s) => s.frame(),
+        }
+    }
+
+    /// Another handle to the same entry (a payload's reference count, not its bytes).
+    fn share(&self) -> Queued {
+        match self {
+            Queued::Frame(f) => Queued::Frame(f.clone()),
+            Queued::Shared(s) => Queued::Shared(s.clone()),
+        }
+    }
 }
 
 /// A close requested from outside the channel's task.
@@ -47,55 +66,121 @@ pub(crate) struct Outbox {
     state: Mutex<State>,
 }
 
+/// `State::flags`.
+const CLOSING: u8 = 1;
+const ENDED: u8 = 2;
+const RUNNING: u8 = 4;
+const SUSPENDED: u8 = 8;
+
 #[derive(Default)]
 struct State {
     /// What waits for the task, `None` while nothing does: never a box with neither frames
-    /// nor a close.
+    /// nor a close. With a session, always there: it is the session's log.
     pending: Option<Queue>,
-    /// The payload bytes of the frames queued, saturating at `u32::MAX`: bounds past 4 GiB
-    /// act as 4 GiB.
+    /// The payload bytes of the frames queued (with a session: held), saturating at
+    /// `u32::MAX`: bounds past 4 GiB act as 4 GiB.
     bytes: u32,
-    /// Set once a close is requested or begun: pushes fail from then on.
-    closing: bool,
-    /// Set once the task has ended: close requests are moot.
-    ended: bool,
+    /// CLOSING: set once a close is requested or begun: pushes fail from then on.
+    /// ENDED: set once the task (with a session: the session) has ended: close requests are
+    /// moot.
+    /// RUNNING: set while the task is running its loop: a push then needs no wake-up,
+    /// because the task looks at the outbox again before it waits (a handler's reply to its
+    /// own channel would otherwise schedule the task once more for nothing).
+    /// SUSPENDED: a session without a connection; what is pushed is held, and nobody is
+    /// woken for it.
+    flags: u8,
+    /// With a session: the connection attached to it, counted up by each resume, so that the
+    /// task of a connection taken over finds itself stale.
+    generation: u16,
     /// The task's waker, set while the task waits for work.
     waker: Option<Waker>,
-    /// Set while the task is running its loop: a push then needs no wake-up, because the
-    /// task looks at the outbox again before it waits (a handler's reply to its own channel
-    /// would otherwise schedule the task once more for nothing).
-    running: bool,
 }
 
 impl State {
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+
     /// Appends `frame`, counting its bytes; an empty outbox takes a queue from the per-thread
     /// spares.
     fn queue(&mut self, frame: Queued) {
-        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-        self.bytes = self.bytes.saturating_add(len);
+        self.count(frame.len());
         self.pending
             .get_or_insert_with(spare::take)
             .frames
             .push(frame);
     }
 
-    /// Frames queued.
+    fn count(&mut self, len: usize) {
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        self.bytes = self.bytes.saturating_add(len);
+    }
+
+    fn uncount(&mut self, len: usize) {
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        self.bytes = self.bytes.saturating_sub(len);
+    }
+
+    /// Frames queued (with a session: not yet taken by a writer).
     fn len(&self) -> usize {
-        self.pending.as_ref().map_or(0, |p| p.frames.len())
+        self.pending.as_ref().map_or(0, |p| {
+            p.frames.len().saturating_sub(p.held.written as usize)
+        })
+    }
+
+    /// The session's log, if the channel has a session.
+    fn log(&mut self) -> Option<&mut Pending> {
+        self.pending.as_deref_mut().filter(|p| p.held.is_session())
     }
 
     /// The close requested from outside the task and not yet taken, if any.
     fn close(&self) -> Option<&CloseRequest> {
-        self.pending.as_ref()?.close.as_ref()
+        self.pending.as_ref()?.close.as_deref()
+    }
+
+    /// Sets the close request.
+    fn request(&mut self, close: CloseRequest) {
+        self.pending.get_or_insert_with(spare::take).close = Some(Box::new(close));
+    }
+
+    /// The waker to wake for new work: none while the task runs (it looks again) or while
+    /// a session is suspended (nobody writes).
+    fn waker_for_work(&mut self) -> Option<Waker> {
+        if self.has(RUNNING | SUSPENDED) {
+            None
+        } else {
+            self.waker.take()
+        }
+    }
+
+    /// Drops `n` of the log's oldest messages.
+    fn drop_front(&mut self, n: usize) -> Freed {
+        let Some(log) = self.log() else {
+            return Freed::default();
+        };
+        let freed = held::drop_front(&mut log.frames, &mut log.held, n);
+        self.uncount(freed.bytes);
+        freed
     }
 }
 
 /// What waits for a channel's task: the frames pushed, and a close requested from outside the
-/// task (a kick, the read deadline, shutdown), taken after them.
+/// task (a kick, the read deadline, shutdown), taken after them. With a session, the frames
+/// are its log (see [`held`]), and `held` its numbers.
 pub(crate) struct Pending {
     /// The frames, in the order pushed.
     pub(crate) frames: Vec<Queued>,
-    close: Option<CloseRequest>,
+    close: Option<Box<CloseRequest>>,
+    /// A batch's: the number of its first frame (0: not numbered). A log's: the session's.
+    pub(crate) held: Held,
 }
 
 /// What waits, as an outbox holds it and hands its frames to the task: boxed, so that an
@@ -114,25 +199,108 @@ pub(crate) struct Backlog {
     pub(crate) abort: Option<CloseCause>,
 }
 
+/// The task's connection was taken over by a resume: it ends without ending the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stale;
+
+/// A push that was queued.
+#[derive(Debug, Default)]
+pub(crate) struct Pushed {
+    /// The task to wake.
+    pub(crate) waker: Option<Waker>,
+    /// With a session: what the push added to what the server holds (its cost), and what
+    /// the session's limits dropped to make room.
+    pub(crate) added: usize,
+    pub(crate) dropped: Freed,
+}
+
+/// A resume the outbox took.
+#[derive(Debug)]
+pub(crate) struct Resumed {
+    /// The connection's generation, for its task.
+    pub(crate) generation: u16,
+    /// Held messages the new connection gets first.
+    pub(crate) replay: u64,
+    /// What the client said it has, no longer held.
+    pub(crate) freed: Freed,
+    /// The previous connection's task, or the suspended session's, to wake: it finds itself
+    /// stale.
+    pub(crate) waker: Option<Waker>,
+}
+
 impl Outbox {
+    /// The outbox of a channel with a session.
+    pub(crate) fn with_session(token: SessionToken) -> Outbox {
+        let log = Box::new(Pending {
+            frames: Vec::new(),
+            close: None,
+            held: Held::new(token),
+        });
+        Outbox {
+            state: Mutex::new(State {
+                pending: Some(log),
+                ..State::default()
+            }),
+        }
+    }
+
     /// Queues `frame`, unless the channel is closing or `max_frames` / `max_bytes` are queued
-    /// already. Returns the task's waker when the task must be woken.
+    /// already. With a session, the bounds are those of frames not yet written while a
+    /// connection is attached, and past `held`'s limits the oldest messages are dropped
+    /// instead; one the connection's writer had not taken aborts the connection (its client
+    /// would see a gap), which ends the session.
     pub(crate) fn push(
         &self,
         frame: Queued,
         max_frames: usize,
         max_bytes: usize,
-    ) -> Result<Option<Waker>, PushError> {
+        limits: &HeldLimits,
+    ) -> Result<Pushed, PushError> {
         let mut st = self.state.lock();
-        if st.closing {
+        if st.has(CLOSING) {
             return Err(PushError::Closed);
+        }
+        let suspended = st.has(SUSPENDED);
+        if st.log().is_some() {
+            if !suspended && st.len() >= max_frames {
+                return Err(PushError::Full);
+            }
+            let added = held::cost(&frame);
+            st.count(frame.len());
+            let bytes = st.bytes as usize;
+            let log = st.log().expect("a session's log");
+            log.frames.push(frame);
+            let n = held::over_limits(&log.frames, bytes, limits.messages, limits.bytes);
+            let dropped = st.drop_front(n);
+            if dropped.unwritten > 0 && !suspended {
+                st.request((
+                    CloseReason::policy("slow consumer"),
+                    CloseMode::Abort,
+                    CloseCause::SlowConsumer,
+                ));
+                st.set(CLOSING, true);
+                let waker = st.waker.take();
+                return Ok(Pushed {
+                    waker,
+                    added,
+                    dropped,
+                });
+            }
+            return Ok(Pushed {
+                waker: st.waker_for_work(),
+                added,
+                dropped,
+            });
         }
         let max_bytes = u32::try_from(max_bytes).unwrap_or(u32::MAX);
         if st.len() >= max_frames || st.bytes >= max_bytes {
             return Err(PushError::Full);
         }
         st.queue(frame);
-        Ok(if st.running { None } else { st.waker.take() })
+        Ok(Pushed {
+            waker: st.waker_for_work(),
+            ..Pushed::default()
+        })
     }
 
     /// Queues a frame before anyone else can push (the login's reply), whatever the bounds.
@@ -149,22 +317,33 @@ impl Outbox {
         cause: CloseCause,
     ) -> Option<Waker> {
         let mut st = self.state.lock();
-        if st.ended || (st.closing && mode == CloseMode::Graceful) {
+        if st.has(ENDED) || (st.has(CLOSING) && mode == CloseMode::Graceful) {
             return None;
         }
-        st.pending.get_or_insert_with(spare::take).close = Some((reason, mode, cause));
-        st.closing = true;
+        st.request((reason, mode, cause));
+        // A connection dropped to suspend its session leaves the session open to pushes.
+        st.set(CLOSING, mode != CloseMode::Suspend);
         st.waker.take()
     }
 
     /// Pushes fail from now on (the task began a close, or the peer did).
     pub(crate) fn refuse_pushes(&self) {
-        self.state.lock().closing = true;
+        self.state.lock().set(CLOSING, true);
     }
 
     /// True once pushes are refused.
     pub(crate) fn is_closing(&self) -> bool {
-        self.state.lock().closing
+        self.state.lock().has(CLOSING)
+    }
+
+    /// True while the channel is a suspended session.
+    pub(crate) fn is_suspended(&self) -> bool {
+        self.state.lock().has(SUSPENDED)
+    }
+
+    /// True if the channel has a session.
+    pub(crate) fn has_session(&self) -> bool {
+        self.state.lock().log().is_some()
     }
 
     /// Frames queued.
@@ -172,50 +351,87 @@ impl Outbox {
         self.state.lock().len()
     }
 
-    /// The task, its writer idle, takes everything queued (`None` when no frame is) and any
-    /// close requested. The emptied queue goes back with [`recycle`].
-    pub(crate) fn take_batch(&self) -> (Option<Queue>, Option<CloseRequest>) {
+    /// The task of connection `generation`, its writer idle, takes everything queued (`None`
+    /// when no frame is) and any close requested. The emptied queue goes back with
+    /// [`recycle`]. With a session, the batch is a copy of the frames no writer took, its
+    /// `held.first` their first number.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn take_batch(
+        &self,
+        generation: u16,
+    ) -> Result<(Option<Queue>, Option<CloseRequest>), Stale> {
         let mut st = self.state.lock();
-        st.running = true;
+        if st.generation != generation {
+            return Err(Stale);
+        }
+        st.set(RUNNING, true);
+        if let Some(log) = st.log() {
+            let close = log.close.take().map(|c| *c);
+            let from = log.held.written as usize;
+            if from == log.frames.len() {
+                return Ok((None, close));
+            }
+            let mut batch = spare::take();
+            batch
+                .frames
+                .extend(log.frames[from..].iter().map(Queued::share));
+            batch.held.first = log.held.first + from as u64;
+            log.held.written = log.frames.len() as u32;
+            return Ok((Some(batch), close));
+        }
         st.bytes = 0;
         let Some(mut pending) = st.pending.take() else {
-            return (None, None);
+            return Ok((None, None));
         };
-        let close = pending.close.take();
+        let close = pending.close.take().map(|c| *c);
         if pending.frames.is_empty() {
             spare::give(pending);
-            return (None, close);
+            return Ok((None, close));
         }
-        (Some(pending), close)
+        Ok((Some(pending), close))
     }
 
-    /// The task, its writer busy, looks at what waits.
-    pub(crate) fn backlog(&self) -> Backlog {
+    /// The task of connection `generation`, its writer busy, looks at what waits.
+    pub(crate) fn backlog(&self, generation: u16) -> Result<Backlog, Stale> {
         let mut st = self.state.lock();
-        st.running = true;
+        if st.generation != generation {
+            return Err(Stale);
+        }
+        st.set(RUNNING, true);
         let abort = match st.close() {
-            Some((_, CloseMode::Abort, cause)) => Some(*cause),
+            Some((_, CloseMode::Abort | CloseMode::Suspend, cause)) => Some(*cause),
             _ => None,
         };
-        Backlog {
-            bytes: st.bytes as usize,
+        let bytes = match st.log() {
+            Some(log) => {
+                let from = log.held.written as usize;
+                log.frames[from..].iter().map(Queued::len).sum()
+            }
+            None => st.bytes as usize,
+        };
+        Ok(Backlog {
+            bytes,
             frames: st.len(),
             abort,
-        }
+        })
     }
 
     /// The task found nothing to do: it leaves `waker` for the next push or close, unless
-    /// one slipped in since it looked (then it returns `false` and looks again).
-    pub(crate) fn park(&self, writer_idle: bool, waker: &Waker) -> bool {
+    /// one slipped in since it looked, or its connection was taken over (then it returns
+    /// `false` and looks again).
+    pub(crate) fn park(&self, generation: u16, writer_idle: bool, waker: &Waker) -> bool {
         let mut st = self.state.lock();
+        if st.generation != generation {
+            return false;
+        }
         let work = match st.close() {
-            Some((_, mode, _)) => writer_idle || *mode == CloseMode::Abort,
+            Some((_, mode, _)) => writer_idle || *mode != CloseMode::Graceful,
             None => writer_idle && st.len() > 0,
         };
         if work {
             return false;
         }
-        st.running = false;
+        st.set(RUNNING, false);
         match &st.waker {
             Some(w) if w.will_wake(waker) => {}
             _ => st.waker = Some(waker.clone()),
@@ -223,22 +439,149 @@ impl Outbox {
         true
     }
 
-    /// The task has ended: pushes and closes are refused and what was queued is dropped.
-    pub(crate) fn end(&self) {
+    /// The task has ended: pushes and closes are refused and what was queued (with a
+    /// session: held) is dropped. Returns what the session held, if it had one.
+    pub(crate) fn end(&self) -> Option<Freed> {
         let mut st = self.state.lock();
-        st.closing = true;
-        st.ended = true;
+        st.set(CLOSING | ENDED, true);
+        st.set(SUSPENDED, false);
+        let len = st.log().map(|l| l.frames.len());
+        let freed = len.map(|n| st.drop_front(n));
         if let Some(pending) = st.pending.take() {
             spare::give(pending);
         }
         st.bytes = 0;
         st.waker = None;
+        freed
     }
 
     /// The task's waker, if it waits: a caller that changed what it waits on (the bytes in
     /// flight) wakes it.
     pub(crate) fn take_waker(&self) -> Option<Waker> {
         self.state.lock().waker.take()
+    }
+
+    /// The client acknowledged every message up to `seq`: they are no longer held. Numbers
+    /// not yet sent are not acknowledged (the rest of such an ack is ignored).
+    pub(crate) fn ack(&self, seq: u64) -> Freed {
+        let mut st = self.state.lock();
+        let Some(log) = st.log() else {
+            return Freed::default();
+        };
+        let upto = seq.min(log.held.last_sent());
+        let n = upto.saturating_add(1).saturating_sub(log.held.first);
+        st.drop_front(n as usize)
+    }
+
+    /// Takes the client's number `n`: true if it is new to the session.
+    pub(crate) fn take_upstream(&self, n: u32) -> bool {
+        let mut st = self.state.lock();
+        st.log().is_some_and(|log| log.held.take_upstream(n))
+    }
+
+    /// The task of connection `generation` lost its transport: the session is suspended,
+    /// unless it is closing (then it ends) or was taken over (then nothing changes). True if
+    /// suspended.
+    pub(crate) fn suspend(&self, generation: u16) -> bool {
+        let mut st = self.state.lock();
+        if st.generation != generation || st.has(CLOSING) || st.log().is_none() {
+            return false;
+        }
+        st.set(SUSPENDED, true);
+        st.set(RUNNING, false);
+        st.waker = None;
+        true
+    }
+
+    /// A suspended session's waiter, `generation` the connection that was lost: ready with
+    /// `None` once a resume took the session over, with the close's cause once it must end;
+    /// pending otherwise (with `waker` left for either).
+    pub(crate) fn poll_suspended(
+        &self,
+        generation: u16,
+        waker: &Waker,
+    ) -> Poll<Option<CloseCause>> {
+        let mut st = self.state.lock();
+        if st.generation != generation {
+            return Poll::Ready(None);
+        }
+        if let Some((_, _, cause)) = st.close() {
+            return Poll::Ready(Some(*cause));
+        }
+        st.waker = Some(waker.clone());
+        Poll::Pending
+    }
+
+    /// A login resumes the session, its client having every message up to `last`: the
+    /// messages after it are replayed to the new connection, whose generation is returned.
+    /// `None` when that cannot be done exactly: no session, one that is ending, or `last`
+    /// before what is held or after what was sent.
+    pub(crate) fn resume(&self, token: &SessionToken, last: u64) -> Option<Resumed> {
+        let mut st = self.state.lock();
+        if st.has(CLOSING) {
+            return None;
+        }
+        let log = st.log()?;
+        if !log.held.token.matches(token)
+            || last.saturating_add(1) < log.held.first
+            || last > log.held.last_sent()
+        {
+            return None;
+        }
+        let n = (last + 1 - log.held.first) as usize;
+        let freed = st.drop_front(n);
+        let log = st.log().expect("a session's log");
+        log.held.written = 0;
+        let replay = log.frames.len() as u64;
+        st.generation = st.generation.wrapping_add(1);
+        st.set(SUSPENDED | RUNNING, false);
+        Some(Resumed {
+            generation: st.generation,
+            replay,
+            freed,
+            waker: st.waker.take(),
+        })
+    }
+
+    /// The session's token and held messages and bytes, if the channel has a session.
+    pub(crate) fn held(&self) -> Option<(SessionToken, usize, usize)> {
+        let mut st = self.state.lock();
+        let bytes = st.bytes as usize;
+        st.log()
+            .map(|log| (log.held.token, log.frames.len(), bytes))
+    }
+
+    /// Drops the oldest held messages until what is held costs at most `keep` (payloads and
+    /// entries; the server's total is over): what it freed. As with a session's own limits,
+    /// dropping a message the connection's writer had not taken aborts the connection.
+    pub(crate) fn trim_to(&self, keep: usize) -> Freed {
+        let mut st = self.state.lock();
+        let suspended = st.has(SUSPENDED);
+        let Some(log) = st.log() else {
+            return Freed::default();
+        };
+        let mut left: usize = log.frames.iter().map(held::cost).sum();
+        let mut n = 0;
+        while left > keep && n < log.frames.len() {
+            left -= held::cost(&log.frames[n]);
+            n += 1;
+        }
+        let freed = st.drop_front(n);
+        let mut waker = None;
+        if freed.unwritten > 0 && !suspended && !st.has(CLOSING) {
+            st.request((
+                CloseReason::policy("slow consumer"),
+                CloseMode::Abort,
+                CloseCause::SlowConsumer,
+            ));
+            st.set(CLOSING, true);
+            waker = st.waker.take();
+        }
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        freed
     }
 }
 
@@ -257,6 +600,7 @@ mod spare {
     use std::cell::RefCell;
 
     use crate::channel::outbox::{Pending, Queue};
+    use crate::resume::held::Held;
 
     /// Queues kept per thread: at most 1024 x 64 entries of 40 bytes, 2.6 MB, and only after
     /// so many channels had frames waiting at once.
@@ -281,6 +625,7 @@ mod spare {
                 Box::new(Pending {
                     frames: Vec::with_capacity(FIRST_FRAMES),
                     close: None,
+                    held: Held::NONE,
                 })
             })
     }
@@ -293,6 +638,7 @@ mod spare {
         }
         queue.frames.clear();
         queue.close = None;
+        queue.held = Held::NONE;
         let _ = SPARE.try_with(|s| {
             let mut s = s.borrow_mut();
             if s.len() < MAX_KEPT {
@@ -309,6 +655,11 @@ mod tests {
     use std::sync::Arc;
     use std::task::Wake;
 
+    const LIMITS: HeldLimits = HeldLimits {
+        messages: 1000,
+        bytes: 1 << 20,
+    };
+
     struct Count(AtomicUsize);
     impl Wake for Count {
         fn wake(self: Arc<Self>) {
@@ -324,25 +675,32 @@ mod tests {
     #[test]
     fn pushes_are_bounded_and_refused_once_closing() {
         let ob = Outbox::default();
-        assert!(ob.push(Queued::Frame(Frame::binary("a")), 2, 100).is_ok());
-        assert!(ob.push(Queued::Frame(Frame::binary("b")), 2, 100).is_ok());
+        assert!(ob
+            .push(Queued::Frame(Frame::binary("a")), 2, 100, &LIMITS)
+            .is_ok());
+        assert!(ob
+            .push(Queued::Frame(Frame::binary("b")), 2, 100, &LIMITS)
+            .is_ok());
         assert_eq!(
-            ob.push(Queued::Frame(Frame::binary("c")), 2, 100).err(),
+            ob.push(Queued::Frame(Frame::binary("c")), 2, 100, &LIMITS)
+                .err(),
             Some(PushError::Full)
         );
-        let (batch, close) = ob.take_batch();
+        let (batch, close) = ob.take_batch(0).unwrap();
         assert_eq!(batch.map_or(0, |q| q.frames.len()), 2);
         assert!(close.is_none());
         assert!(ob
-            .push(Queued::Frame(Frame::binary(vec![0; 100])), 2, 100)
+            .push(Queued::Frame(Frame::binary(vec![0; 100])), 2, 100, &LIMITS)
             .is_ok());
         assert_eq!(
-            ob.push(Queued::Frame(Frame::binary("d")), 2, 100).err(),
+            ob.push(Queued::Frame(Frame::binary("d")), 2, 100, &LIMITS)
+                .err(),
             Some(PushError::Full)
         );
         ob.refuse_pushes();
         assert_eq!(
-            ob.push(Queued::Frame(Frame::binary("e")), 9, 1000).err(),
+            ob.push(Queued::Frame(Frame::binary("e")), 9, 1000, &LIMITS)
+                .err(),
             Some(PushError::Closed)
         );
     }
@@ -352,18 +710,21 @@ mod tests {
         let ob = Outbox::default();
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
-        let _ = ob.take_batch();
-        assert!(ob.park(true, &waker));
-        let w = ob.push(Queued::Frame(Frame::binary("x")), 9, 99).unwrap();
-        w.expect("a parked task is woken").wake();
+        let _ = ob.take_batch(0).unwrap();
+        assert!(ob.park(0, true, &waker));
+        let w = ob
+            .push(Queued::Frame(Frame::binary("x")), 9, 99, &LIMITS)
+            .unwrap();
+        w.waker.expect("a parked task is woken").wake();
         // The task runs: it takes the batch, and pushes meanwhile need no wake-up.
-        let _ = ob.take_batch();
+        let _ = ob.take_batch(0).unwrap();
         assert!(ob
-            .push(Queued::Frame(Frame::binary("y")), 9, 99)
+            .push(Queued::Frame(Frame::binary("y")), 9, 99, &LIMITS)
             .unwrap()
+            .waker
             .is_none());
         // Work slipped in: the task must not park.
-        assert!(!ob.park(true, &waker));
+        assert!(!ob.park(0, true, &waker));
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
     }
 
@@ -374,9 +735,9 @@ mod tests {
         ob.request_close(reason.clone(), CloseMode::Graceful, CloseCause::Server);
         // A second graceful request changes nothing; an abort overrides.
         ob.request_close(reason.clone(), CloseMode::Graceful, CloseCause::Kicked);
-        assert_eq!(ob.backlog().abort, None);
+        assert_eq!(ob.backlog(0).unwrap().abort, None);
         ob.request_close(reason.clone(), CloseMode::Abort, CloseCause::Shutdown);
-        assert_eq!(ob.backlog().abort, Some(CloseCause::Shutdown));
+        assert_eq!(ob.backlog(0).unwrap().abort, Some(CloseCause::Shutdown));
         ob.end();
         assert!(ob
             .request_close(reason, CloseMode::Abort, CloseCause::Shutdown)
@@ -392,28 +753,34 @@ mod tests {
         // A close alone: the task has work, but no frame.
         ob.request_close(reason.clone(), CloseMode::Graceful, CloseCause::Kicked);
         assert_eq!(ob.len(), 0);
-        assert!(!ob.park(true, &waker), "a close waits for an idle writer");
         assert!(
-            ob.park(false, &waker),
+            !ob.park(0, true, &waker),
+            "a close waits for an idle writer"
+        );
+        assert!(
+            ob.park(0, false, &waker),
             "a graceful close waits for the writer"
         );
-        let (frames, close) = ob.take_batch();
+        let (frames, close) = ob.take_batch(0).unwrap();
         assert!(frames.is_none(), "a close alone hands over no queue");
         assert_eq!(close.map(|c| c.2), Some(CloseCause::Kicked));
-        assert!(ob.park(true, &waker), "nothing left once taken");
+        assert!(ob.park(0, true, &waker), "nothing left once taken");
 
         // Frames, then a close: both in one batch, the frames in order.
         let ob = Outbox::default();
         for p in ["a", "b"] {
-            assert!(ob.push(Queued::Frame(Frame::binary(p)), 8, 100).is_ok());
+            assert!(ob
+                .push(Queued::Frame(Frame::binary(p)), 8, 100, &LIMITS)
+                .is_ok());
         }
         ob.request_close(reason.clone(), CloseMode::Graceful, CloseCause::Server);
         assert_eq!(ob.len(), 2);
         assert_eq!(
-            ob.push(Queued::Frame(Frame::binary("c")), 8, 100).err(),
+            ob.push(Queued::Frame(Frame::binary("c")), 8, 100, &LIMITS)
+                .err(),
             Some(PushError::Closed)
         );
-        let (frames, close) = ob.take_batch();
+        let (frames, close) = ob.take_batch(0).unwrap();
         let payloads: Vec<_> = frames
             .expect("the frames")
             .frames
@@ -428,7 +795,7 @@ mod tests {
 
         // An abort after the graceful close was taken still reaches a busy writer.
         ob.request_close(reason, CloseMode::Abort, CloseCause::Shutdown);
-        assert_eq!(ob.backlog().abort, Some(CloseCause::Shutdown));
-        assert!(!ob.park(false, &waker));
+        assert_eq!(ob.backlog(0).unwrap().abort, Some(CloseCause::Shutdown));
+        assert!(!ob.park(0, false, &waker));
     }
 }

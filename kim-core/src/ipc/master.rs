@@ -21,7 +21,7 @@ use crate::frame::{Frame, OpCode};
 use crate::ipc::link::Link;
 use crate::ipc::protocol::{
     ipc_cost, Body, ChannelInfo, CloseBody, Control, Handled, WorkerCounters, LOGIN_HOLD,
-    OPEN_LOGIN, OPEN_OWNER,
+    OPEN_LOGIN, OPEN_OWNER, OPEN_RESUME, OPEN_SUSPEND,
 };
 use crate::ipc::rooms::on_room_message;
 use crate::ipc::stats::{IpcStats, Reports};
@@ -197,6 +197,20 @@ impl Master {
             s.link
                 .enqueue(Outgoing::new(Kind::Open, serial, aux, info.clone()));
         }
+    }
+
+    /// A channel's session was suspended (`OPEN_SUSPEND`) or resumed (`OPEN_RESUME`): its
+    /// owner runs the event. A resumed channel reads nothing until the resume event ran.
+    pub(crate) fn session_event(&self, chan: &Channel, event: u8) {
+        let serial = chan.serial();
+        if event == OPEN_RESUME {
+            chan.in_flight().add(LOGIN_HOLD as usize);
+        }
+        let info = channel_info(chan);
+        let slot = &self.slots[self.owner(serial)];
+        let aux = OPEN_OWNER | event;
+        slot.link
+            .enqueue(Outgoing::new(Kind::Open, serial, aux, info));
     }
 
     /// A channel ended: its owner runs the disconnect callback, the others forget it.
@@ -608,6 +622,16 @@ impl Route for Master {
 
     fn ended(self: &Arc<Self>, chan: &Channel) -> Option<Handling> {
         Master::ended(self, chan);
+        None
+    }
+
+    fn suspended(self: &Arc<Self>, chan: &Channel) -> Option<Handling> {
+        self.session_event(chan, OPEN_SUSPEND);
+        None
+    }
+
+    fn resumed(self: &Arc<Self>, chan: &Channel) -> Option<Handling> {
+        self.session_event(chan, OPEN_RESUME);
         None
     }
 }

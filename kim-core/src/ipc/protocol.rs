@@ -200,6 +200,13 @@ pub(crate) const OPEN_OWNER: u8 = 1;
 /// `Open` (`aux`): a new login, whose login event is to run (not a channel re-announced to a
 /// restarted worker).
 pub(crate) const OPEN_LOGIN: u8 = 2;
+/// `Open` (`aux`, with [`OPEN_OWNER`], for a channel the worker knows): the channel's session
+/// was suspended; its suspend event is to run.
+pub(crate) const OPEN_SUSPEND: u8 = 4;
+/// `Open` (`aux`, with [`OPEN_OWNER`], for a channel the worker knows): the channel's session
+/// was resumed; its resume event is to run, and the channel reads nothing until then (as
+/// after a login).
+pub(crate) const OPEN_RESUME: u8 = 8;
 
 /// What a new channel counts against its in-flight bytes until its owner worker has run its
 /// login event (and acknowledged it with [`Handled`]): more than any pause threshold, so the

@@ -25,11 +25,12 @@ use crate::ipc::courier::WorkerCourier;
 use crate::ipc::link::Link;
 use crate::ipc::protocol::{
     ipc_cost, Body, ChannelInfo, Control, Handled, WorkerCounters, LOGIN_HOLD, OPEN_LOGIN,
-    OPEN_OWNER,
+    OPEN_OWNER, OPEN_RESUME, OPEN_SUSPEND,
 };
 use crate::ipc::wire::{Kind, Reassembler, Received, RecvStats, SendStats};
 use crate::metrics::Metrics;
 use crate::options::{Backend, ServerOptions};
+use crate::resume::{DefaultCodec, Sessions};
 use crate::throttle::LogThrottle;
 
 /// A worker stops reading from the master while this many messages wait or run.
@@ -78,6 +79,10 @@ enum Event {
     Login,
     Message(Frame),
     Disconnect,
+    /// Its session's suspend event (owner only).
+    Suspend,
+    /// Its session's resume event (owner only).
+    Resume,
 }
 
 struct WorkerChan {
@@ -149,9 +154,13 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
                     self.handled.fetch_add(1, Ordering::Relaxed);
                     self.done(1);
                 }
-                Event::Login => {
+                Event::Login | Event::Resume => {
                     let c = &wc.chan;
-                    run_state_event(c, self.state_listener.login(c)).await;
+                    if matches!(work, Event::Login) {
+                        run_state_event(c, self.state_listener.login(c)).await;
+                    } else {
+                        run_state_event(c, self.state_listener.resume(c)).await;
+                    }
                     // The master lets the channel read once its login event has run.
                     let handled = Handled { cost: LOGIN_HOLD }.encode();
                     self.courier
@@ -163,6 +172,11 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
                     let c = &wc.chan;
                     run_state_event(c, self.state_listener.disconnect(c)).await;
                     self.disconnects.fetch_add(1, Ordering::Relaxed);
+                    self.done(1);
+                }
+                Event::Suspend => {
+                    let c = &wc.chan;
+                    run_state_event(c, self.state_listener.suspend(c)).await;
                     self.done(1);
                 }
             }
@@ -196,8 +210,17 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
         // A channel can be announced twice: once when it logged in and once in the directory
         // a (re)started worker asks for. A serial names one login, so the first stays: its
         // queue may be running, and a second queue would handle the channel's messages
-        // concurrently, out of order.
-        if chans.contains_key(&serial) {
+        // concurrently, out of order. Its session's events come the same way.
+        if let Some(wc) = chans.get(&serial).cloned() {
+            drop(chans);
+            let event = match aux {
+                a if a & OPEN_OWNER == 0 => return,
+                a if a & OPEN_SUSPEND != 0 => Event::Suspend,
+                a if a & OPEN_RESUME != 0 => Event::Resume,
+                _ => return,
+            };
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            self.submit(&wc, event);
             return;
         }
         let chan = Channel::new(id, meta, serial, self.context.clone());
@@ -208,10 +231,16 @@ impl<L: MessageListener, S: StateListener> Worker<L, S> {
         });
         chans.insert(serial, wc.clone());
         drop(chans);
-        if aux & OPEN_OWNER != 0 && aux & OPEN_LOGIN != 0 {
-            // A new login: its event runs before anything else of the channel.
+        if aux & OPEN_OWNER != 0 && aux & (OPEN_LOGIN | OPEN_RESUME) != 0 {
+            // A new login (or a resume a restarted worker never saw the login of): its event
+            // runs before anything else of the channel.
+            let event = if aux & OPEN_LOGIN != 0 {
+                Event::Login
+            } else {
+                Event::Resume
+            };
             self.in_flight.fetch_add(1, Ordering::AcqRel);
-            self.submit(&wc, Event::Login);
+            self.submit(&wc, event);
         }
     }
 
@@ -317,6 +346,8 @@ where
         // Connections are the master's; a worker's channels have no session to end.
         connections: Arc::default(),
         courier: courier.clone(),
+        // Sessions are the master's, which holds the sockets.
+        sessions: Sessions::new(&options, Arc::new(DefaultCodec)),
     });
     let worker = Arc::new(Worker {
         context,

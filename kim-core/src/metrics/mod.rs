@@ -21,12 +21,18 @@
 //! | `kim_room_deliveries_total` | counter: members a publish reached | |
 //! | `kim_room_skipped_total` | counter: members a publish skipped, their outbox full | |
 //! | `kim_room_slow_consumers_closed_total` | counter: members closed, their outbox full | |
+//! | `kim_sessions`, `kim_sessions_suspended` | gauge: sessions open (connected or suspended), and suspended | |
+//! | `kim_sessions_resumed_total`, `kim_sessions_expired_total`, `kim_sessions_told_new_total` | counter: resumes taken, suspended sessions ended by the window, resumes answered "new" | |
+//! | `kim_session_held_messages`, `kim_session_held_bytes` | gauge: messages held (sent or waiting, not acknowledged), and their bytes with each one's entry | |
+//! | `kim_session_replayed_total`, `kim_session_acked_total` | counter: held messages replayed, and freed by acknowledgements | |
+//! | `kim_session_dropped_session_limit_total`, `kim_session_dropped_server_limit_total` | counter: held messages dropped past a session's limits, and past the server's total | |
 //!
 //! Close causes: `peer` (the client closed), `peer_gone` (the stream ended without a close),
 //! `io_error`, `read_timeout`, `write_timeout`, `close_timeout` (our close was not answered),
 //! `protocol_error`, `kicked` (a newer login with the same id), `server` (the app closed it),
-//! `shutdown` and `slow_consumer` (a room's publish found its outbox full, and the room's
-//! policy is to close). A full outbox does not close a channel: the push fails (`full`) and the
+//! `shutdown`, `slow_consumer` (a room's publish found its outbox full, and the room's
+//! policy is to close; or a session had to drop a message not yet sent) and
+//! `session_expired` (a suspended session's window passed). A full outbox does not close a channel: the push fails (`full`) and the
 //! client, once it reads, gets what was queued.
 //!
 //! In process mode the master adds the workers' figures: `kim_ipc_workers`,
@@ -47,6 +53,7 @@
 pub(crate) mod hot;
 pub(crate) mod live;
 pub(crate) mod rooms;
+pub(crate) mod sessions;
 
 use std::sync::{Arc, Weak};
 
@@ -58,6 +65,7 @@ use crate::error::PushError;
 pub(crate) use hot::{stopwatch, Hot};
 pub(crate) use live::Live;
 pub(crate) use rooms::RoomMetrics;
+pub(crate) use sessions::SessionMetrics;
 
 /// Why a login failed, a label of `kim_login_rejections_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,9 +131,10 @@ pub struct Metrics {
     pub(crate) logins: IntCounter,
     rejections: [IntCounter; 4],
     push_failures: [IntCounter; 6],
-    closed: [IntCounter; 11],
+    closed: [IntCounter; 12],
     /// Rooms and their publishes.
     pub(crate) rooms: RoomMetrics,
+    pub(crate) sessions: SessionMetrics,
     pub(crate) hot: Arc<Hot>,
     /// Whether per-message figures are kept.
     pub(crate) per_message: bool,
@@ -182,6 +191,7 @@ impl Metrics {
             push_failures: PUSH_REASONS.map(|r| pushes.with_label_values(&[r])),
             closed: CloseCause::ALL.map(|c| closed.with_label_values(&[c.label()])),
             rooms: RoomMetrics::new(&registry),
+            sessions: SessionMetrics::new(&registry),
             hot: Arc::new(Hot::new()),
             per_message,
             registry,

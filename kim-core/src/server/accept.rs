@@ -104,6 +104,7 @@ async fn serve_connection<U, A, T>(
         chan,
         conn,
         login_event,
+        generation,
     }) = logged_in
     else {
         return;
@@ -118,7 +119,7 @@ async fn serve_connection<U, A, T>(
     // The channel gets a task of its own, sized for the session alone: the login's state
     // (handshake buffers, the acceptor's future) is freed with this task.
     let route = gateway.route.clone();
-    let session = Session::new(chan, conn.framed, route, login_event, guard);
+    let session = Session::new(chan, conn.framed, route, login_event, guard, generation);
     if span.is_disabled() {
         tokio::spawn(session);
     } else {

@@ -8,13 +8,16 @@ use tracing::{info, warn};
 
 use crate::app::{Accepted, Acceptor, LoginConn, Reject};
 use crate::channel::courier::Courier;
+use crate::channel::id::ChannelId;
 use crate::channel::map::Insert;
+use crate::channel::outbox::Resumed;
 use crate::channel::Channel;
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::cluster::Claim;
-use crate::conn::{Conn, FrameReader, FrameReaderExt, FrameWriterExt, Framed};
+use crate::conn::{Conn, FrameReader, FrameReaderExt, FrameWriter, FrameWriterExt, Framed};
 use crate::metrics::Rejection;
 use crate::options::{DuplicatePolicy, ServerOptions};
+use crate::resume::{Opened, SessionLogin, SessionToken};
 use crate::route::{Handling, Route};
 use crate::server::gateway::Gateway;
 use crate::server::log::TARGET;
@@ -24,8 +27,11 @@ use crate::upgrade::{ConnConfig, Upgrader};
 pub(crate) struct LoggedIn<F> {
     pub(crate) chan: Channel,
     pub(crate) conn: Conn<F>,
-    /// The login event, to run in the channel's task before its first read (in-process).
+    /// The login event (or resume event), to run in the channel's task before its first
+    /// read (in-process).
     pub(crate) login_event: Option<Handling>,
+    /// Which connection of the channel's session this is (0 without a session).
+    pub(crate) generation: u16,
 }
 
 /// Upgrade, accept, register. `None` when the connection was refused (and already answered).
@@ -104,22 +110,83 @@ where
         }
     };
 
-    let Accepted { id, meta, reply } = accepted;
-    let chan = Channel::new(
-        id.clone(),
+    let Accepted {
+        id,
         meta,
-        gateway.next_serial(),
-        gateway.context().clone(),
-    );
-    if let Some(reply) = reply {
-        // Queued before the channel is visible, so it goes out before anything pushed.
-        chan.outbox().push_first(reply);
-    }
+        reply,
+        session,
+    } = accepted;
     let courier = &*gateway.context().courier;
-    let inserted = match opts.duplicate_policy() {
-        DuplicatePolicy::Reject => courier.channels().add(chan.clone()),
-        DuplicatePolicy::Kick => courier.channels().replace(chan.clone()),
+    let sessions = &gateway.context().sessions;
+    let session_metrics = &core.metrics().sessions;
+    // A resume that can be done exactly takes the session's channel over.
+    if let Some(SessionLogin::Resume {
+        token: Some(token),
+        last,
+    }) = &session
+    {
+        if let Some((chan, resumed)) = resume(courier, &id, token, *last) {
+            session_metrics.resumed.inc();
+            session_metrics.replayed.inc_by(resumed.replay);
+            session_metrics.acked.inc_by(resumed.freed.messages as u64);
+            sessions.total.released(session_metrics, resumed.freed);
+            let opened = Opened::Resumed {
+                token,
+                replay: resumed.replay,
+            };
+            conn.framed.start_frame(sessions.codec.opened(&opened));
+            if let Some(reply) = reply {
+                conn.framed.start_frame(reply);
+            }
+            let login_event = gateway.route.resumed(&chan);
+            info!(target: TARGET, %id, replay = resumed.replay, "session resumed");
+            return Some(LoggedIn {
+                chan,
+                conn,
+                login_event,
+                generation: resumed.generation,
+            });
+        }
+    }
+    let resume_refused = matches!(session, Some(SessionLogin::Resume { .. }));
+    let serial = gateway.next_serial();
+    let context = gateway.context().clone();
+    let (chan, token) = match session {
+        Some(_) => {
+            let token = SessionToken::random();
+            let chan = Channel::with_session(id.clone(), meta, serial, context, token);
+            (chan, Some(token))
+        }
+        None => (Channel::new(id.clone(), meta, serial, context), None),
     };
+    match token {
+        Some(token) => {
+            // Sent before the channel is visible, so it goes out before anything numbered.
+            let opened = if resume_refused {
+                session_metrics.told_new.inc();
+                Opened::New { token: &token }
+            } else {
+                Opened::Started { token: &token }
+            };
+            conn.framed.start_frame(sessions.codec.opened(&opened));
+            if let Some(reply) = reply {
+                conn.framed.start_frame(reply);
+            }
+        }
+        // Queued before the channel is visible, so it goes out before anything pushed.
+        None => {
+            if let Some(reply) = reply {
+                chan.outbox().push_first(reply);
+            }
+        }
+    }
+    // A fresh login ends a suspended session of its id; a refused resume ends any session of
+    // it, connected or not; otherwise the duplicate policy decides.
+    let kick = opts.duplicate_policy() == DuplicatePolicy::Kick;
+    let inserted = courier.channels().insert_replacing(chan.clone(), |old| {
+        let outbox = old.outbox();
+        kick || outbox.is_suspended() || (resume_refused && outbox.has_session())
+    });
     match inserted {
         Insert::Added => {}
         Insert::Duplicate(_) => {
@@ -127,10 +194,11 @@ where
             let reason = CloseReason::policy("channel id is repeated");
             info!(target: TARGET, %id, %reason, cause = "duplicate", "login rejected");
             refuse(&mut conn, &reason, opts).await;
+            forget(&chan);
             return None;
         }
         Insert::Replaced(old) => {
-            info!(target: TARGET, %id, "duplicate login: kicking the older channel");
+            info!(target: TARGET, %id, "duplicate login: ending the older channel");
             old.request_close(
                 CloseReason::policy("kicked by a new login"),
                 CloseMode::Graceful,
@@ -144,6 +212,7 @@ where
         let reason = CloseReason::policy("channel id is repeated");
         info!(target: TARGET, %id, %reason, cause = "duplicate", "login rejected: held on another node");
         refuse(&mut conn, &reason, opts).await;
+        forget(&chan);
         return None;
     }
     // Where its messages go learns of the channel before its first message.
@@ -162,7 +231,33 @@ where
         chan,
         conn,
         login_event,
+        generation: 0,
     })
+}
+
+/// A channel that never became visible: its session, if it began one, ends unannounced.
+fn forget(chan: &Channel) {
+    if chan.outbox().end().is_some() {
+        chan.context().metrics.sessions.open.dec();
+    }
+}
+
+/// Takes over the session of `id` if it has token `token` and can replay everything after
+/// `last`: the channel, and what the resume did.
+fn resume(
+    courier: &dyn Courier,
+    id: &ChannelId,
+    token: &SessionToken,
+    last: u64,
+) -> Option<(Channel, Resumed)> {
+    let chan = courier.channels().get(id.as_str())?;
+    let resumed = chan.outbox().resume(token, last)?;
+    if let Some(w) = &resumed.waker {
+        // The previous connection's task, or the suspended session's waiter: it finds itself
+        // stale and lets go.
+        w.wake_by_ref();
+    }
+    Some((chan, resumed))
 }
 
 /// Claims the channel's id beyond this process (cluster-wide, on a node of a cluster); false

@@ -46,6 +46,7 @@ use crate::ipc::master::Master;
 use crate::ipc::worker::{run_worker, WorkerEnv};
 use crate::metrics::Metrics;
 use crate::options::{Backend, ServerOptions};
+use crate::resume::{DefaultCodec, SessionCodec, Sessions};
 use crate::room::registry::{Encoder, Rooms};
 use crate::route::{InProcess, Route};
 use crate::server::accept::accept_loop;
@@ -91,6 +92,8 @@ pub struct DefaultServer<U, A, L, S> {
     setup: Setup,
     /// What runs beside the server for its operator.
     debug: Arc<dyn DebugService>,
+    /// The bytes of sessions on the wire.
+    session_codec: Arc<dyn SessionCodec>,
 }
 
 impl<U, L> DefaultServer<U, DefaultAcceptor, L, ()>
@@ -109,6 +112,7 @@ where
             options: ServerOptions::default(),
             setup: Setup::default(),
             debug: Arc::new(NoDebugService),
+            session_codec: Arc::new(DefaultCodec),
         }
     }
 }
@@ -130,6 +134,7 @@ where
             options: self.options,
             setup: self.setup,
             debug: self.debug,
+            session_codec: self.session_codec,
         }
     }
 
@@ -146,6 +151,7 @@ where
             options: self.options,
             setup: self.setup,
             debug: self.debug,
+            session_codec: self.session_codec,
         }
     }
 
@@ -162,6 +168,15 @@ where
     /// start.
     pub fn with_debug(mut self, service: impl DebugService) -> Self {
         self.debug = Arc::new(service);
+        self
+    }
+
+    /// Sets the bytes of sessions on the wire (see [`crate::resume`]); the default is
+    /// [`DefaultCodec`], `PROTOCOL.md`'s encoding. Sessions are begun by the acceptor
+    /// ([`Accepted::with_session`](crate::Accepted::with_session)); a server whose acceptor
+    /// never asks for one numbers nothing.
+    pub fn with_session_codec(mut self, codec: impl SessionCodec) -> Self {
+        self.session_codec = Arc::new(codec);
         self
     }
 
@@ -290,6 +305,7 @@ where
             metrics,
             connections: Arc::default(),
             courier,
+            sessions: Sessions::new(&self.options, self.session_codec),
         });
         let core = Core::new(self.options, local, Hub::new(context), lifecycle);
         let (upgrader, acceptor) = (self.upgrader, self.acceptor);

@@ -1,0 +1,126 @@
+//! The mock protocol's sessions: its own text encoding of what `PROTOCOL.md` encodes for
+//! kim's client libraries.
+//!
+//! - Login `<id> session`: answered `ok <token>`; from then on every frame the server sends
+//!   is `<seq> <text>`, `<text>` what the mock protocol sends without sessions.
+//! - `/ack <seq>` from the client acknowledges everything up to `<seq>` (no reply).
+//! - Login `<id> resume <token> <seq>` (`<seq>` the last number received, 0 for none):
+//!   answered `resumed <token> <n>` and the `n` held messages after `<seq>`, or `new <token>`.
+//!
+//! The answers are binary frames, like the mock protocol's `ok`.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kim_core::{Frame, Opened, SessionCodec, SessionLogin, Upstream};
+
+/// A mock login: the id, and the session it begins or resumes, if any. Ids used with sessions
+/// contain no spaces; a frame of another form is an id as it is.
+pub fn parse_login(text: &str) -> (&str, Option<SessionLogin>) {
+    let parts: Vec<&str> = text.split(' ').collect();
+    match parts[..] {
+        [id, "session"] if !id.is_empty() => (id, Some(SessionLogin::Start)),
+        [id, "resume", token, seq] if !id.is_empty() => match seq.parse() {
+            Ok(last) => (id, Some(SessionLogin::resume(token, last))),
+            Err(_) => (text, None),
+        },
+        _ => (text, None),
+    }
+}
+
+/// The mock protocol's encoding of sessions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MockCodec;
+
+impl SessionCodec for MockCodec {
+    fn opened(&self, opened: &Opened<'_>) -> Frame {
+        let text = match opened {
+            Opened::Started { token } => format!("ok {token}"),
+            Opened::Resumed { token, replay } => format!("resumed {token} {replay}"),
+            Opened::New { token } => format!("new {token}"),
+        };
+        Frame::binary(text)
+    }
+
+    fn numbered(&self, seq: u64, frame: &Frame) -> Frame {
+        let seq = seq.to_string();
+        let mut out = BytesMut::with_capacity(seq.len() + 1 + frame.payload.len());
+        out.put_slice(seq.as_bytes());
+        out.put_u8(b' ');
+        out.put_slice(&frame.payload);
+        Frame::new(frame.op, out.freeze())
+    }
+
+    fn read(&self, frame: Frame) -> Upstream {
+        let ack = frame
+            .payload
+            .strip_prefix(b"/ack ")
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| n.parse().ok());
+        match ack {
+            Some(seq) => Upstream::Ack(seq),
+            None => Upstream::Message {
+                number: None,
+                frame,
+            },
+        }
+    }
+
+    fn ack(&self, number: u32) -> Frame {
+        // The mock protocol does not number what clients send; never called.
+        Frame::binary(Bytes::from(format!("/ack {number}")))
+    }
+}
+
+/// Splits a numbered frame `<seq> <text>` into its number and text.
+pub fn parse_numbered(payload: &[u8]) -> Option<(u64, &[u8])> {
+    let space = payload.iter().position(|&b| b == b' ')?;
+    let seq = std::str::from_utf8(&payload[..space]).ok()?.parse().ok()?;
+    Some((seq, &payload[space + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logins_and_frames() {
+        assert_eq!(parse_login("alice"), ("alice", None));
+        assert_eq!(
+            parse_login("alice session"),
+            ("alice", Some(SessionLogin::Start))
+        );
+        assert_eq!(
+            parse_login("al ice"),
+            ("al ice", None),
+            "other forms are ids as today"
+        );
+        let (id, s) = parse_login("bob resume 00112233445566778899aabbccddeeff 7");
+        assert_eq!(id, "bob");
+        assert!(matches!(
+            s,
+            Some(SessionLogin::Resume {
+                token: Some(_),
+                last: 7
+            })
+        ));
+        let (_, s) = parse_login("bob resume forged 7");
+        assert!(matches!(
+            s,
+            Some(SessionLogin::Resume {
+                token: None,
+                last: 7
+            })
+        ));
+        assert_eq!(parse_login("bob resume t x").1, None);
+        let n = MockCodec.numbered(12, &Frame::text("alice: hi"));
+        assert_eq!(n.payload, "12 alice: hi");
+        assert_eq!(parse_numbered(&n.payload), Some((12, &b"alice: hi"[..])));
+        assert!(matches!(
+            MockCodec.read(Frame::text("/ack 5")),
+            Upstream::Ack(5)
+        ));
+        assert!(matches!(
+            MockCodec.read(Frame::text("/ack x")),
+            Upstream::Message { .. }
+        ));
+    }
+}

@@ -1,0 +1,118 @@
+//! A session's held messages, as its channel's outbox keeps them: the numbers, and which of
+//! the messages a writer has taken.
+//!
+//! With a session, the outbox's queue is not handed to the writer and dropped: it is the
+//! session's log. It holds every message numbered and not yet acknowledged, oldest first;
+//! `frames[0]` has number `first`, and `frames[..written]` went to a writer. A batch for the
+//! writer is a copy of the rest (reference counts, not payloads). Acknowledgements, a resume
+//! and the limits drop messages from the front.
+
+use crate::channel::outbox::Queued;
+use crate::resume::SessionToken;
+
+/// What a held message costs the server beyond its payload: its entry in the log (a room
+/// message's payload is shared by every member's entry and counted for each).
+pub(crate) const ENTRY_COST: usize = std::mem::size_of::<Queued>();
+
+/// A message's cost towards the server's total.
+pub(crate) fn cost(q: &Queued) -> usize {
+    ENTRY_COST + q.len()
+}
+
+/// The session's part of an outbox's queue: all zeros for a channel without a session.
+#[derive(Clone, Copy)]
+pub(crate) struct Held {
+    pub(crate) token: SessionToken,
+    /// The number of `frames[0]` (the next number when nothing is held); 0 without a session.
+    pub(crate) first: u64,
+    /// Frames at the front that went to a writer.
+    pub(crate) written: u32,
+    /// The highest number of the client's own that the listener took.
+    pub(crate) upstream: u32,
+}
+
+impl Held {
+    /// No session.
+    pub(crate) const NONE: Held = Held {
+        token: SessionToken::ZERO,
+        first: 0,
+        written: 0,
+        upstream: 0,
+    };
+
+    /// A new session's, numbered from 1.
+    pub(crate) fn new(token: SessionToken) -> Held {
+        Held {
+            token,
+            first: 1,
+            written: 0,
+            upstream: 0,
+        }
+    }
+
+    /// True for a session's.
+    pub(crate) fn is_session(&self) -> bool {
+        self.first != 0
+    }
+
+    /// The highest number sent to any connection of the session (0 for none).
+    pub(crate) fn last_sent(&self) -> u64 {
+        self.first + u64::from(self.written) - 1
+    }
+
+    /// Takes the client's number `n`: true if it is new to this session (and then it is the
+    /// highest taken), false for a repeat.
+    pub(crate) fn take_upstream(&mut self, n: u32) -> bool {
+        if n <= self.upstream {
+            return false;
+        }
+        self.upstream = n;
+        true
+    }
+}
+
+/// What dropping messages from the front of a log freed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Freed {
+    /// Messages dropped.
+    pub(crate) messages: usize,
+    /// Their payload bytes.
+    pub(crate) bytes: usize,
+    /// Their cost towards the server's total.
+    pub(crate) cost: usize,
+    /// Dropped that no writer had taken.
+    pub(crate) unwritten: usize,
+}
+
+/// Drops the `n` oldest messages of the log.
+pub(crate) fn drop_front(frames: &mut Vec<Queued>, held: &mut Held, n: usize) -> Freed {
+    let n = n.min(frames.len());
+    let mut freed = Freed::default();
+    for q in frames.drain(..n) {
+        freed.messages += 1;
+        freed.bytes += q.len();
+        freed.cost += cost(&q);
+    }
+    held.first += n as u64;
+    let written = held.written as usize;
+    freed.unwritten = n.saturating_sub(written);
+    held.written = written.saturating_sub(n) as u32;
+    freed
+}
+
+/// How many of the oldest messages to drop so that the log is within `max_messages` and
+/// `max_bytes` (`bytes` its payload now); the newest is always kept.
+pub(crate) fn over_limits(
+    frames: &[Queued],
+    bytes: usize,
+    max_messages: usize,
+    max_bytes: usize,
+) -> usize {
+    let mut n = frames.len().saturating_sub(max_messages.max(1));
+    let mut left = bytes - frames[..n].iter().map(Queued::len).sum::<usize>();
+    while left > max_bytes && n + 1 < frames.len() {
+        left -= frames[n].len();
+        n += 1;
+    }
+    n
+}
