@@ -210,7 +210,14 @@ async fn a_cut_stream_is_resumed(transport: &str, dgram: bool, tls: bool) {
     let mut bob = client(
         "bob",
         url(addr),
-        &["--count", &count, "--message", message, "--push-wait", "0.0001"],
+        &[
+            "--count",
+            &count,
+            "--message",
+            message,
+            "--push-wait",
+            "0.0001",
+        ],
     );
     let bob_out = lines(bob.stdout.take().unwrap());
 
@@ -224,7 +231,11 @@ async fn a_cut_stream_is_resumed(transport: &str, dgram: bool, tls: bool) {
             .unwrap_or_else(|_| panic!("alice has {} of {PUSHES}", received.len()));
         if let Some(rest) = line.strip_prefix("got ") {
             let (seq, text) = rest.split_once(": ").expect("got <seq>: <text>");
-            let n: usize = text.strip_prefix("bob: ").expect("from bob").parse().unwrap();
+            let n: usize = text
+                .strip_prefix("bob: ")
+                .expect("from bob")
+                .parse()
+                .unwrap();
             received.push((seq.parse::<usize>().unwrap(), n));
             if received.len() == cut_at {
                 proxy.cut();

@@ -107,7 +107,10 @@ impl SessionState {
     /// A numbered frame arrived: its text, after checking its number follows the last.
     fn received<'a>(&mut self, frame: &'a Frame) -> anyhow::Result<std::borrow::Cow<'a, str>> {
         let Some((seq, text)) = kim_examples::sessions::parse_numbered(&frame.payload) else {
-            anyhow::bail!("not a numbered frame: {}", String::from_utf8_lossy(&frame.payload));
+            anyhow::bail!(
+                "not a numbered frame: {}",
+                String::from_utf8_lossy(&frame.payload)
+            );
         };
         if seq != self.last + 1 {
             anyhow::bail!("message {seq} after {}", self.last);
@@ -180,8 +183,12 @@ async fn connect_and_talk(args: &Args, session: &mut Option<SessionState>) -> an
     let compression = args.deflate.then(kim_ws::Compression::new);
     let Some(root) = &args.tls_root else {
         return match (args.transport, &compression) {
-            (Transport::Tcp, _) => talk(kim_tcp::connect(&args.addr, &opts).await?, args, session).await,
-            (Transport::Ws, None) => talk(kim_ws::connect(&args.addr, &opts).await?, args, session).await,
+            (Transport::Tcp, _) => {
+                talk(kim_tcp::connect(&args.addr, &opts).await?, args, session).await
+            }
+            (Transport::Ws, None) => {
+                talk(kim_ws::connect(&args.addr, &opts).await?, args, session).await
+            }
             (Transport::Ws, Some(c)) => {
                 let client = kim_ws::connect_compressed(&args.addr, &[], c, &opts).await?;
                 talk(client, args, session).await
