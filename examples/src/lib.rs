@@ -40,6 +40,11 @@ pub struct DocsTransports;
 #[cfg(doctest)]
 pub struct DocsRooms;
 
+/// The code of docs/sessions.md, compiled as a doctest so that it stays true.
+#[doc = include_str!("../../docs/sessions.md")]
+#[cfg(doctest)]
+pub struct DocsSessions;
+
 /// The code of docs/process-mode.md, compiled as a doctest so that it stays true.
 #[doc = include_str!("../../docs/process-mode.md")]
 #[cfg(doctest)]

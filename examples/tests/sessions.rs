@@ -220,7 +220,7 @@ async fn past_the_count_limit_the_oldest_go_and_a_resume_from_before_them_is_new
 #[tokio::test]
 async fn tokens_not_the_sessions_and_numbers_never_sent_are_told_new() {
     let s = start(kim_core::ServerOptions::builder()).await;
-    let (mut bob, bob_token) = session(&s.addr, "bob").await;
+    let (bob, bob_token) = session(&s.addr, "bob").await;
     let (alice, _) = session(&s.addr, "alice").await;
     vanish(alice).await;
     s.events.until("alice", &["login", "suspend"]).await;
@@ -289,17 +289,13 @@ async fn a_half_open_connection_is_taken_over_under_the_reject_policy() {
     // alice's first connection stays open as far as the server knows.
     let (mut old, token) = session(&s.addr, "alice").await;
     // A plain second login of alice is still refused.
-    let (mut dup, _) = {
-        let mut c = kim_tcp::connect(&s.addr, &no_heartbeat()).await.unwrap();
-        c.send_text("alice").await.unwrap();
-        let r = c.read().await;
-        assert!(
-            matches!(&r, Err(kim_client::ClientError::Closed(reason)) if reason.reason.contains("repeated")),
-            "{r:?}"
-        );
-        (c, ())
-    };
-    let _ = dup.read().await;
+    let mut dup = kim_tcp::connect(&s.addr, &no_heartbeat()).await.unwrap();
+    dup.send_text("alice").await.unwrap();
+    let r = dup.read().await;
+    assert!(
+        matches!(&r, Err(kim_client::ClientError::Closed(reason)) if reason.reason.contains("repeated")),
+        "{r:?}"
+    );
     let (mut new, answer) = connect(&s.addr, &format!("alice resume {token} 0")).await;
     assert_eq!(answer, format!("resumed {token} 0"));
     // The old connection is let go of; what is pushed reaches the new one.
@@ -460,4 +456,87 @@ async fn a_numbered_message_resent_after_a_resume_reaches_the_app_once() {
         metric(&handle, "kim_sessions") == 0.0
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_read_deadline_suspends_a_session_and_pushes_are_held() {
+    let s = start(kim_core::ServerOptions::builder().read_wait(Duration::from_millis(300))).await;
+    // alice's connection stays open but silent: her phone lost its network.
+    let (silent, token) = session(&s.addr, "alice").await;
+    s.events.until("alice", &["login", "suspend"]).await;
+    let (mut bob, _) = connect(&s.addr, "bob2").await;
+    push_all(&mut bob, "alice", &["held"]).await;
+    let (mut alice, answer) = connect(&s.addr, &format!("alice resume {token} 0")).await;
+    assert_eq!(answer, format!("resumed {token} 1"));
+    assert_eq!(numbered(&mut alice).await, (1, "bob2: held".into()));
+    drop(silent);
+}
+
+/// Tells `watcher` of every event of a session, from wherever the state listener runs (here:
+/// a worker process).
+#[derive(Clone, Copy)]
+struct Announce;
+
+impl Announce {
+    fn tell(agent: &Channel, what: &str) {
+        if agent.id().as_str() != "watcher" {
+            let _ = agent
+                .server()
+                .push_text("watcher", format!("{} {what}", agent.id()));
+        }
+    }
+}
+
+impl StateListener for Announce {
+    async fn suspend(&self, agent: &Channel) {
+        Announce::tell(agent, "suspend");
+    }
+    async fn resume(&self, agent: &Channel) {
+        Announce::tell(agent, "resume");
+    }
+    async fn disconnect(&self, agent: &Channel) {
+        Announce::tell(agent, "disconnect");
+    }
+}
+
+fn announcing() -> DefaultServer<kim_tcp::TcpUpgrader, MockAcceptor, MockListener, Announce> {
+    let options = kim_core::ServerOptions::builder()
+        .backend(kim_core::Backend::unix_datagram(1))
+        .worker_command(common::this_binary_as_worker("worker_main"))
+        .build()
+        .unwrap();
+    DefaultServer::new(kim_tcp::TcpUpgrader, MockListener)
+        .with_acceptor(MockAcceptor)
+        .with_state_listener(Announce)
+        .with_session_codec(MockCodec)
+        .with_options(options)
+}
+
+/// Not a test of its own: the worker process of the test below runs this test binary with
+/// `worker_main --exact`, and here it becomes a worker. In a test run it returns at once.
+#[test]
+fn worker_main() {
+    if !kim_core::ipc::is_worker() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let serve = |_| async { Ok::<(), kim_core::ServerError>(()) };
+    let served = rt.block_on(announcing().run("127.0.0.1:0", serve));
+    served.expect("the worker served its master");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_mode_the_worker_hears_suspend_resume_and_one_disconnect() {
+    let handle = announcing().start("127.0.0.1:0").await.unwrap();
+    let addr = handle.local_addr().to_string();
+    let (mut watcher, _) = connect(&addr, "watcher").await;
+    let (alice, token) = session(&addr, "alice").await;
+    vanish(alice).await;
+    assert_eq!(text(&mut watcher).await, "alice suspend");
+    let (alice, answer) = connect(&addr, &format!("alice resume {token} 0")).await;
+    assert_eq!(answer, format!("resumed {token} 0"));
+    assert_eq!(text(&mut watcher).await, "alice resume");
+    alice.close().await.unwrap();
+    assert_eq!(text(&mut watcher).await, "alice disconnect");
+    handle.shutdown(Duration::from_secs(2)).await;
 }

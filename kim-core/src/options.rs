@@ -402,8 +402,8 @@ impl OptionsBuilder {
 
     /// Bytes all sessions of the server hold at most, payloads and each held message's
     /// entry (default 1 GiB; a room message's payload counts once per member holding it).
-    /// Over it, the oldest messages of the largest sessions are dropped until the total is
-    /// a sixteenth below it.
+    /// From a thirty-second below it, the oldest messages of the largest sessions are dropped
+    /// until the total is a sixteenth below it.
     pub fn session_max_total_bytes(mut self, n: usize) -> Self {
         self.opts.session_max_total_bytes = n;
         self

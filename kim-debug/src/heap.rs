@@ -68,16 +68,18 @@ pub(crate) fn trim() {
     }
 }
 
-/// Resident memory above the heap in use by less than this is left alone: trimming costs a
-/// walk of the heap, and memory the allocator keeps is reused by the next allocations anyway.
-const TRIM_ABOVE: u64 = 64 << 20;
+/// Free memory the allocator keeps below this is left alone: trimming costs a walk of its
+/// free pages, and memory it keeps is reused by the next allocations anyway.
+const TRIM_ABOVE: u64 = 8 << 20;
 /// At most one trim per this many milliseconds, process-wide.
 const TRIM_EVERY_MS: u64 = 10_000;
 
-/// Trims when the process's resident memory exceeds the heap in use by more than
-/// [`TRIM_ABOVE`] and by more than the heap in use itself (so a trim that returned what it
-/// could is not repeated while nothing changes), at most once every [`TRIM_EVERY_MS`] in the
-/// process. Returns whether it trimmed.
+/// Trims when the allocator keeps more than [`TRIM_ABOVE`] bytes free and resident, and more
+/// than half the heap in use (a busy server's free pages are its next allocations; an idle
+/// one's, after a burst, are its peak kept for nothing), at most once every
+/// [`TRIM_EVERY_MS`] in the process. What is free and resident is the smaller of the
+/// allocator's free figure and the resident memory beyond the heap in use (glibc's free
+/// figure counts pages a trim already returned). Returns whether it trimmed.
 pub(crate) fn trim_if_bloated() -> bool {
     static BASE: OnceLock<Instant> = OnceLock::new();
     /// When the last trim was, in milliseconds since `BASE`; `u64::MAX` before the first.
@@ -87,15 +89,14 @@ pub(crate) fn trim_if_bloated() -> bool {
     if last != u64::MAX && now < last.saturating_add(TRIM_EVERY_MS) {
         return false;
     }
-    // The resident size first: a file read, where the heap's figures walk its free lists.
-    let Some(rss) = resident_bytes().filter(|&r| r > TRIM_ABOVE) else {
+    let Some(rss) = resident_bytes() else {
         return false;
     };
     let Some(s) = stats() else {
         return false;
     };
-    let kept = rss.saturating_sub(s.in_use);
-    if kept <= TRIM_ABOVE || kept <= s.in_use {
+    let kept = s.free.min(rss.saturating_sub(s.in_use));
+    if kept <= TRIM_ABOVE || kept <= s.in_use / 2 {
         return false;
     }
     if LAST

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::channel::id::ChannelId;
 use crate::channel::map::ChannelMap;
+use crate::channel::sessions::Sessions;
 use crate::channel::{Channel, Limits};
 use crate::clock::Clock;
 use crate::close::CloseReason;
@@ -30,7 +31,6 @@ use crate::error::PushError;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
 use crate::options::DuplicatePolicy;
-use crate::resume::Sessions;
 use crate::room::policy::Published;
 use crate::room::query::{Answer, Query};
 

@@ -16,6 +16,8 @@ use std::hash::{BuildHasher, Hash, Hasher};
 
 use parking_lot::RwLock;
 
+use crate::channel::held::{level_freeing, Freed, ENTRY_COST};
+use crate::channel::sessions::TrimLargest;
 use crate::channel::Channel;
 
 /// Number of shards; a power of two.
@@ -57,6 +59,16 @@ impl Borrow<str> for ById {
 }
 
 type Shard = RwLock<HashSet<ById>>;
+
+/// Gives a shard's table back once it is mostly empty: a burst of logins (or of suspended
+/// sessions) does not keep its peak's memory after it is gone.
+// Entries hash and compare by their id, which never changes.
+#[allow(clippy::mutable_key_type)]
+fn shrink(shard: &mut HashSet<ById>) {
+    if shard.capacity() > 64 && shard.len() * 4 < shard.capacity() {
+        shard.shrink_to(shard.len() * 2);
+    }
+}
 
 /// A concurrent map of channels by id.
 pub struct ChannelMap {
@@ -145,7 +157,10 @@ impl ChannelMap {
 
     /// Removes the channel with this id, whichever login it belongs to.
     pub fn remove(&self, id: &str) -> Option<Channel> {
-        self.shard(id).write().take(id).map(|c| c.0)
+        let mut shard = self.shard(id).write();
+        let removed = shard.take(id).map(|c| c.0);
+        shrink(&mut shard);
+        removed
     }
 
     /// Removes `channel` only if the map still holds this very channel, not a newer login
@@ -155,6 +170,7 @@ impl ChannelMap {
         match shard.get(channel.id().as_str()) {
             Some(c) if c.0.same(channel) => {
                 shard.remove(channel.id().as_str());
+                shrink(&mut shard);
                 true
             }
             _ => false,
@@ -181,6 +197,34 @@ impl ChannelMap {
         }
     }
 
+    /// Frees at least `need` bytes held by sessions, if they hold that much, from the
+    /// largest ones: the largest first, each cut down to a level (oldest messages first), the
+    /// level the highest that frees enough, until enough is freed. (Messages are whole:
+    /// sessions of one size are cut one after the other, not all of them a little.)
+    pub(crate) fn trim_held(&self, need: usize) -> Freed {
+        let mut sizes: Vec<(usize, Channel)> = Vec::new();
+        self.for_each(|c| {
+            if let Some((_, n, bytes)) = c.outbox().held() {
+                if n > 0 {
+                    sizes.push((bytes + n * ENTRY_COST, c.clone()));
+                }
+            }
+        });
+        sizes.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
+        let level = level_freeing(&sizes.iter().map(|s| s.0).collect::<Vec<_>>(), need);
+        let mut freed = Freed::default();
+        for (size, chan) in &sizes {
+            if *size <= level || freed.cost >= need {
+                break;
+            }
+            let f = chan.outbox().trim_to(level);
+            freed.messages += f.messages;
+            freed.bytes += f.bytes;
+            freed.cost += f.cost;
+        }
+        freed
+    }
+
     /// A snapshot of every channel.
     pub fn channels(&self) -> Vec<Channel> {
         let mut out = Vec::with_capacity(self.len());
@@ -194,6 +238,12 @@ impl std::fmt::Debug for ChannelMap {
         f.debug_struct("ChannelMap")
             .field("len", &self.len())
             .finish()
+    }
+}
+
+impl TrimLargest for ChannelMap {
+    fn trim_largest(&self, need: usize) -> Freed {
+        self.trim_held(need)
     }
 }
 

@@ -12,10 +12,12 @@
 //! the master process, the other nodes).
 
 pub(crate) mod courier;
+pub(crate) mod held;
 pub(crate) mod id;
 mod in_flight;
 pub(crate) mod map;
 pub(crate) mod outbox;
+pub(crate) mod sessions;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -27,7 +29,7 @@ use bytes::Bytes;
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::error::PushError;
 use crate::frame::Frame;
-use crate::resume::SessionToken;
+use crate::resume::token::SessionToken;
 use crate::room::name::check_room_name;
 use crate::room::policy::Published;
 use crate::room::query::Query;

@@ -11,16 +11,14 @@
 //! something waits, and comes from a per-thread cache.
 
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::Waker;
 
 use parking_lot::Mutex;
 
+use crate::channel::held::{self, Freed, Held, HeldLimits};
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::error::PushError;
 use crate::frame::Frame;
-use crate::resume::held::{self, Freed, Held};
-use crate::resume::HeldLimits;
-use crate::resume::SessionToken;
 use crate::shared_frame::SharedFrame;
 
 /// One entry of an outbox.
@@ -57,6 +55,10 @@ impl Queued {
     }
 }
 
+mod log;
+
+pub(crate) use log::Resumed;
+
 /// A close requested from outside the channel's task.
 pub(crate) type CloseRequest = (CloseReason, CloseMode, CloseCause);
 
@@ -67,13 +69,13 @@ pub(crate) struct Outbox {
 }
 
 /// `State::flags`.
-const CLOSING: u8 = 1;
+pub(super) const CLOSING: u8 = 1;
 const ENDED: u8 = 2;
-const RUNNING: u8 = 4;
-const SUSPENDED: u8 = 8;
+pub(super) const RUNNING: u8 = 4;
+pub(super) const SUSPENDED: u8 = 8;
 
 #[derive(Default)]
-struct State {
+pub(super) struct State {
     /// What waits for the task, `None` while nothing does: never a box with neither frames
     /// nor a close. With a session, always there: it is the session's log.
     pending: Option<Queue>,
@@ -97,11 +99,11 @@ struct State {
 }
 
 impl State {
-    fn has(&self, flag: u8) -> bool {
+    pub(super) fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
 
-    fn set(&mut self, flag: u8, on: bool) {
+    pub(super) fn set(&mut self, flag: u8, on: bool) {
         if on {
             self.flags |= flag;
         } else {
@@ -137,17 +139,17 @@ impl State {
     }
 
     /// The session's log, if the channel has a session.
-    fn log(&mut self) -> Option<&mut Pending> {
+    pub(super) fn log(&mut self) -> Option<&mut Pending> {
         self.pending.as_deref_mut().filter(|p| p.held.is_session())
     }
 
     /// The close requested from outside the task and not yet taken, if any.
-    fn close(&self) -> Option<&CloseRequest> {
+    pub(super) fn close(&self) -> Option<&CloseRequest> {
         self.pending.as_ref()?.close.as_deref()
     }
 
     /// Sets the close request.
-    fn request(&mut self, close: CloseRequest) {
+    pub(super) fn request(&mut self, close: CloseRequest) {
         self.pending.get_or_insert_with(spare::take).close = Some(Box::new(close));
     }
 
@@ -162,7 +164,7 @@ impl State {
     }
 
     /// Drops `n` of the log's oldest messages.
-    fn drop_front(&mut self, n: usize) -> Freed {
+    pub(super) fn drop_front(&mut self, n: usize) -> Freed {
         let Some(log) = self.log() else {
             return Freed::default();
         };
@@ -214,36 +216,7 @@ pub(crate) struct Pushed {
     pub(crate) dropped: Freed,
 }
 
-/// A resume the outbox took.
-#[derive(Debug)]
-pub(crate) struct Resumed {
-    /// The connection's generation, for its task.
-    pub(crate) generation: u16,
-    /// Held messages the new connection gets first.
-    pub(crate) replay: u64,
-    /// What the client said it has, no longer held.
-    pub(crate) freed: Freed,
-    /// The previous connection's task, or the suspended session's, to wake: it finds itself
-    /// stale.
-    pub(crate) waker: Option<Waker>,
-}
-
 impl Outbox {
-    /// The outbox of a channel with a session.
-    pub(crate) fn with_session(token: SessionToken) -> Outbox {
-        let log = Box::new(Pending {
-            frames: Vec::new(),
-            close: None,
-            held: Held::new(token),
-        });
-        Outbox {
-            state: Mutex::new(State {
-                pending: Some(log),
-                ..State::default()
-            }),
-        }
-    }
-
     /// Queues `frame`, unless the channel is closing or `max_frames` / `max_bytes` are queued
     /// already. With a session, the bounds are those of frames not yet written while a
     /// connection is attached, and past `held`'s limits the oldest messages are dropped
@@ -460,129 +433,6 @@ impl Outbox {
     pub(crate) fn take_waker(&self) -> Option<Waker> {
         self.state.lock().waker.take()
     }
-
-    /// The client acknowledged every message up to `seq`: they are no longer held. Numbers
-    /// not yet sent are not acknowledged (the rest of such an ack is ignored).
-    pub(crate) fn ack(&self, seq: u64) -> Freed {
-        let mut st = self.state.lock();
-        let Some(log) = st.log() else {
-            return Freed::default();
-        };
-        let upto = seq.min(log.held.last_sent());
-        let n = upto.saturating_add(1).saturating_sub(log.held.first);
-        st.drop_front(n as usize)
-    }
-
-    /// Takes the client's number `n`: true if it is new to the session.
-    pub(crate) fn take_upstream(&self, n: u32) -> bool {
-        let mut st = self.state.lock();
-        st.log().is_some_and(|log| log.held.take_upstream(n))
-    }
-
-    /// The task of connection `generation` lost its transport: the session is suspended,
-    /// unless it is closing (then it ends) or was taken over (then nothing changes). True if
-    /// suspended.
-    pub(crate) fn suspend(&self, generation: u16) -> bool {
-        let mut st = self.state.lock();
-        if st.generation != generation || st.has(CLOSING) || st.log().is_none() {
-            return false;
-        }
-        st.set(SUSPENDED, true);
-        st.set(RUNNING, false);
-        st.waker = None;
-        true
-    }
-
-    /// A suspended session's waiter, `generation` the connection that was lost: ready with
-    /// `None` once a resume took the session over, with the close's cause once it must end;
-    /// pending otherwise (with `waker` left for either).
-    pub(crate) fn poll_suspended(
-        &self,
-        generation: u16,
-        waker: &Waker,
-    ) -> Poll<Option<CloseCause>> {
-        let mut st = self.state.lock();
-        if st.generation != generation {
-            return Poll::Ready(None);
-        }
-        if let Some((_, _, cause)) = st.close() {
-            return Poll::Ready(Some(*cause));
-        }
-        st.waker = Some(waker.clone());
-        Poll::Pending
-    }
-
-    /// A login resumes the session, its client having every message up to `last`: the
-    /// messages after it are replayed to the new connection, whose generation is returned.
-    /// `None` when that cannot be done exactly: no session, one that is ending, or `last`
-    /// before what is held or after what was sent.
-    pub(crate) fn resume(&self, token: &SessionToken, last: u64) -> Option<Resumed> {
-        let mut st = self.state.lock();
-        if st.has(CLOSING) {
-            return None;
-        }
-        let log = st.log()?;
-        if !log.held.token.matches(token)
-            || last.saturating_add(1) < log.held.first
-            || last > log.held.last_sent()
-        {
-            return None;
-        }
-        let n = (last + 1 - log.held.first) as usize;
-        let freed = st.drop_front(n);
-        let log = st.log().expect("a session's log");
-        log.held.written = 0;
-        let replay = log.frames.len() as u64;
-        st.generation = st.generation.wrapping_add(1);
-        st.set(SUSPENDED | RUNNING, false);
-        Some(Resumed {
-            generation: st.generation,
-            replay,
-            freed,
-            waker: st.waker.take(),
-        })
-    }
-
-    /// The session's token and held messages and bytes, if the channel has a session.
-    pub(crate) fn held(&self) -> Option<(SessionToken, usize, usize)> {
-        let mut st = self.state.lock();
-        let bytes = st.bytes as usize;
-        st.log()
-            .map(|log| (log.held.token, log.frames.len(), bytes))
-    }
-
-    /// Drops the oldest held messages until what is held costs at most `keep` (payloads and
-    /// entries; the server's total is over): what it freed. As with a session's own limits,
-    /// dropping a message the connection's writer had not taken aborts the connection.
-    pub(crate) fn trim_to(&self, keep: usize) -> Freed {
-        let mut st = self.state.lock();
-        let suspended = st.has(SUSPENDED);
-        let Some(log) = st.log() else {
-            return Freed::default();
-        };
-        let mut left: usize = log.frames.iter().map(held::cost).sum();
-        let mut n = 0;
-        while left > keep && n < log.frames.len() {
-            left -= held::cost(&log.frames[n]);
-            n += 1;
-        }
-        let freed = st.drop_front(n);
-        let mut waker = None;
-        if freed.unwritten > 0 && !suspended && !st.has(CLOSING) {
-            st.request((
-                CloseReason::policy("slow consumer"),
-                CloseMode::Abort,
-                CloseCause::SlowConsumer,
-            ));
-            st.set(CLOSING, true);
-            waker = st.waker.take();
-        }
-        drop(st);
-        if let Some(w) = waker {
-            w.wake();
-        }
-        freed
-    }
 }
 
 /// Hands an emptied batch queue back for the next push on this thread.
@@ -599,8 +449,8 @@ pub(crate) fn recycle(queue: Queue) {
 mod spare {
     use std::cell::RefCell;
 
+    use crate::channel::held::Held;
     use crate::channel::outbox::{Pending, Queue};
-    use crate::resume::held::Held;
 
     /// Queues kept per thread: at most 1024 x 64 entries of 40 bytes, 2.6 MB, and only after
     /// so many channels had frames waiting at once.

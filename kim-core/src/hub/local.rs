@@ -111,6 +111,9 @@ pub(crate) fn test_context() -> std::sync::Arc<crate::channel::Context> {
         metrics,
         connections: Arc::default(),
         courier: Arc::new(LocalCourier::new(rooms)),
-        sessions: crate::resume::Sessions::new(&options, Arc::new(crate::resume::DefaultCodec)),
+        sessions: crate::channel::sessions::Sessions::new(
+            &options,
+            Arc::new(crate::resume::DefaultCodec),
+        ),
     })
 }

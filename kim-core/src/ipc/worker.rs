@@ -18,6 +18,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::app::{MessageListener, StateListener};
 use crate::channel::courier::{Context, Courier};
+use crate::channel::sessions::Sessions;
 use crate::channel::{Channel, Limits};
 use crate::clock::Clock;
 use crate::frame::{Frame, OpCode};
@@ -30,7 +31,7 @@ use crate::ipc::protocol::{
 use crate::ipc::wire::{Kind, Reassembler, Received, RecvStats, SendStats};
 use crate::metrics::Metrics;
 use crate::options::{Backend, ServerOptions};
-use crate::resume::{DefaultCodec, Sessions};
+use crate::resume::DefaultCodec;
 use crate::throttle::LogThrottle;
 
 /// A worker stops reading from the master while this many messages wait or run.

@@ -110,7 +110,7 @@ impl SessionCodec for DefaultCodec {
 mod tests {
     use super::*;
     use crate::frame::OpCode;
-    use crate::resume::SessionToken;
+    use crate::resume::token::SessionToken;
 
     #[test]
     fn the_default_encoding() {

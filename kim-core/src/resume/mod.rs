@@ -16,20 +16,14 @@
 //! client libraries speak.
 
 mod codec;
-pub(crate) mod held;
 pub(crate) mod suspended;
-mod token;
-pub(crate) mod total;
-
-use std::sync::Arc;
+pub(crate) mod token;
 
 use crate::conn::Handshake;
 use crate::frame::Frame;
 
 pub use codec::DefaultCodec;
 pub use token::SessionToken;
-
-use total::HeldTotal;
 
 /// What a login asks of sessions (see [`Accepted::with_session`](crate::Accepted::with_session)).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,34 +131,4 @@ pub trait SessionCodec: Send + Sync + 'static {
 
     /// Acknowledges the client's message `number` (sent unnumbered).
     fn ack(&self, number: u32) -> Frame;
-}
-
-/// The bounds of held messages, from the server's options.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct HeldLimits {
-    /// Messages one session holds at most; past it the oldest are dropped.
-    pub(crate) messages: usize,
-    /// Payload bytes one session holds at most; past it the oldest are dropped.
-    pub(crate) bytes: usize,
-}
-
-/// What a server's sessions share: the codec, the limits, the server's total of
-/// held messages.
-pub(crate) struct Sessions {
-    pub(crate) codec: Arc<dyn SessionCodec>,
-    pub(crate) limits: HeldLimits,
-    pub(crate) total: HeldTotal,
-}
-
-impl Sessions {
-    pub(crate) fn new(options: &crate::ServerOptions, codec: Arc<dyn SessionCodec>) -> Sessions {
-        Sessions {
-            codec,
-            limits: HeldLimits {
-                messages: options.session_max_messages(),
-                bytes: options.session_max_bytes(),
-            },
-            total: HeldTotal::new(options.session_max_total_bytes()),
-        }
-    }
 }

@@ -32,6 +32,7 @@ use tracing::{info, warn};
 
 use crate::app::{Acceptor, DefaultAcceptor, MessageListener, StateListener};
 use crate::channel::courier::{Context, Courier};
+use crate::channel::sessions::Sessions;
 use crate::channel::Limits;
 use crate::clock::Clock;
 use crate::cluster::Cluster;
@@ -46,7 +47,7 @@ use crate::ipc::master::Master;
 use crate::ipc::worker::{run_worker, WorkerEnv};
 use crate::metrics::Metrics;
 use crate::options::{Backend, ServerOptions};
-use crate::resume::{DefaultCodec, SessionCodec, Sessions};
+use crate::resume::{DefaultCodec, SessionCodec};
 use crate::room::registry::{Encoder, Rooms};
 use crate::route::{InProcess, Route};
 use crate::server::accept::accept_loop;

@@ -66,6 +66,10 @@ pub(crate) async fn sweep(core: Arc<Core>) {
                 );
             }
         }
+        // A burst of expiries does not keep its peak's list.
+        if expired.capacity() > 1024 {
+            expired = Vec::new();
+        }
         let context = core.hub.context();
         let sessions = &context.metrics.sessions;
         context.sessions.total.trim(sessions, core.channels());

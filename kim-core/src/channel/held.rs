@@ -8,7 +8,7 @@
 //! and the limits drop messages from the front.
 
 use crate::channel::outbox::Queued;
-use crate::resume::SessionToken;
+use crate::resume::token::SessionToken;
 
 /// What a held message costs the server beyond its payload: its entry in the log (a room
 /// message's payload is shared by every member's entry and counted for each).
@@ -17,6 +17,15 @@ pub(crate) const ENTRY_COST: usize = std::mem::size_of::<Queued>();
 /// A message's cost towards the server's total.
 pub(crate) fn cost(q: &Queued) -> usize {
     ENTRY_COST + q.len()
+}
+
+/// The bounds of held messages, from the server's options.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeldLimits {
+    /// Messages one session holds at most; past it the oldest are dropped.
+    pub(crate) messages: usize,
+    /// Payload bytes one session holds at most; past it the oldest are dropped.
+    pub(crate) bytes: usize,
 }
 
 /// The session's part of an outbox's queue: all zeros for a channel without a session.
@@ -115,4 +124,36 @@ pub(crate) fn over_limits(
         n += 1;
     }
     n
+}
+
+/// The highest level such that cutting every size in `sorted` (largest first) down to it
+/// frees at least `need` (0 if even that does not).
+pub(crate) fn level_freeing(sorted: &[usize], need: usize) -> usize {
+    let mut above = 0usize;
+    for (i, &size) in sorted.iter().enumerate() {
+        above += size;
+        let next = sorted.get(i + 1).copied().unwrap_or(0);
+        let count = i + 1;
+        // Cutting the first `count` down to `next` frees this much.
+        if above - count * next >= need {
+            return (above - need) / count;
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::level_freeing;
+
+    #[test]
+    fn the_level_cuts_the_largest_first() {
+        // Cutting 100 to 80 frees 20.
+        assert_eq!(level_freeing(&[100, 50, 10], 20), 80);
+        // 100 and 50 down to 40 frees 70.
+        assert_eq!(level_freeing(&[100, 50, 10], 70), 40);
+        // Everything.
+        assert_eq!(level_freeing(&[100, 50, 10], 1000), 0);
+        assert_eq!(level_freeing(&[], 5), 0);
+    }
 }
