@@ -16,6 +16,7 @@ pub mod parallel;
 pub mod pipelined;
 pub mod proc;
 pub mod prometheus;
+pub mod sessions;
 pub mod slow_consumers;
 pub mod tls;
 pub mod wire;

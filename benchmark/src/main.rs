@@ -37,7 +37,7 @@ use kim_benchmark::wire::Wire;
 
 use crate::commands::{
     broadcast, cluster, deflate, echo, fanout, ipc, large, loadtest, membership, overhead,
-    parallel, pipelined, report, roundtrip, slow_consumers,
+    parallel, pipelined, report, roundtrip, sessions, slow_consumers,
 };
 use crate::runner::Options;
 
@@ -183,6 +183,12 @@ enum Workload {
     /// compressor or decompressor of each (with context takeover, a connection keeps one).
     /// In-process, no servers.
     Deflate(deflate::Args),
+    /// What sessions cost, kim's mock server only, each beside the same workload without
+    /// sessions in the same runs (`kim-ws` against `kim-ws-session`): the heap of an idle
+    /// connection, echo and fan-out rates (clients acknowledging every 32 messages); with
+    /// sessions only, a held room message's cost per suspended member beyond its payload, and
+    /// the replay of held messages to clients resuming at once (rate, p50/p99 latency).
+    Sessions(sessions::Args),
 }
 
 impl Cli {
@@ -235,5 +241,6 @@ fn main() -> anyhow::Result<()> {
         Workload::Broadcast(args) => broadcast::run(&opts, args),
         Workload::Membership(args) => membership::run(&opts, args),
         Workload::Cluster(args) => cluster::run(&opts, args),
+        Workload::Sessions(args) => sessions::run(&opts, args),
     }
 }

@@ -258,7 +258,8 @@ where
     let started = Instant::now();
     let addr = server.addr.clone();
     let all =
-        tokio::task::spawn_blocking(move || lean_logins(&addr, wire, clients, in_flight)).await??;
+        tokio::task::spawn_blocking(move || lean_logins(&addr, wire, clients, in_flight, false))
+            .await??;
     let login_secs = started.elapsed().as_secs_f64();
     let login_cpu = server.cpu_seconds()? - cpu_before;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -460,19 +461,23 @@ struct Pending {
 }
 
 /// Logs `clients` clients in with at most `in_flight` at once, driving every socket from one
-/// epoll thread, so that the login rate measures the server rather than the client. Returns
-/// the logged-in sockets (non-blocking).
+/// epoll thread, so that the login rate measures the server rather than the client. With
+/// `session`, each begins a session (the mock protocol's `<id> session`, answered
+/// `ok <token>`). Returns the logged-in sockets (non-blocking).
 pub fn lean_logins(
     addr: &str,
     wire: Wire,
     clients: usize,
     in_flight: usize,
+    session: bool,
 ) -> anyhow::Result<Vec<std::net::TcpStream>> {
+    let suffix = if session { " session" } else { "" };
     let target: std::net::SocketAddr = addr.parse()?;
     let upgrade = format!(
         "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     );
-    let ok_len = wire.reply_len(2);
+    // `ok`, or `ok ` and a token of 32 hex digits.
+    let ok_len = wire.reply_len(if session { 35 } else { 2 });
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let mut slots: Vec<Option<Pending>> = (0..in_flight.max(1)).map(|_| None).collect();
@@ -518,7 +523,7 @@ pub fn lean_logins(
                 if p.stream.peer_addr().is_err() {
                     continue; // not connected yet
                 }
-                let login = wire.text_request(format!("user-{}", p.id).as_bytes());
+                let login = wire.text_request(format!("user-{}{suffix}", p.id).as_bytes());
                 // Small writes on a fresh socket go out whole.
                 if wire == Wire::Ws {
                     p.stream.write_all(upgrade.as_bytes())?;
@@ -548,14 +553,15 @@ pub fn lean_logins(
                         String::from_utf8_lossy(&p.got)
                     );
                     p.got.drain(..end + 4);
-                    let login = wire.text_request(format!("user-{}", p.id).as_bytes());
+                    let login = wire.text_request(format!("user-{}{suffix}", p.id).as_bytes());
                     p.stream.write_all(&login)?;
                     p.stage = Stage::LoggingIn;
                 }
             }
             if matches!(p.stage, Stage::LoggingIn) && p.got.len() >= ok_len {
+                let answer = &p.got[wire.reply_len(0)..];
                 anyhow::ensure!(
-                    p.got.len() == ok_len && p.got.ends_with(b"ok"),
+                    p.got.len() == ok_len && answer.starts_with(b"ok"),
                     "login {} not answered with ok: {:?}",
                     p.id,
                     String::from_utf8_lossy(&p.got)

@@ -9,8 +9,8 @@
 //!
 //! The answers are binary frames, like the mock protocol's `ok`.
 
-use bytes::{BufMut, Bytes, BytesMut};
-use kim_core::{Frame, Opened, SessionCodec, SessionLogin, Upstream};
+use bytes::Bytes;
+use kim_core::{DefaultCodec, Frame, Opened, Prefix, SessionCodec, SessionLogin, Upstream};
 
 /// A mock login: the id, and the session it begins or resumes, if any. Ids used with sessions
 /// contain no spaces; a frame of another form is an id as it is.
@@ -41,12 +41,12 @@ impl SessionCodec for MockCodec {
     }
 
     fn numbered(&self, seq: u64, frame: &Frame) -> Frame {
-        let seq = seq.to_string();
-        let mut out = BytesMut::with_capacity(seq.len() + 1 + frame.payload.len());
-        out.put_slice(seq.as_bytes());
-        out.put_u8(b' ');
-        out.put_slice(&frame.payload);
-        Frame::new(frame.op, out.freeze())
+        // `<seq> <text>`: the same bytes as PROTOCOL.md's numbered messages.
+        DefaultCodec.numbered(seq, frame)
+    }
+
+    fn prefix(&self, seq: u64) -> Option<Prefix> {
+        Some(Prefix::number(seq))
     }
 
     fn read(&self, frame: Frame) -> Upstream {

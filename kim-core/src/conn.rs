@@ -63,6 +63,17 @@ pub trait FrameWriter: Send + Unpin + 'static {
         self.start_frame(shared.frame().clone());
     }
 
+    /// Queues one frame of `frame`'s opcode whose payload is `prefix` followed by
+    /// `frame.payload` (a session's number before a message): a writer that can writes the
+    /// prefix beside the header and the payload by reference, as [`FrameWriter::start_frame`]
+    /// would. The default copies both into one payload.
+    fn start_prefixed(&mut self, prefix: &[u8], frame: &Frame) {
+        let mut payload = bytes::BytesMut::with_capacity(prefix.len() + frame.payload.len());
+        payload.extend_from_slice(prefix);
+        payload.extend_from_slice(&frame.payload);
+        self.start_frame(Frame::new(frame.op, payload.freeze()));
+    }
+
     /// The frame that closes a connection for `reason`, in this transport's encoding.
     fn close_frame(&self, reason: &CloseReason) -> Frame;
 

@@ -78,7 +78,9 @@ pub use metrics::Metrics;
 pub use options::{
     Backend, Dispatch, DuplicatePolicy, OptionsBuilder, ServerOptions, WorkerCommand,
 };
-pub use resume::{DefaultCodec, Opened, SessionCodec, SessionLogin, SessionToken, Upstream};
+pub use resume::{
+    DefaultCodec, Opened, Prefix, SessionCodec, SessionLogin, SessionToken, Upstream,
+};
 pub use server::{DefaultServer, ServerHandle, ServerStats, ShutdownReport};
 pub use shared_frame::SharedFrame;
 pub use upgrade::{ConnConfig, Upgrader};

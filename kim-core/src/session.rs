@@ -249,29 +249,36 @@ impl<F: Framed, T: Route> Session<F, T> {
             }
             return Ok(backlog);
         }
-        let taken = self.chan.outbox().take_batch(self.generation);
+        let (mut n, mut bytes) = (0, 0);
+        let codec = &*self.chan.context().sessions.codec;
+        let framed = &mut self.framed;
+        // A session's frames, numbered as they go into the writer.
+        let mut write_held = |seq: u64, q: &Queued| {
+            n += 1;
+            bytes += q.len() as u64;
+            match codec.prefix(seq) {
+                Some(p) => framed.start_prefixed(p.as_bytes(), q.frame()),
+                None => framed.start_frame(codec.numbered(seq, q.frame())),
+            }
+        };
+        let taken = self
+            .chan
+            .outbox()
+            .take_batch(self.generation, &mut write_held);
         let (batch, close) = taken.map_err(|_| End::HandedOver)?;
         if let Some(mut batch) = batch {
-            let (mut n, mut bytes) = (0, 0);
-            let first = batch.held.first;
             for q in batch.frames.drain(..) {
-                bytes += q.len() as u64;
-                if first != 0 {
-                    let codec = &self.chan.context().sessions.codec;
-                    self.framed
-                        .start_frame(codec.numbered(first + n, q.frame()));
-                } else {
-                    match q {
-                        Queued::Frame(f) => self.framed.start_frame(f),
-                        Queued::Shared(s) => self.framed.start_shared(&s),
-                    }
-                }
                 n += 1;
-            }
-            if self.chan.context().limits.count_messages {
-                self.chan.context().metrics.hot.sent(n, bytes);
+                bytes += q.len() as u64;
+                match q {
+                    Queued::Frame(f) => self.framed.start_frame(f),
+                    Queued::Shared(s) => self.framed.start_shared(&s),
+                }
             }
             outbox::recycle(batch);
+        }
+        if n > 0 && self.chan.context().limits.count_messages {
+            self.chan.context().metrics.hot.sent(n, bytes);
         }
         if let Some((reason, mode, cause)) = close {
             if mode != CloseMode::Graceful {

@@ -174,6 +174,19 @@ impl<IO: AsyncWrite + Send + Unpin + 'static> FrameWriter for TcpFramed<IO> {
         self.wbuf.push_payload(frame.payload.slice(..len as usize));
     }
 
+    fn start_prefixed(&mut self, prefix: &[u8], frame: &Frame) {
+        let total = prefix.len() + frame.payload.len();
+        let Ok(len) = u32::try_from(total) else {
+            return self.start_frame(frame.clone());
+        };
+        let staging = self.wbuf.staging();
+        staging.put_u8(frame.op as u8);
+        staging.put_u32(len);
+        staging.extend_from_slice(prefix);
+        self.wbuf.staged(HEADER_LEN + prefix.len());
+        self.wbuf.push_shared(&frame.payload);
+    }
+
     fn encode_shared(frame: &Frame) -> Option<Bytes> {
         let len = u32::try_from(frame.payload.len()).ok()?;
         let mut wire = BytesMut::with_capacity(HEADER_LEN + frame.payload.len());

@@ -119,6 +119,23 @@ impl<IO: AsyncWrite + Send + Unpin + 'static> FrameWriter for WsStream<IO> {
         self.queue(first, frame.payload);
     }
 
+    fn start_prefixed(&mut self, prefix: &[u8], frame: &Frame) {
+        let data = matches!(frame.op, OpCode::Text | OpCode::Binary);
+        if self.role == Role::Client || (self.deflater.is_some() && data) {
+            // Masked or compressed: the prefix and the payload are one input.
+            let mut payload = BytesMut::with_capacity(prefix.len() + frame.payload.len());
+            payload.extend_from_slice(prefix);
+            payload.extend_from_slice(&frame.payload);
+            return self.start_frame(Frame::new(frame.op, payload.freeze()));
+        }
+        let len = prefix.len() + frame.payload.len();
+        let staging = self.wbuf.staging();
+        let n = put_raw_header(staging, 0x80 | frame.op as u8, len, None);
+        staging.extend_from_slice(prefix);
+        self.wbuf.staged(n + prefix.len());
+        self.wbuf.push_shared(&frame.payload);
+    }
+
     fn encode_shared(frame: &Frame) -> Option<Bytes> {
         Some(server_frame(0x80 | frame.op as u8, &frame.payload))
     }

@@ -18,4 +18,5 @@ pub(crate) mod parallel;
 pub(crate) mod pipelined;
 pub(crate) mod report;
 pub(crate) mod roundtrip;
+pub(crate) mod sessions;
 pub(crate) mod slow_consumers;

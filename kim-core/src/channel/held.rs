@@ -14,6 +14,23 @@ use crate::resume::token::SessionToken;
 /// message's payload is shared by every member's entry and counted for each).
 pub(crate) const ENTRY_COST: usize = std::mem::size_of::<Queued>();
 
+/// Payloads up to this size are copied when held.
+const COPY_HELD: usize = 4096;
+
+/// A message as a log holds it: a small payload of its own copied out of what it came in
+/// (say, the read buffer of the request it answers), which it would otherwise keep whole
+/// until acknowledged, and which could not be reused for the next read meanwhile. Larger
+/// payloads, and room messages, are held as they are.
+pub(crate) fn detached(q: Queued) -> Queued {
+    match q {
+        Queued::Frame(f) if !f.payload.is_empty() && f.payload.len() <= COPY_HELD => {
+            let payload = bytes::Bytes::copy_from_slice(&f.payload);
+            Queued::Frame(crate::frame::Frame::new(f.op, payload))
+        }
+        q => q,
+    }
+}
+
 /// A message's cost towards the server's total.
 pub(crate) fn cost(q: &Queued) -> usize {
     ENTRY_COST + q.len()

@@ -45,14 +45,6 @@ impl Queued {
             Queued::Shared(s) => s.frame(),
         }
     }
-
-    /// Another handle to the same entry (a payload's reference count, not its bytes).
-    fn share(&self) -> Queued {
-        match self {
-            Queued::Frame(f) => Queued::Frame(f.clone()),
-            Queued::Shared(s) => Queued::Shared(s.clone()),
-        }
-    }
 }
 
 mod log;
@@ -219,9 +211,9 @@ pub(crate) struct Pushed {
 impl Outbox {
     /// Queues `frame`, unless the channel is closing or `max_frames` / `max_bytes` are queued
     /// already. With a session, the bounds are those of frames not yet written while a
-    /// connection is attached, and past `held`'s limits the oldest messages are dropped
-    /// instead; one the connection's writer had not taken aborts the connection (its client
-    /// would see a gap), which ends the session.
+    /// connection is attached, and past `limits` the oldest messages are dropped instead; one
+    /// the connection's writer had not taken aborts the connection (its client would see a
+    /// gap), which ends the session.
     pub(crate) fn push(
         &self,
         frame: Queued,
@@ -238,6 +230,7 @@ impl Outbox {
             if !suspended && st.len() >= max_frames {
                 return Err(PushError::Full);
             }
+            let frame = held::detached(frame);
             let added = held::cost(&frame);
             st.count(frame.len());
             let bytes = st.bytes as usize;
@@ -326,12 +319,13 @@ impl Outbox {
 
     /// The task of connection `generation`, its writer idle, takes everything queued (`None`
     /// when no frame is) and any close requested. The emptied queue goes back with
-    /// [`recycle`]. With a session, the batch is a copy of the frames no writer took, its
-    /// `held.first` their first number.
+    /// [`recycle`]. With a session, the frames no writer took stay held, and each goes to
+    /// `write_held` with its number instead.
     #[allow(clippy::type_complexity)]
     pub(crate) fn take_batch(
         &self,
         generation: u16,
+        write_held: &mut dyn FnMut(u64, &Queued),
     ) -> Result<(Option<Queue>, Option<CloseRequest>), Stale> {
         let mut st = self.state.lock();
         if st.generation != generation {
@@ -339,18 +333,15 @@ impl Outbox {
         }
         st.set(RUNNING, true);
         if let Some(log) = st.log() {
+            // Written from where they are held, under the lock: no copy of a handle each, and
+            // a small payload is copied once, into the writer.
             let close = log.close.take().map(|c| *c);
             let from = log.held.written as usize;
-            if from == log.frames.len() {
-                return Ok((None, close));
+            for (i, q) in log.frames[from..].iter().enumerate() {
+                write_held(log.held.first + (from + i) as u64, q);
             }
-            let mut batch = spare::take();
-            batch
-                .frames
-                .extend(log.frames[from..].iter().map(Queued::share));
-            batch.held.first = log.held.first + from as u64;
             log.held.written = log.frames.len() as u32;
-            return Ok((Some(batch), close));
+            return Ok((None, close));
         }
         st.bytes = 0;
         let Some(mut pending) = st.pending.take() else {
@@ -536,7 +527,7 @@ mod tests {
                 .err(),
             Some(PushError::Full)
         );
-        let (batch, close) = ob.take_batch(0).unwrap();
+        let (batch, close) = ob.take_batch(0, &mut |_, _| {}).unwrap();
         assert_eq!(batch.map_or(0, |q| q.frames.len()), 2);
         assert!(close.is_none());
         assert!(ob
@@ -560,14 +551,14 @@ mod tests {
         let ob = Outbox::default();
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
-        let _ = ob.take_batch(0).unwrap();
+        let _ = ob.take_batch(0, &mut |_, _| {}).unwrap();
         assert!(ob.park(0, true, &waker));
         let w = ob
             .push(Queued::Frame(Frame::binary("x")), 9, 99, &LIMITS)
             .unwrap();
         w.waker.expect("a parked task is woken").wake();
         // The task runs: it takes the batch, and pushes meanwhile need no wake-up.
-        let _ = ob.take_batch(0).unwrap();
+        let _ = ob.take_batch(0, &mut |_, _| {}).unwrap();
         assert!(ob
             .push(Queued::Frame(Frame::binary("y")), 9, 99, &LIMITS)
             .unwrap()
@@ -611,7 +602,7 @@ mod tests {
             ob.park(0, false, &waker),
             "a graceful close waits for the writer"
         );
-        let (frames, close) = ob.take_batch(0).unwrap();
+        let (frames, close) = ob.take_batch(0, &mut |_, _| {}).unwrap();
         assert!(frames.is_none(), "a close alone hands over no queue");
         assert_eq!(close.map(|c| c.2), Some(CloseCause::Kicked));
         assert!(ob.park(0, true, &waker), "nothing left once taken");
@@ -630,7 +621,7 @@ mod tests {
                 .err(),
             Some(PushError::Closed)
         );
-        let (frames, close) = ob.take_batch(0).unwrap();
+        let (frames, close) = ob.take_batch(0, &mut |_, _| {}).unwrap();
         let payloads: Vec<_> = frames
             .expect("the frames")
             .frames

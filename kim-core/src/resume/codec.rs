@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::frame::Frame;
-use crate::resume::{Opened, SessionCodec, Upstream};
+use crate::resume::{Opened, Prefix, SessionCodec, Upstream};
 
 /// `PROTOCOL.md`'s encoding, what kim's client libraries speak:
 /// - the login's answer is a text frame `#ok <token>`, `#resumed <token> <n>` or
@@ -18,40 +18,12 @@ pub struct DefaultCodec;
 
 /// `<number> <payload>`, with the frame's opcode.
 pub(crate) fn prefixed(number: u64, frame: &Frame) -> Frame {
-    let mut digits = itoa_buf(number);
-    let digits = digits.as_str();
-    let mut out = BytesMut::with_capacity(digits.len() + 1 + frame.payload.len());
-    out.put_slice(digits.as_bytes());
-    out.put_u8(b' ');
+    let prefix = Prefix::number(number);
+    let prefix = prefix.as_bytes();
+    let mut out = BytesMut::with_capacity(prefix.len() + frame.payload.len());
+    out.put_slice(prefix);
     out.put_slice(&frame.payload);
     Frame::new(frame.op, out.freeze())
-}
-
-/// A number's decimal digits, without an allocation of their own.
-struct Digits {
-    buf: [u8; 20],
-    start: usize,
-}
-
-impl Digits {
-    fn as_str(&mut self) -> &str {
-        // Only ASCII digits are written.
-        std::str::from_utf8(&self.buf[self.start..]).unwrap_or("0")
-    }
-}
-
-fn itoa_buf(mut n: u64) -> Digits {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    Digits { buf, start: i }
 }
 
 /// Splits `<digits> <rest>`: the number and the rest, or `None`.
@@ -76,6 +48,10 @@ impl SessionCodec for DefaultCodec {
 
     fn numbered(&self, seq: u64, frame: &Frame) -> Frame {
         prefixed(seq, frame)
+    }
+
+    fn prefix(&self, seq: u64) -> Option<Prefix> {
+        Some(Prefix::number(seq))
     }
 
     fn read(&self, frame: Frame) -> Upstream {

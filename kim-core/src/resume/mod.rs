@@ -25,6 +25,58 @@ use crate::frame::Frame;
 pub use codec::DefaultCodec;
 pub use token::SessionToken;
 
+/// The bytes a [`SessionCodec`] puts before a message's payload to number it: at most 32.
+#[derive(Clone, Copy)]
+pub struct Prefix {
+    bytes: [u8; 32],
+    len: u8,
+}
+
+impl Prefix {
+    /// `bytes` as a prefix; `None` past 32 bytes.
+    pub fn new(bytes: &[u8]) -> Option<Prefix> {
+        let mut p = Prefix {
+            bytes: [0; 32],
+            len: u8::try_from(bytes.len()).ok().filter(|&n| n <= 32)?,
+        };
+        p.bytes[..bytes.len()].copy_from_slice(bytes);
+        Some(p)
+    }
+
+    /// `<seq> `: the number in decimal and a space, the default encoding's.
+    pub fn number(seq: u64) -> Prefix {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut n = seq;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut p = Prefix {
+            bytes: [0; 32],
+            len: (digits.len() - i + 1) as u8,
+        };
+        p.bytes[..digits.len() - i].copy_from_slice(&digits[i..]);
+        p.bytes[digits.len() - i] = b' ';
+        p
+    }
+
+    /// The prefix's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl std::fmt::Debug for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Prefix({:?})", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
 /// What a login asks of sessions (see [`Accepted::with_session`](crate::Accepted::with_session)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionLogin {
@@ -125,6 +177,15 @@ pub trait SessionCodec: Send + Sync + 'static {
 
     /// Message `frame` as delivered with number `seq`.
     fn numbered(&self, seq: u64, frame: &Frame) -> Frame;
+
+    /// When message `frame` numbered `seq` is a prefix followed by the message's own payload,
+    /// with its opcode (as in the default encoding), that prefix: kim then writes the payload
+    /// by reference, without a copy. `None` (the default) has every message go through
+    /// [`SessionCodec::numbered`].
+    fn prefix(&self, seq: u64) -> Option<Prefix> {
+        let _ = seq;
+        None
+    }
 
     /// Reads a text or binary frame the client sent.
     fn read(&self, frame: Frame) -> Upstream;

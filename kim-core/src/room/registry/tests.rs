@@ -40,7 +40,7 @@ fn a_publish_is_encoded_once_and_every_member_queues_the_same_bytes() {
         .map(|c| {
             match c
                 .outbox()
-                .take_batch(0)
+                .take_batch(0, &mut |_, _| {})
                 .unwrap()
                 .0
                 .and_then(|q| q.frames.into_iter().next())
@@ -52,7 +52,12 @@ fn a_publish_is_encoded_once_and_every_member_queues_the_same_bytes() {
         .collect();
     assert!(Arc::ptr_eq(&shared[0], &shared[1]));
     assert!(
-        chans[2].outbox().take_batch(0).unwrap().0.is_none(),
+        chans[2]
+            .outbox()
+            .take_batch(0, &mut |_, _| {})
+            .unwrap()
+            .0
+            .is_none(),
         "the sender is left out"
     );
 }
