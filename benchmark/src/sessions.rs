@@ -269,6 +269,7 @@ pub fn echo(
 /// `subscribers` in room `r` (with sessions if `session`) and one publisher keeping `window`
 /// messages of `size` bytes in flight (paced by its own copies): deliveries to the
 /// subscribers per second over `duration` after `warmup`.
+#[allow(clippy::too_many_arguments)]
 pub fn fanout(
     addr: &str,
     wire: Wire,
@@ -410,17 +411,14 @@ pub fn replay(
             if ev.is_readable() {
                 let mut first = None;
                 let mut bad = None;
-                c.read(wire, |p| {
+                let n = c.read(wire, |p| {
                     if p.starts_with(b"resumed ") || p.starts_with(b"new ") {
                         first = Some(String::from_utf8_lossy(p).into_owned());
                     } else if seq_of(p).is_none() {
                         bad = Some(String::from_utf8_lossy(p).into_owned());
                     }
-                })
-                .and_then(|n| {
-                    c.received += n;
-                    Ok(())
                 })?;
+                c.received += n;
                 if let Some(answer) = first {
                     ensure!(
                         answer.ends_with(&format!(" {messages}")),
