@@ -40,6 +40,9 @@ pub(crate) use courier::Context;
 pub use id::{ChannelId, Meta};
 pub use map::{ChannelMap, Insert};
 pub(crate) use outbox::{Backlog, Outbox};
+pub(crate) use sessions::HeldTally;
+
+use outbox::Pushed;
 
 use in_flight::InFlight;
 use outbox::Queued;
@@ -216,40 +219,46 @@ impl Channel {
     }
 
     /// Queues a frame shared with other channels (a room's publish), under the same bounds as
-    /// a push. Only channels whose socket is in this process are in rooms.
-    pub(crate) fn push_shared(&self, shared: &Arc<SharedFrame>) -> Result<(), PushError> {
-        self.enqueue(Queued::Shared(shared.clone()))
+    /// a push. Only channels whose socket is in this process are in rooms. What sessions hold
+    /// of it is added to `held`, which the publish settles once for all its members.
+    pub(crate) fn push_shared(
+        &self,
+        shared: &Arc<SharedFrame>,
+        held: &mut HeldTally,
+    ) -> Result<(), PushError> {
+        let pushed = self.enqueue(Queued::Shared(shared.clone()))?;
+        held.add(&pushed);
+        Ok(())
     }
 
     /// Queues a frame for this process's socket: where the courier of a process that holds
     /// the sockets delivers a push.
     pub(crate) fn push_local(&self, frame: Frame) -> Result<(), PushError> {
-        self.enqueue(Queued::Frame(frame))
+        let pushed = self.enqueue(Queued::Frame(frame))?;
+        if pushed.added > 0 {
+            let mut held = HeldTally::default();
+            held.add(&pushed);
+            held.settle(&self.inner.context);
+        }
+        Ok(())
     }
 
     /// Puts `entry` in the outbox within its bounds, and wakes the task if it waits. With a
-    /// session, the entry is numbered and held, and counted in the server's total.
-    fn enqueue(&self, entry: Queued) -> Result<(), PushError> {
+    /// session, the entry is numbered and held: what it adds to the server's total is for the
+    /// caller to settle.
+    fn enqueue(&self, entry: Queued) -> Result<Pushed, PushError> {
         let context = &*self.inner.context;
         let limits = &context.limits;
-        let sessions = &context.sessions;
-        let pushed = self.inner.outbox.push(
+        let mut pushed = self.inner.outbox.push(
             entry,
             limits.outbound_frames,
             limits.outbound_bytes,
-            &sessions.limits,
+            &context.sessions.limits,
         )?;
-        if let Some(w) = pushed.waker {
+        if let Some(w) = pushed.waker.take() {
             w.wake();
         }
-        if pushed.added > 0 {
-            let metrics = &context.metrics.sessions;
-            let channels = context.courier.channels();
-            sessions
-                .total
-                .pushed(metrics, pushed.added, pushed.dropped, channels);
-        }
-        Ok(())
+        Ok(pushed)
     }
 
     /// Joins room `room` (see [`crate::room`]); joining a room the channel is in changes

@@ -235,6 +235,11 @@ impl Outbox {
             st.count(frame.len());
             let bytes = st.bytes as usize;
             let log = st.log().expect("a session's log");
+            // Grown by a quarter rather than doubled: a held message's entry is most of what
+            // it costs a session, and a doubled log would leave up to half of it empty.
+            if log.frames.len() == log.frames.capacity() {
+                log.frames.reserve_exact((log.frames.len() / 4).max(4));
+            }
             log.frames.push(frame);
             let n = held::over_limits(&log.frames, bytes, limits.messages, limits.bytes);
             let dropped = st.drop_front(n);

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::channel::courier::Context;
 use crate::channel::held::{Freed, HeldLimits};
+use crate::channel::outbox::Pushed;
 use crate::metrics::SessionMetrics;
 use crate::resume::SessionCodec;
 
@@ -40,6 +42,42 @@ impl Sessions {
     }
 }
 
+/// What pushes added to the sessions' held messages, settled with the server's total once
+/// (a room's publish settles once for all its members, not once per member).
+#[derive(Debug, Default)]
+pub(crate) struct HeldTally {
+    messages: usize,
+    added: usize,
+    dropped: Freed,
+}
+
+impl HeldTally {
+    /// Counts one push.
+    pub(crate) fn add(&mut self, pushed: &Pushed) {
+        if pushed.added == 0 {
+            return;
+        }
+        self.messages += 1;
+        self.added += pushed.added;
+        self.dropped.messages += pushed.dropped.messages;
+        self.dropped.bytes += pushed.dropped.bytes;
+        self.dropped.cost += pushed.dropped.cost;
+    }
+
+    /// Adds what was counted to the server's total (which may trim the largest sessions).
+    pub(crate) fn settle(self, context: &Context) {
+        if self.messages == 0 {
+            return;
+        }
+        let sessions = &context.sessions;
+        let metrics = &context.metrics.sessions;
+        let channels = context.courier.channels();
+        sessions
+            .total
+            .pushed(metrics, self.messages, self.added, self.dropped, channels);
+    }
+}
+
 /// Frees at least the given bytes held, from the largest sessions first: the channel map's
 /// [`trim_held`](crate::channel::map::ChannelMap::trim_held), which the total calls.
 pub(crate) trait TrimLargest {
@@ -60,16 +98,18 @@ impl HeldTotal {
         }
     }
 
-    /// A push added a message of cost `added`, and the session's own limits dropped
+    /// Pushes added `messages` messages costing `added`, and the sessions' own limits dropped
     /// `dropped`. Trims the largest sessions if that took the total over the bound.
     pub(crate) fn pushed(
         &self,
         m: &SessionMetrics,
+        messages: usize,
         added: usize,
         dropped: Freed,
         channels: &impl TrimLargest,
     ) {
-        m.held_messages.add(1 - dropped.messages as i64);
+        m.held_messages
+            .add(messages as i64 - dropped.messages as i64);
         m.held_bytes.add(added as i64 - dropped.cost as i64);
         if dropped.messages > 0 {
             m.dropped_session_limit.inc_by(dropped.messages as u64);

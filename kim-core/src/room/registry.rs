@@ -18,7 +18,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 use crate::channel::id::ChannelId;
-use crate::channel::{check_push, Channel};
+use crate::channel::{check_push, Channel, HeldTally};
 use crate::close::{CloseCause, CloseMode, CloseReason};
 use crate::error::PushError;
 use crate::frame::Frame;
@@ -275,11 +275,12 @@ impl Rooms {
         let wire = (self.encoder)(&frame);
         let shared = Arc::new(SharedFrame::new(frame, wire));
         let members = room.members.read();
+        let mut held = HeldTally::default();
         for (serial, chan) in members.iter() {
             if Some(*serial) == except {
                 continue;
             }
-            match chan.push_shared(&shared) {
+            match chan.push_shared(&shared, &mut held) {
                 Ok(()) => done.delivered += 1,
                 Err(PushError::Full) => match room.policy {
                     SlowMember::Skip => done.skipped += 1,
@@ -296,7 +297,11 @@ impl Rooms {
                 Err(_) => {}
             }
         }
+        let context = members.values().next().map(|c| c.context().clone());
         drop(members);
+        if let Some(context) = context {
+            held.settle(&context);
+        }
         metrics.deliveries.inc_by(done.delivered as u64);
         metrics.skipped.inc_by(done.skipped as u64);
         metrics.slow_closed.inc_by(done.closed as u64);
