@@ -1,6 +1,6 @@
 //! Sessions as a phone sees them: a stream of pushes whose connection is cut without a close
 //! at a random point, resumed by mock-client on its own, over tcp and ws, in-process and in
-//! process mode, plain and over TLS. The cut is made by a TCP proxy between the client and
+//! process mode, plain and over TLS, and with permessage-deflate. The cut is made by a TCP proxy between the client and
 //! the server, which resets both sides, as a network switch does.
 
 use std::io::{BufRead, BufReader};
@@ -139,6 +139,10 @@ fn random_point() -> usize {
 /// her connection is reset at a random point; she resumes and ends with every message once,
 /// in order.
 async fn a_cut_stream_is_resumed(transport: &str, dgram: bool, tls: bool) {
+    resumed_with(transport, dgram, tls, false).await
+}
+
+async fn resumed_with(transport: &str, dgram: bool, tls: bool, deflate: bool) {
     let dir = temp_dir();
     let mut server_args: Vec<String> = vec![
         "--listen".into(),
@@ -154,7 +158,12 @@ async fn a_cut_stream_is_resumed(transport: &str, dgram: bool, tls: bool) {
     if dgram {
         server_args.extend(["--backend", "dgram", "--workers", "2"].map(String::from));
     }
-    let mut client_tls: Vec<String> = Vec::new();
+    let mut client_args: Vec<String> = Vec::new();
+    if deflate {
+        // Every message compressed (threshold 0): the numbers go through the compressor too.
+        server_args.extend(["--deflate", "--deflate-threshold", "0"].map(String::from));
+        client_args.push("--deflate".into());
+    }
     if tls {
         let (cert, key) = self_signed(&dir);
         server_args.extend([
@@ -163,7 +172,7 @@ async fn a_cut_stream_is_resumed(transport: &str, dgram: bool, tls: bool) {
             "--tls-key".into(),
             key.display().to_string(),
         ]);
-        client_tls = vec!["--tls-root".into(), cert.display().to_string()];
+        client_args = vec!["--tls-root".into(), cert.display().to_string()];
     }
     let mut server = Command::new(env!("CARGO_BIN_EXE_mock-server"))
         .args(&server_args)
@@ -188,7 +197,7 @@ async fn a_cut_stream_is_resumed(transport: &str, dgram: bool, tls: bool) {
     let client = |id: &str, addr: String, extra: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mock-client"));
         c.args(["--transport", transport, "--addr", &addr, "--id", id])
-            .args(&client_tls)
+            .args(&client_args)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -304,4 +313,9 @@ async fn tcp_tls_process_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_process_mode() {
     a_cut_stream_is_resumed("ws", true, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_deflate_in_process() {
+    resumed_with("ws", false, false, true).await;
 }

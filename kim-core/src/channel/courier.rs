@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::channel::id::ChannelId;
 use crate::channel::map::ChannelMap;
-use crate::channel::sessions::Sessions;
+use crate::channel::sessions::{HeldTally, Sessions};
 use crate::channel::{Channel, Limits};
 use crate::clock::Clock;
 use crate::close::CloseReason;
@@ -48,6 +48,14 @@ pub(crate) struct Context {
     pub(crate) courier: Arc<dyn Courier>,
     /// What the channels with a session share.
     pub(crate) sessions: Sessions,
+}
+
+impl Context {
+    /// Settles what pushes added to the sessions' held messages with the server's total.
+    pub(crate) fn settle(&self, held: HeldTally) {
+        let channels = self.courier.channels();
+        held.settle(&self.sessions.total, &self.metrics.sessions, channels);
+    }
 }
 
 /// Where pushes, room operations and closes go in this server's mode.

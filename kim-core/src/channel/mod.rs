@@ -238,7 +238,7 @@ impl Channel {
         if pushed.added > 0 {
             let mut held = HeldTally::default();
             held.add(&pushed);
-            held.settle(&self.inner.context);
+            self.inner.context.settle(held);
         }
         Ok(())
     }

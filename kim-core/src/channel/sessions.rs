@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::channel::courier::Context;
 use crate::channel::held::{Freed, HeldLimits};
 use crate::channel::outbox::Pushed;
 use crate::metrics::SessionMetrics;
@@ -64,17 +63,18 @@ impl HeldTally {
         self.dropped.cost += pushed.dropped.cost;
     }
 
-    /// Adds what was counted to the server's total (which may trim the largest sessions).
-    pub(crate) fn settle(self, context: &Context) {
+    /// Adds what was counted to the server's total (which may trim the largest sessions of
+    /// `channels`).
+    pub(crate) fn settle(
+        self,
+        total: &HeldTotal,
+        metrics: &SessionMetrics,
+        channels: &impl TrimLargest,
+    ) {
         if self.messages == 0 {
             return;
         }
-        let sessions = &context.sessions;
-        let metrics = &context.metrics.sessions;
-        let channels = context.courier.channels();
-        sessions
-            .total
-            .pushed(metrics, self.messages, self.added, self.dropped, channels);
+        total.pushed(metrics, self.messages, self.added, self.dropped, channels);
     }
 }
 

@@ -300,7 +300,7 @@ impl Rooms {
         let context = members.values().next().map(|c| c.context().clone());
         drop(members);
         if let Some(context) = context {
-            held.settle(&context);
+            context.settle(held);
         }
         metrics.deliveries.inc_by(done.delivered as u64);
         metrics.skipped.inc_by(done.skipped as u64);
