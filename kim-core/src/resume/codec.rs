@@ -5,7 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::frame::Frame;
 use crate::resume::{Opened, Prefix, SessionCodec, Upstream};
 
-/// `PROTOCOL.md`'s encoding, what kim's client libraries speak:
+/// `PROTOCOL.md`'s encoding, for client libraries to implement:
 /// - the login's answer is a text frame `#ok <token>`, `#resumed <token> <n>` or
 ///   `#new <token>`;
 /// - every message kim delivers is `<seq> <payload>`, with the message's opcode;

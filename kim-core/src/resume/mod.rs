@@ -12,8 +12,8 @@
 //! be done exactly, the client is told the session is new; there is never a partial replay.
 //!
 //! kim owns these rules; the bytes on the wire are the app's choice, through a
-//! [`SessionCodec`]. [`DefaultCodec`] is the encoding `PROTOCOL.md` specifies, which kim's
-//! client libraries speak.
+//! [`SessionCodec`]. [`DefaultCodec`] is the encoding `PROTOCOL.md` specifies, for client
+//! libraries to implement.
 
 mod codec;
 pub(crate) mod suspended;
