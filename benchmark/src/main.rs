@@ -185,9 +185,10 @@ enum Workload {
     Deflate(deflate::Args),
     /// What sessions cost, kim's mock server only, each beside the same workload without
     /// sessions in the same runs (`kim-ws` against `kim-ws-session`): the heap of an idle
-    /// connection, echo and fan-out rates (clients acknowledging every 32 messages); with
-    /// sessions only, a held room message's cost per suspended member beyond its payload, and
-    /// the replay of held messages to clients resuming at once (rate, p50/p99 latency).
+    /// connection, echo and fan-out rates (clients acknowledging every 32 messages, or
+    /// `--ack-every`); with sessions only, a held room message's cost per suspended member
+    /// beyond its payload, and the replay of held messages to clients resuming at once (rate,
+    /// p50/p99 latency).
     Sessions(sessions::Args),
 }
 

@@ -1,6 +1,6 @@
 //! Sessions' costs, measured from outside against kim's mock server, each beside the same
-//! workload without sessions: echo and fan-out rates (the clients acknowledging every 32
-//! messages), the memory of an idle session, the cost of a held message per recipient, and
+//! workload without sessions: echo and fan-out rates (the clients acknowledging every
+//! [`ACK_EVERY`] messages unless told otherwise), the memory of an idle session, the cost of a held message per recipient, and
 //! the replay of held messages to many resuming clients.
 //!
 //! The mock protocol's text form is spoken: a login `<id> session` is answered `ok <token>`,
@@ -17,7 +17,7 @@ use mio::{Events, Poll};
 
 use crate::wire::{self, Wire};
 
-/// Acknowledgements are sent every this many messages.
+/// Acknowledgements are sent every this many messages, by default.
 pub const ACK_EVERY: u64 = 32;
 
 /// Server frames read from a byte stream: kim's TCP frames, or websocket frames as a server
@@ -136,10 +136,12 @@ struct Conn {
     /// The last number received and those not yet acknowledged.
     last: u64,
     unacked: u64,
+    /// An acknowledgement is sent every this many.
+    ack_every: u64,
 }
 
 impl Conn {
-    fn new(stream: MioStream) -> Conn {
+    fn new(stream: MioStream, ack_every: u64) -> Conn {
         Conn {
             stream,
             frames: Frames::default(),
@@ -148,6 +150,7 @@ impl Conn {
             received: 0,
             last: 0,
             unacked: 0,
+            ack_every: ack_every.max(1),
         }
     }
 
@@ -185,12 +188,12 @@ impl Conn {
         Ok(n)
     }
 
-    /// Counts a numbered frame; queues an acknowledgement every [`ACK_EVERY`].
+    /// Counts a numbered frame; queues an acknowledgement every `ack_every`.
     fn numbered(&mut self, wire: Wire, seq: Option<u64>) {
         if let Some(seq) = seq {
             self.last = seq;
             self.unacked += 1;
-            if self.unacked >= ACK_EVERY {
+            if self.unacked >= self.ack_every {
                 self.out
                     .extend_from_slice(&wire.text_request(format!("/ack {seq}").as_bytes()));
                 self.unacked = 0;
@@ -200,38 +203,52 @@ impl Conn {
 }
 
 /// Logs `n` clients in (ids `<prefix><i>`), with sessions if `session`, and hands them to an
-/// epoll loop.
+/// epoll loop (tokens 0 to n - 1).
 fn connect_all(
     addr: &str,
     wire: Wire,
     prefix: &str,
-    n: usize,
-    session: bool,
+    (n, session): (usize, bool),
     poll: &Poll,
-    first_token: usize,
+    ack_every: u64,
 ) -> anyhow::Result<Vec<Conn>> {
     (0..n)
         .map(|i| {
             let (s, _) = login(addr, wire, &format!("{prefix}{i}"), session)?;
-            Ok(Conn::new(wire::register(s, poll, first_token + i)?))
+            Ok(Conn::new(wire::register(s, poll, i)?, ack_every))
         })
         .collect()
 }
 
-/// `conns` connections each echoing `size` bytes, one message in flight: echoes per second
-/// over `duration` after `warmup`. With `session`, every reply is numbered and acknowledged
-/// every [`ACK_EVERY`].
+/// How a rate is measured: warm-up, then the time counted; and how often a session's client
+/// acknowledges.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Run before counting.
+    pub warmup: Duration,
+    /// Counted.
+    pub duration: Duration,
+    /// An acknowledgement every this many messages (sessions only).
+    pub ack_every: u64,
+}
+
+/// `conns` connections each echoing `size` bytes, one message in flight: echoes per second.
+/// With `session`, every reply is numbered and acknowledged every `pace.ack_every`.
 pub fn echo(
     addr: &str,
     wire: Wire,
     conns: usize,
     size: usize,
     session: bool,
-    warmup: Duration,
-    duration: Duration,
+    pace: Pace,
 ) -> anyhow::Result<f64> {
+    let Pace {
+        warmup,
+        duration,
+        ack_every,
+    } = pace;
     let mut poll = Poll::new()?;
-    let mut all = connect_all(addr, wire, "echo-", conns, session, &poll, 0)?;
+    let mut all = connect_all(addr, wire, "echo-", (conns, session), &poll, ack_every)?;
     let request = wire.request(&vec![b'x'; size]);
     for c in &mut all {
         c.out.extend_from_slice(&request);
@@ -268,8 +285,7 @@ pub fn echo(
 
 /// `subscribers` in room `r` (with sessions if `session`) and one publisher keeping `window`
 /// messages of `size` bytes in flight (paced by its own copies): deliveries to the
-/// subscribers per second over `duration` after `warmup`.
-#[allow(clippy::too_many_arguments)]
+/// subscribers per second.
 pub fn fanout(
     addr: &str,
     wire: Wire,
@@ -277,9 +293,13 @@ pub fn fanout(
     size: usize,
     window: usize,
     session: bool,
-    warmup: Duration,
-    duration: Duration,
+    pace: Pace,
 ) -> anyhow::Result<f64> {
+    let Pace {
+        warmup,
+        duration,
+        ack_every,
+    } = pace;
     let mut poll = Poll::new()?;
     // Everyone joins the room first, over the blocking sockets.
     let mut subs = Vec::with_capacity(subscribers);
@@ -288,14 +308,14 @@ pub fn fanout(
         s.write_all(&wire.text_request(b"/join r"))?;
         let joined = read_frame(&mut s, wire, &mut Frames::default())?;
         ensure!(joined.ends_with("joined r"), "join: {joined}");
-        let mut c = Conn::new(wire::register(s, &poll, i + 1)?);
+        let mut c = Conn::new(wire::register(s, &poll, i + 1)?, ack_every);
         c.numbered(wire, seq_of(joined.as_bytes()).filter(|_| session));
         subs.push(c);
     }
     let (mut p, _) = login(addr, wire, "publisher", false)?;
     p.write_all(&wire.text_request(b"/join r"))?;
     ensure!(read_frame(&mut p, wire, &mut Frames::default())? == "joined r");
-    let mut publisher = Conn::new(wire::register(p, &poll, 0)?);
+    let mut publisher = Conn::new(wire::register(p, &poll, 0)?, ack_every);
     let mut message = b"#r ".to_vec();
     message.extend(std::iter::repeat_n(b'x', size));
     let request = wire.text_request(&message);
@@ -385,7 +405,7 @@ pub fn replay(
     let mut conns = Vec::with_capacity(clients);
     for (i, token) in tokens.iter().enumerate() {
         let s = wire::connect(addr, wire)?;
-        let mut c = Conn::new(wire::register(s, &poll, i)?);
+        let mut c = Conn::new(wire::register(s, &poll, i)?, ACK_EVERY);
         let resume = format!("replay-{i} resume {token} 1");
         c.out
             .extend_from_slice(&wire.text_request(resume.as_bytes()));

@@ -1,9 +1,9 @@
 //! The `sessions` command: what sessions cost, each figure beside the same workload without
 //! sessions on the same build in the same run (`kim-ws` against `kim-ws-session`, alternating
 //! which goes first): the heap of an idle connection, echo rates (the clients acknowledging
-//! every 32 messages), fan-out deliveries; and, with sessions only, what a held room message
-//! costs each suspended member beyond its payload, and the replay of held messages to many
-//! clients resuming at once.
+//! every 32 messages, or `--ack-every`), fan-out deliveries; and, with sessions only, what a
+//! held room message costs each suspended member beyond its payload, and the replay of held
+//! messages to many clients resuming at once.
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,9 @@ pub(crate) struct Args {
     /// Resuming clients x held messages each, for the replay.
     #[arg(long, default_value = "1000x1000")]
     pub(crate) replay: String,
+    /// The clients of the echo and fan-out rates acknowledge every this many messages.
+    #[arg(long, default_value_t = sessions::ACK_EVERY)]
+    pub(crate) ack_every: u64,
     /// Seconds measured per rate (after one second of warm-up).
     #[arg(long, default_value_t = 5.0)]
     pub(crate) duration: f64,
@@ -73,8 +76,11 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let (held_n, held_size) = parse_preset(&args.held)?;
     let (replay_clients, replay_n) = parse_preset(&args.replay)?;
-    let duration = Duration::try_from_secs_f64(args.duration)?;
-    let warmup = Duration::from_secs(1);
+    let pace = sessions::Pace {
+        warmup: Duration::from_secs(1),
+        duration: Duration::try_from_secs_f64(args.duration)?,
+        ack_every: args.ack_every,
+    };
     let mut figs: Vec<Figure> = Vec::new();
     let mut details = serde_json::Map::new();
     let targets: Vec<Target> = bench
@@ -115,8 +121,7 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
                 drop(server);
                 let server = bench.start(target, Mode::Mock)?;
                 for &(conns, size) in &presets {
-                    let rate =
-                        sessions::echo(&server.addr, wire, conns, size, session, warmup, duration)?;
+                    let rate = sessions::echo(&server.addr, wire, conns, size, session, pace)?;
                     out.echo.push(rate);
                 }
                 drop(server);
@@ -128,8 +133,7 @@ pub(crate) fn run(opts: &Options, args: &Args) -> anyhow::Result<()> {
                     20,
                     args.window,
                     session,
-                    warmup,
-                    duration,
+                    pace,
                 )?;
                 drop(server);
                 runs[v].push(out);
