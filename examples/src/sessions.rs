@@ -8,9 +8,57 @@
 //!   answered `resumed <token> <n>` and the `n` held messages after `<seq>`, or `new <token>`.
 //!
 //! The answers are binary frames, like the mock protocol's `ok`.
+//!
+//! mock-server `--encoding default` speaks `PROTOCOL.md`'s default encoding instead (what
+//! kim's client libraries speak), with the login of [`ProtocolAcceptor`].
 
 use bytes::Bytes;
-use kim_core::{DefaultCodec, Frame, Opened, Prefix, SessionCodec, SessionLogin, Upstream};
+use kim_core::{
+    Accepted, Acceptor, DefaultCodec, Frame, LoginConn, Opened, Prefix, Reject, SessionCodec,
+    SessionLogin, Upstream,
+};
+
+/// The mock protocol's login for `PROTOCOL.md`'s default encoding of sessions. Over websocket
+/// with a `token` query parameter, that parameter is the user id (the mock's credential) and
+/// the session is asked for in the query as `PROTOCOL.md` says (`session=1`, or
+/// `resume=<token>&last=<seq>`); otherwise (over TCP frames, say) the first frame is `<id>`,
+/// `<id> #session` or `<id> #resume <token> <seq>`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProtocolAcceptor;
+
+impl Acceptor for ProtocolAcceptor {
+    async fn accept(&self, login: &mut LoginConn<'_>) -> Result<Accepted, Reject> {
+        let query = login
+            .handshake()
+            .and_then(|h| Some((h.query("token")?.to_string(), SessionLogin::from_query(h))));
+        let (id, session) = match query {
+            Some(login) => login,
+            None => {
+                let frame = login.read_frame().await?;
+                let text = std::str::from_utf8(&frame.payload)
+                    .map_err(|_| Reject::new("invalid user id: not UTF-8"))?;
+                match text.split_once(' ') {
+                    Some((id, rest)) => match SessionLogin::parse(rest) {
+                        Some(session) => (id.to_string(), Some(session)),
+                        None => (text.to_string(), None),
+                    },
+                    None => (text.to_string(), None),
+                }
+            }
+        };
+        if id.is_empty() || id.len() > crate::MAX_ID_LEN {
+            return Err(Reject::new(format!(
+                "invalid user id: must be 1 to {} bytes",
+                crate::MAX_ID_LEN
+            )));
+        }
+        Ok(match session {
+            // `#ok <token>`, `#resumed ...` or `#new ...`: DefaultCodec's.
+            Some(session) => Accepted::new(id).with_session(session),
+            None => Accepted::new(id).with_reply(Frame::binary(Bytes::from_static(b"ok"))),
+        })
+    }
+}
 
 /// A mock login: the id, and the session it begins or resumes, if any. Ids used with sessions
 /// contain no spaces; a frame of another form is an id as it is.

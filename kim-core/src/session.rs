@@ -426,6 +426,7 @@ impl<F: Framed, T: Route> Session<F, T> {
                     self.framed.start_frame(ack);
                 }
             }
+            Upstream::Answer(answer) => self.framed.start_frame(answer),
             Upstream::Invalid(why) => {
                 tracing::debug!(reason = why, "bad session frame");
                 self.begin_close(&CloseReason::protocol(why), CloseCause::ProtocolError);

@@ -55,6 +55,9 @@ impl SessionCodec for DefaultCodec {
     }
 
     fn read(&self, frame: Frame) -> Upstream {
+        if frame.payload == b"#ping"[..] {
+            return Upstream::Answer(Frame::text("#pong"));
+        }
         if let Some(rest) = frame.payload.strip_prefix(b"#ack ") {
             return match std::str::from_utf8(rest).ok().and_then(|s| s.parse().ok()) {
                 Some(seq) => Upstream::Ack(seq),
@@ -89,6 +92,20 @@ mod tests {
     use crate::resume::token::SessionToken;
 
     #[test]
+    fn numbers_are_written_in_decimal_with_a_space() {
+        let mut samples: Vec<u64> = (0..=1000).collect();
+        let mut p = 1u64;
+        while let Some(next) = p.checked_mul(10) {
+            samples.extend([p - 1, p, p + 1, next - 1]);
+            p = next;
+        }
+        samples.extend([u64::MAX - 1, u64::MAX, 4_294_967_295, 4_294_967_296]);
+        for n in samples {
+            assert_eq!(Prefix::number(n).as_bytes(), format!("{n} ").as_bytes());
+        }
+    }
+
+    #[test]
     fn the_default_encoding() {
         let c = DefaultCodec;
         let token = SessionToken::parse("00112233445566778899aabbccddeeff").unwrap();
@@ -103,6 +120,14 @@ mod tests {
         let n = c.numbered(42, &Frame::binary(&b"\x00hi"[..]));
         assert_eq!((n.op, &n.payload[..]), (OpCode::Binary, &b"42 \x00hi"[..]));
         assert!(matches!(c.read(Frame::text("#ack 7")), Upstream::Ack(7)));
+        match c.read(Frame::text("#ping")) {
+            Upstream::Answer(pong) => assert_eq!(pong.payload, "#pong"),
+            other => panic!("#ping read as {other:?}"),
+        }
+        assert!(matches!(
+            c.read(Frame::text("#ping now")),
+            Upstream::Invalid(_)
+        ));
         assert!(matches!(
             c.read(Frame::text("#ack x")),
             Upstream::Invalid(_)
