@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use kim_core::{
     Accepted, Acceptor, Channel, Frame, LoginConn, MessageListener, Meta, OpCode, PushError,
-    Reject, StateListener,
+    Reject, SessionLogin, StateListener,
 };
 use serde_json::json;
 
@@ -238,7 +238,13 @@ impl Acceptor for ChatLogin {
         let n = SESSIONS.fetch_add(1, Ordering::Relaxed);
         meta.insert("session", format!("{}:{n}", std::process::id()));
         meta.insert("compressed", if compressed { "yes" } else { "no" });
-        Ok(Accepted::new(user).with_meta(meta))
+        let accepted = Accepted::new(user).with_meta(meta);
+        // PROTOCOL.md's session forms in the URL (`session=1`, `resume=...&last=...`): the
+        // page's client keeps a session, so a lost connection loses no message.
+        Ok(match handshake.and_then(SessionLogin::from_query) {
+            Some(session) => accepted.with_session(session),
+            None => accepted,
+        })
     }
 }
 

@@ -53,6 +53,10 @@ struct Args {
     /// Do not accept permessage-deflate (on by default: browsers offer it).
     #[arg(long)]
     no_deflate: bool,
+    /// The websocket port the page connects to, where a proxy or load balancer stands in
+    /// front of the gateway (default: the gateway's own).
+    #[arg(long)]
+    public_ws_port: Option<u16>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -108,8 +112,9 @@ fn main() -> anyhow::Result<()> {
     let chat = Chat::new(store, node, args.history);
     let rt = args.server.runtime()?;
     let http_listen = args.http_listen;
+    let public_ws_port = args.public_ws_port;
     let start_page = move |started: &Started<'_>| {
-        let port = started.handle.local_addr().port();
+        let port = public_ws_port.unwrap_or_else(|| started.handle.local_addr().port());
         let web = web::Web::new(tokens, port, started.tls.is_some());
         let addr = web.start(http_listen, started.tls)?;
         let scheme = if started.tls.is_some() {

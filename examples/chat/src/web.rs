@@ -3,6 +3,8 @@
 //! gateway's port, upgraded there with no HTTP framework in the path.
 //!
 //! - `GET /`: the page (HTML, CSS and JavaScript in one file, no build step).
+//! - `GET /kim-client/<file>.js`: kim's JavaScript client (`clients/js/src`), which the page
+//!   imports as an ES module.
 //! - `POST /api/token` with `{"name": "alice"}`: `{"token", "user", "expires"}`, or 400 with
 //!   `{"error"}`. Anyone may have a token for any free name: this is where a real app would
 //!   check a password.
@@ -24,6 +26,22 @@ use crate::token::Tokens;
 
 /// The page, with `__WS_SCHEME__` and `__WS_PORT__` to fill in.
 const PAGE: &str = include_str!("../static/index.html");
+/// kim's JavaScript client, as the page imports it: the package's modules, served as they are.
+const CLIENT: [(&str, &str); 4] = [
+    ("index.js", include_str!("../../../clients/js/src/index.js")),
+    (
+        "client.js",
+        include_str!("../../../clients/js/src/client.js"),
+    ),
+    (
+        "protocol.js",
+        include_str!("../../../clients/js/src/protocol.js"),
+    ),
+    (
+        "backoff.js",
+        include_str!("../../../clients/js/src/backoff.js"),
+    ),
+];
 /// The largest request body read (a token request is a few dozen bytes).
 const MAX_BODY: usize = 1024;
 /// Page connections open at once; one more is closed at once, so that idle connections cannot
@@ -117,6 +135,18 @@ impl Web {
                 r.headers_mut()
                     .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                 r
+            }
+            (&Method::GET | &Method::HEAD, path) if path.starts_with("/kim-client/") => {
+                let file = &path["/kim-client/".len()..];
+                match CLIENT.iter().find(|(name, _)| *name == file) {
+                    Some((_, code)) => {
+                        let mut r = reply(StatusCode::OK, "text/javascript; charset=utf-8", *code);
+                        r.headers_mut()
+                            .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                        r
+                    }
+                    None => error(StatusCode::NOT_FOUND, &format!("no module at {path}")),
+                }
             }
             (&Method::POST, "/api/token") => self.token(req).await,
             (_, "/api/token") => error(StatusCode::METHOD_NOT_ALLOWED, "POST a JSON {\"name\"}"),

@@ -12,7 +12,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{temp_dir, ChatProcess};
+use common::{temp_dir, ChatProcess, Proxy};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
@@ -223,7 +223,8 @@ async fn two_users_chat_in_headless_chromium() {
 
         // A forged token is refused at the upgrade, and the page says so.
         bob.execute(
-            "sessionStorage.setItem('kim-chat-token', 'bob.4102444800.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'); location.reload();",
+            "sessionStorage.setItem('kim-chat-login', JSON.stringify({ user: 'bob', expires: 4102444800, \
+             token: 'bob.4102444800.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' })); location.reload();",
             vec![],
         )
         .await
@@ -234,6 +235,80 @@ async fn two_users_chat_in_headless_chromium() {
     })
     .await
     .expect("the browser test takes under two minutes");
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+}
+
+/// The texts of `from`'s messages in `conv` ("#room" or "@user") as the page holds them.
+async fn messages_from(c: &Client, conv: &str, from: &str) -> Vec<String> {
+    let v = c
+        .execute(
+            "return (window.chatState.convs.get(arguments[0]) || [])\
+               .filter((m) => m.from === arguments[1]).map((m) => m.text);",
+            vec![json!(conv), json!(from)],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_survives_cut_connections_in_headless_chromium() {
+    let dir = temp_dir("browser-cuts");
+    // The pages reach the gateway through a proxy that loses their connections.
+    let proxy = Proxy::start().await;
+    let port = proxy.port.to_string();
+    let chat = ChatProcess::start(&dir.join("chat.db"), &["--public-ws-port", &port]);
+    proxy.forward_to(&chat.ws);
+    let page = chat.page();
+    let driver = Driver::start();
+    let alice = driver.browser(&dir.join("alice")).await;
+    let bob = driver.browser(&dir.join("bob")).await;
+    tokio::time::timeout(Duration::from_secs(150), async {
+        log_in(&alice, &page, "alice").await;
+        log_in(&bob, &page, "bob").await;
+        wait_contains(&alice, "#status", "connected").await;
+        let total = 40;
+        let expected: Vec<String> = (0..total).map(|i| format!("message {i}")).collect();
+        for (i, text) in expected.iter().enumerate() {
+            say(&bob, text).await;
+            if i % 10 == 5 {
+                // Both pages lose their connections; for a moment nothing gets through, and
+                // the page says it is reconnecting.
+                proxy.refusing(true);
+                proxy.cut();
+                wait_contains(&alice, "#status", "reconnecting").await;
+                wait_contains(&bob, "#status", "reconnecting").await;
+                proxy.refusing(false);
+            }
+        }
+        wait_contains(&alice, "#status", "connected").await;
+        let start = Instant::now();
+        loop {
+            let got = messages_from(&alice, "#general", "bob").await;
+            if got.len() >= total {
+                assert_eq!(got, expected, "every message once, in order");
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "alice has {} of {total}: {got:?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // What bob's page shows of its own messages is the same, once each.
+        wait_contains(&bob, "#messages", "message 39").await;
+        assert_eq!(messages_from(&bob, "#general", "bob").await, expected);
+        let shown = text(&alice, "#messages").await;
+        assert_eq!(
+            shown.matches("message 17").count(),
+            1,
+            "shown once: {shown}"
+        );
+    })
+    .await
+    .expect("the browser test takes under two and a half minutes");
     alice.close().await.unwrap();
     bob.close().await.unwrap();
 }

@@ -232,3 +232,88 @@ pub async fn wait_metric(debug: &str, sample: &str, value: f64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A TCP proxy on 127.0.0.1 between a browser and the chat's gateway, to lose connections as
+/// networks do: `cut` resets every connection through it (no close frame: the page's client
+/// sees its connection lost), and while `refusing` new connections are reset at once.
+pub struct Proxy {
+    /// Where it listens.
+    pub port: u16,
+    target: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    /// Listens on a free port; forwards nothing until [`Proxy::forward_to`].
+    pub async fn start() -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let refusing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (t, l, r) = (target.clone(), links.clone(), refusing.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                // Every socket it drops is reset, not closed.
+                reset_on_drop(&client);
+                let to = t.lock().unwrap().clone();
+                let Some(to) = to.filter(|_| !r.load(Ordering::Relaxed)) else {
+                    continue;
+                };
+                l.lock().unwrap().push(tokio::spawn(async move {
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(&to).await else {
+                        return;
+                    };
+                    reset_on_drop(&upstream);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }));
+            }
+        });
+        Proxy {
+            port,
+            target,
+            links,
+            refusing,
+        }
+    }
+
+    /// Forwards new connections to `addr`.
+    pub fn forward_to(&self, addr: &str) {
+        *self.target.lock().unwrap() = Some(addr.to_string());
+    }
+
+    /// Resets every connection through it.
+    pub fn cut(&self) {
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    /// Resets new connections at once (`true`) or forwards them again (`false`).
+    pub fn refusing(&self, on: bool) {
+        self.refusing
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Makes the socket's close a reset (SO_LINGER with a zero timeout; the sockets are
+/// non-blocking, so the close does not wait).
+fn reset_on_drop(s: &tokio::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket this test owns, with a valid option value.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
