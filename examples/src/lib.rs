@@ -85,6 +85,11 @@ pub struct DocsChatExample;
 #[cfg(doctest)]
 pub struct DocsTesting;
 
+/// The code of kim-client's README (clients/rust), compiled as a doctest so that it stays true.
+#[doc = include_str!("../../clients/rust/README.md")]
+#[cfg(doctest)]
+pub struct DocsRustClient;
+
 pub mod rooms;
 pub mod sessions;
 pub mod throttle;

@@ -118,6 +118,62 @@ impl SessionCodec for MockCodec {
     }
 }
 
+/// The mock protocol's sessions as a client speaks them (mock-client `--session`, through
+/// kim-client's `SessionClient`): the answers `ok <token>`, `resumed <token> <n>` and
+/// `new <token>`, messages `<seq> <text>`, `/ack <seq>`; the client does not number its own
+/// messages, and keeps the connection alive with protocol pings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MockClientEncoding;
+
+impl kim_client::Encoding for MockClientEncoding {
+    fn read(&self, frame: Frame) -> kim_client::ServerFrame {
+        use kim_client::{How, ServerFrame};
+        let text = String::from_utf8_lossy(&frame.payload);
+        let parts: Vec<&str> = text.split(' ').collect();
+        let opened = |how, token: &str, replay| ServerFrame::Opened {
+            how,
+            token: token.to_string(),
+            replay,
+        };
+        match parts[..] {
+            ["ok", token] => return opened(How::Started, token, 0),
+            ["new", token] => return opened(How::New, token, 0),
+            ["resumed", token, n] => {
+                if let Ok(n) = n.parse() {
+                    return opened(How::Resumed, token, n);
+                }
+            }
+            _ => {}
+        }
+        match parse_numbered(&frame.payload) {
+            Some((seq, _)) if seq > 0 => {
+                let space = frame.payload.iter().position(|&b| b == b' ').unwrap_or(0);
+                ServerFrame::Message {
+                    seq,
+                    frame: Frame::new(frame.op, frame.payload.slice(space + 1..)),
+                }
+            }
+            _ => ServerFrame::Other(frame),
+        }
+    }
+
+    fn ack(&self, seq: u64) -> Frame {
+        Frame::text(format!("/ack {seq}"))
+    }
+
+    fn message(&self, _: Option<u32>, frame: &Frame) -> Frame {
+        frame.clone()
+    }
+
+    fn numbers_upstream(&self) -> bool {
+        false
+    }
+
+    fn ping(&self) -> Option<Frame> {
+        None
+    }
+}
+
 /// Splits a numbered frame `<seq> <text>` into its number and text.
 pub fn parse_numbered(payload: &[u8]) -> Option<(u64, &[u8])> {
     let space = payload.iter().position(|&b| b == b' ')?;

@@ -1,82 +1,20 @@
 //! Sessions as a phone sees them: a stream of pushes whose connection is cut without a close
 //! at a random point, resumed by mock-client on its own, over tcp and ws, in-process and in
-//! process mode, plain and over TLS, and with permessage-deflate. The cut is made by a TCP proxy between the client and
-//! the server, which resets both sides, as a network switch does.
+//! process mode, plain and over TLS, and with permessage-deflate. The cut is made by a TCP
+//! proxy between the client and the server, which resets both sides, as a network switch does.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
-
 mod common;
+mod proxy;
+
+use proxy::Proxy;
 
 /// Pushes in the stream.
 const PUSHES: usize = 10_000;
-
-/// A TCP proxy that forwards every connection to `target` until told to cut: then each
-/// connection open at that moment is reset on both sides.
-struct Proxy {
-    addr: SocketAddr,
-    cut: Arc<Notify>,
-}
-
-impl Proxy {
-    async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(Notify::new());
-        let cuts = cut.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let cut = cuts.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let (mut c, mut s) = (client, server);
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut c, &mut s) => {}
-                        _ = cut.notified() => {
-                            // A reset, not a close: no FIN, no close frame.
-                            reset_on_drop(&c);
-                            reset_on_drop(&s);
-                        }
-                    }
-                });
-            }
-        });
-        Proxy { addr, cut }
-    }
-
-    /// Resets every connection open now.
-    fn cut(&self) {
-        self.cut.notify_waiters();
-    }
-}
-
-/// Makes the socket's close a reset (SO_LINGER with a zero timeout; the sockets are
-/// non-blocking, so the close does not wait).
-fn reset_on_drop(s: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on a socket this test owns, with a valid option value.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-}
 
 /// A directory of its own under the system's temporary directory.
 fn temp_dir() -> std::path::PathBuf {
@@ -187,7 +125,7 @@ async fn resumed_with(transport: &str, dgram: bool, tls: bool, deflate: bool) {
             break a.parse().unwrap();
         }
     };
-    let proxy = Proxy::start(addr).await;
+    let proxy = Proxy::to(addr).await;
     let url = |a: SocketAddr| match (transport, tls) {
         ("ws", false) => format!("ws://{a}/"),
         ("ws", true) => format!("wss://{a}/"),

@@ -1,8 +1,23 @@
-//! kim-client: a client over any transport's frame reader and writer: log in, send, read,
-//! heartbeat, close. The transports build it after their own connect and handshake
-//! (`kim_tcp::connect`, `kim_ws::connect`); the examples, the tests and the benchmark all use
-//! it.
+//! kim-client: a client of kim gateways over any transport.
+//!
+//! - [`Client`]: one connection over a transport's frame reader and writer: log in, send,
+//!   read, heartbeat, close. The transports build it after their own connect and handshake
+//!   (`kim_tcp::connect`, `kim_ws::connect`, and over TLS `kim_tls`'s); the examples, the
+//!   tests and the benchmark use it.
+//! - [`SessionClient`]: a session kept across connections (`PROTOCOL.md`): every message
+//!   from the server once and in order, the client's own kept until the server's app took
+//!   them, reconnects with jittered backoff ([`Backoff`]), resumes by itself, and tells the
+//!   app when it must resync. It connects through a [`Dial`] (any transport, any login) and
+//!   speaks an [`Encoding`] ([`DefaultEncoding`] is `PROTOCOL.md`'s).
 #![warn(missing_docs)]
+
+pub mod backoff;
+pub mod encoding;
+pub mod session;
+
+pub use backoff::Backoff;
+pub use encoding::{DefaultEncoding, Encoding, How, ServerFrame};
+pub use session::{Dial, Event, Login, SendError, SessionClient, SessionOptions, SessionSender};
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -7,13 +7,16 @@
 //! `CHROMEDRIVER` name other paths.
 
 mod common;
+#[path = "../../tests/proxy/mod.rs"]
+mod proxy;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{temp_dir, ChatProcess, Proxy};
+use common::{temp_dir, ChatProcess};
 use fantoccini::{Client, ClientBuilder, Locator};
+use proxy::Proxy;
 use serde_json::json;
 
 fn program(var: &str, default: &str) -> String {
@@ -257,7 +260,7 @@ async fn a_chat_survives_cut_connections_in_headless_chromium() {
     let dir = temp_dir("browser-cuts");
     // The pages reach the gateway through a proxy that loses their connections.
     let proxy = Proxy::start().await;
-    let port = proxy.port.to_string();
+    let port = proxy.addr.port().to_string();
     let chat = ChatProcess::start(&dir.join("chat.db"), &["--public-ws-port", &port]);
     proxy.forward_to(&chat.ws);
     let page = chat.page();

@@ -9,10 +9,13 @@
 //! mock-client --addr 127.0.0.1:8000 --id dave --count 0 --listen --session
 //! ```
 //!
-//! With `--session` the client keeps a session (the mock protocol's `<id> session`): what
-//! arrives is numbered, acknowledged every 32 messages and after a second of quiet, and when
-//! the connection is lost without a close from the gateway, the client resumes the session by
-//! itself (`<id> resume <token> <last>`), retrying with a growing pause.
+//! With `--session` the client keeps a session (the mock protocol's `<id> session`) through
+//! kim-client's `SessionClient` (see `session.rs`): what arrives is numbered, acknowledged
+//! every 32 messages and after a second of quiet, and when the connection is lost without a
+//! close from the gateway, the client resumes the session by itself (`<id> resume <token>
+//! <last>`), retrying with a jittered, growing pause.
+
+mod session;
 
 use std::time::Duration;
 
@@ -66,87 +69,6 @@ struct Args {
     session: bool,
 }
 
-/// A session as the client keeps it across connections.
-#[derive(Debug, Default)]
-struct SessionState {
-    /// Its token, once the gateway gave one.
-    token: Option<String>,
-    /// The last number received.
-    last: u64,
-    /// Received and not yet acknowledged.
-    unacked: u64,
-    /// Messages of `--count` sent so far (a resumed connection sends the rest).
-    sent: usize,
-}
-
-impl SessionState {
-    /// The login frame: begins the session, or resumes it.
-    fn login(&self, id: &str) -> String {
-        match &self.token {
-            Some(token) => format!("{id} resume {token} {}", self.last),
-            None => format!("{id} session"),
-        }
-    }
-
-    /// Reads the login's answer (`ok <token>`, `resumed <token> <n>`, `new <token>`).
-    fn opened(&mut self, answer: &str) -> anyhow::Result<()> {
-        let mut words = answer.split(' ');
-        match (words.next(), words.next()) {
-            (Some("ok" | "resumed"), Some(token)) => self.token = Some(token.to_string()),
-            (Some("new"), Some(token)) => {
-                println!("session new: what was held is gone");
-                self.token = Some(token.to_string());
-                self.last = 0;
-                self.unacked = 0;
-            }
-            _ => anyhow::bail!("not a session's answer: {answer}"),
-        }
-        Ok(())
-    }
-
-    /// A numbered frame arrived: its text, after checking its number follows the last.
-    fn received<'a>(&mut self, frame: &'a Frame) -> anyhow::Result<std::borrow::Cow<'a, str>> {
-        let Some((seq, text)) = kim_examples::sessions::parse_numbered(&frame.payload) else {
-            anyhow::bail!(
-                "not a numbered frame: {}",
-                String::from_utf8_lossy(&frame.payload)
-            );
-        };
-        if seq != self.last + 1 {
-            anyhow::bail!("message {seq} after {}", self.last);
-        }
-        self.last = seq;
-        self.unacked += 1;
-        Ok(String::from_utf8_lossy(text))
-    }
-}
-
-/// Acknowledges what arrived, if anything did since the last acknowledgement.
-async fn ack<R: FrameReader, W: FrameWriter>(
-    client: &Client<R, W>,
-    session: &mut Option<SessionState>,
-) -> anyhow::Result<()> {
-    if let Some(s) = session.as_mut().filter(|s| s.unacked > 0) {
-        client.send_text(format!("/ack {}", s.last)).await?;
-        s.unacked = 0;
-    }
-    Ok(())
-}
-
-/// A frame as printed: its text, without its number in a session.
-fn shown(
-    frame: &Frame,
-    session: &mut Option<SessionState>,
-) -> anyhow::Result<(String, Option<u64>)> {
-    match session {
-        Some(s) => {
-            let text = s.received(frame)?.into_owned();
-            Ok((text, Some(s.last)))
-        }
-        None => Ok((text(frame).into_owned(), None)),
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -159,39 +81,22 @@ async fn main() {
 }
 
 async fn run(args: &Args) -> anyhow::Result<()> {
-    let mut session = args.session.then(SessionState::default);
-    let mut pause = Duration::from_millis(100);
-    loop {
-        match connect_and_talk(args, &mut session).await {
-            Ok(()) => return Ok(()),
-            // A connection lost (not closed by the gateway): resume the session.
-            Err(e)
-                if session.as_ref().is_some_and(|s| s.token.is_some())
-                    && !matches!(e.downcast_ref(), Some(ClientError::Closed(_))) =>
-            {
-                println!("connection lost ({e:#}); resuming in {pause:?}");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => return Err(e),
-        }
+    if args.session {
+        return session::run(args).await;
     }
+    connect_and_talk(args).await
 }
 
-async fn connect_and_talk(args: &Args, session: &mut Option<SessionState>) -> anyhow::Result<()> {
+async fn connect_and_talk(args: &Args) -> anyhow::Result<()> {
     let opts = ClientOptions::default();
     let compression = args.deflate.then(kim_ws::Compression::new);
     let Some(root) = &args.tls_root else {
         return match (args.transport, &compression) {
-            (Transport::Tcp, _) => {
-                talk(kim_tcp::connect(&args.addr, &opts).await?, args, session).await
-            }
-            (Transport::Ws, None) => {
-                talk(kim_ws::connect(&args.addr, &opts).await?, args, session).await
-            }
+            (Transport::Tcp, _) => talk(kim_tcp::connect(&args.addr, &opts).await?, args).await,
+            (Transport::Ws, None) => talk(kim_ws::connect(&args.addr, &opts).await?, args).await,
             (Transport::Ws, Some(c)) => {
                 let client = kim_ws::connect_compressed(&args.addr, &[], c, &opts).await?;
-                talk(client, args, session).await
+                talk(client, args).await
             }
         };
     };
@@ -213,7 +118,7 @@ async fn connect_and_talk(args: &Args, session: &mut Option<SessionState>) -> an
         Transport::Tcp => {
             let config = kim_tls::TlsClientConfig::with_root_pem(&pem, &[])?;
             let io = kim_tls::connect(&host, &args.tls_name, &config).await?;
-            talk(kim_tcp::client_over(io, &opts), args, session).await
+            talk(kim_tcp::client_over(io, &opts), args).await
         }
         Transport::Ws => {
             let config = kim_tls::TlsClientConfig::with_root_pem(&pem, &[b"http/1.1"])?;
@@ -221,7 +126,7 @@ async fn connect_and_talk(args: &Args, session: &mut Option<SessionState>) -> an
             let client =
                 kim_ws::client_over(io, &args.tls_name, &path, &[], compression.as_ref(), &opts)
                     .await?;
-            talk(client, args, session).await
+            talk(client, args).await
         }
     }
 }
@@ -229,45 +134,30 @@ async fn connect_and_talk(args: &Args, session: &mut Option<SessionState>) -> an
 async fn talk<R: FrameReader, W: FrameWriter>(
     mut client: Client<R, W>,
     args: &Args,
-    session: &mut Option<SessionState>,
 ) -> anyhow::Result<()> {
     let wait = Duration::try_from_secs_f64(args.timeout)?;
     let push_wait = Duration::try_from_secs_f64(args.push_wait)?;
-    let credentials = match session {
-        Some(s) => s.login(&args.id),
-        None => args.id.clone(),
-    };
-    let ok = tokio::time::timeout(wait, client.login(credentials))
+    let ok = tokio::time::timeout(wait, client.login(args.id.clone()))
         .await
         .map_err(|_| anyhow::anyhow!("no answer to the login within {wait:?}"))??;
     println!("login: {}", text(&ok));
-    if let Some(s) = session.as_mut() {
-        s.opened(&text(&ok))?;
-    }
     let push_to = parse_push(args.message.as_bytes()).map(|(to, _)| to.to_string());
-    let first = session.as_ref().map_or(0, |s| s.sent) + 1;
-    for i in first..=args.count {
-        client
-            .send_text(args.message.replace("{n}", &i.to_string()))
-            .await?;
-        if let Some(s) = session.as_mut() {
-            s.sent = i;
-        }
+    for i in 1..=args.count {
+        client.send_text(message(args, i)).await?;
         match &push_to {
             Some(to) => match tokio::time::timeout(push_wait, client.read()).await {
-                Ok(answer) => println!("reply {i}: {}", shown(&answer?, session)?.0),
+                Ok(answer) => println!("reply {i}: {}", text(&answer?)),
                 Err(_) => println!("pushed {i}: to {to}"),
             },
             None => {
                 let reply = tokio::time::timeout(wait, client.read())
                     .await
                     .map_err(|_| anyhow::anyhow!("no reply to message {i} within {wait:?}"))??;
-                println!("reply {i}: {}", shown(&reply, session)?.0);
+                println!("reply {i}: {}", text(&reply));
             }
         }
     }
-    ack(&client, session).await?;
-    if args.listen && listen(&mut client, session).await? == Listened::Closed {
+    if args.listen && listen(&mut client).await? == Listened::Closed {
         return Ok(());
     }
     client.close().await?;
@@ -283,11 +173,9 @@ enum Listened {
     Closed,
 }
 
-/// Prints what arrives until Ctrl-C, SIGTERM or the end of the connection. In a session,
-/// acknowledges every 32 messages and after a second without any.
+/// Prints what arrives until Ctrl-C, SIGTERM or the end of the connection.
 async fn listen<R: FrameReader, W: FrameWriter>(
     client: &mut Client<R, W>,
-    session: &mut Option<SessionState>,
 ) -> anyhow::Result<Listened> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -296,22 +184,10 @@ async fn listen<R: FrameReader, W: FrameWriter>(
         let frame = tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(Listened::Interrupted),
             _ = term.recv() => return Ok(Listened::Interrupted),
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                ack(client, session).await?;
-                continue;
-            }
             r = client.read() => r,
         };
         match frame {
-            Ok(f) => {
-                match shown(&f, session)? {
-                    (text, Some(seq)) => println!("got {seq}: {text}"),
-                    (text, None) => println!("got: {text}"),
-                }
-                if session.as_ref().is_some_and(|s| s.unacked >= 32) {
-                    ack(client, session).await?;
-                }
-            }
+            Ok(f) => println!("got: {}", text(&f)),
             Err(ClientError::Closed(reason)) => {
                 println!("closed by the gateway: {reason}");
                 return Ok(Listened::Closed);
@@ -323,4 +199,9 @@ async fn listen<R: FrameReader, W: FrameWriter>(
 
 fn text(frame: &Frame) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(&frame.payload)
+}
+
+/// Message `i` of `--count`: `--message` with `{n}` replaced by `i`.
+fn message(args: &Args, i: usize) -> String {
+    args.message.replace("{n}", &i.to_string())
 }
