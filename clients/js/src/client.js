@@ -238,7 +238,11 @@ export class KimClient {
       if (generation === this.generation) this.closed(ev.code, ev.reason);
     };
     ws.onerror = () => {
-      // A close event follows with what is known.
+      // Before the socket opened, a failed connection or a refused upgrade (an HTTP status
+      // instead of 101, which the WebSocket API does not show). Browsers follow with a close
+      // event, Node 20's WebSocket may not: it is handled here, and the close, if it comes,
+      // belongs to a past generation. After opening, the close event follows.
+      if (generation === this.generation && ws.readyState !== 1) this.closed(1006, 'connection failed');
     };
   }
 

@@ -3,6 +3,7 @@
 // bound, a dead connection noticed by its silence.
 
 import { test } from 'node:test';
+import net from 'node:net';
 import assert from 'node:assert/strict';
 import { KimClient, QueueFullError } from '../src/index.js';
 import { connected, next, sleep, startProxy, startServer, waitFor } from './helpers.js';
@@ -216,4 +217,22 @@ test('a silent connection is noticed by its missing pong and resumed', async (t)
   await waitFor(() => alice.received.some((m) => m.data === 'bob: while you were away'), 'the push');
   alice.close();
   bob.close();
+});
+
+test('a refused upgrade (an HTTP status) is retried with backoff, promptly', async () => {
+  // A server that answers every upgrade with 401, as a gateway's hook refuses a bad token.
+  const server = net.createServer((s) => {
+    s.once('data', () => s.end('HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n'));
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address();
+  const alice = client(`ws://127.0.0.1:${port}/`, 'alice', { backoff: { initial: 20, max: 40 } });
+  let lost = 0;
+  alice.on('lost', () => { lost += 1; });
+  alice.connect();
+  // Each attempt fails at once (not after the connect timeout) and the next follows its delay.
+  await waitFor(() => lost >= 5, 'five failed attempts', 3000);
+  assert.equal(alice.state, 'reconnecting');
+  alice.close();
+  await new Promise((r) => server.close(r));
 });
