@@ -232,6 +232,47 @@ pub struct Pace {
     pub ack_every: u64,
 }
 
+/// Counts what arrives after a warm-up, for a set time: the rate of one workload.
+struct Meter {
+    warm_until: Instant,
+    duration: Duration,
+    /// When counting began (the warm-up over), and what was counted since.
+    from: Option<Instant>,
+    count: u64,
+}
+
+impl Meter {
+    fn new(pace: &Pace) -> Meter {
+        Meter {
+            warm_until: Instant::now() + pace.warmup,
+            duration: pace.duration,
+            from: None,
+            count: 0,
+        }
+    }
+
+    /// Counts `n` more (ignored during the warm-up).
+    fn add(&mut self, n: u64) {
+        self.count += n;
+    }
+
+    /// The rate per second once the time counted is over; begins counting after the warm-up.
+    fn done(&mut self) -> Option<f64> {
+        let now = Instant::now();
+        match self.from {
+            None if now >= self.warm_until => {
+                self.from = Some(now);
+                self.count = 0;
+                None
+            }
+            Some(from) if now >= from + self.duration => {
+                Some(self.count as f64 / now.duration_since(from).as_secs_f64())
+            }
+            _ => None,
+        }
+    }
+}
+
 /// `conns` connections each echoing `size` bytes, one message in flight: echoes per second.
 /// With `session`, every reply is numbered and acknowledged every `pace.ack_every`.
 pub fn echo(
@@ -242,28 +283,18 @@ pub fn echo(
     session: bool,
     pace: Pace,
 ) -> anyhow::Result<f64> {
-    let Pace {
-        warmup,
-        duration,
-        ack_every,
-    } = pace;
     let mut poll = Poll::new()?;
-    let mut all = connect_all(addr, wire, "echo-", (conns, session), &poll, ack_every)?;
+    let mut all = connect_all(addr, wire, "echo-", (conns, session), &poll, pace.ack_every)?;
     let request = wire.request(&vec![b'x'; size]);
     for c in &mut all {
         c.out.extend_from_slice(&request);
         c.flush()?;
     }
     let mut events = Events::with_capacity(1024);
-    let started = Instant::now();
-    let (mut counting, mut count, mut from) = (false, 0u64, started);
+    let mut meter = Meter::new(&pace);
     loop {
-        let now = Instant::now();
-        if !counting && now >= started + warmup {
-            (counting, count, from) = (true, 0, now);
-        }
-        if counting && now >= from + duration {
-            return Ok(count as f64 / now.duration_since(from).as_secs_f64());
+        if let Some(rate) = meter.done() {
+            return Ok(rate);
         }
         poll.poll(&mut events, Some(Duration::from_millis(50)))?;
         for ev in events.iter() {
@@ -276,7 +307,7 @@ pub fn echo(
                     c.out.extend_from_slice(&request);
                 }
                 c.received += n;
-                count += n;
+                meter.add(n);
             }
             c.flush()?;
         }
@@ -295,11 +326,7 @@ pub fn fanout(
     session: bool,
     pace: Pace,
 ) -> anyhow::Result<f64> {
-    let Pace {
-        warmup,
-        duration,
-        ack_every,
-    } = pace;
+    let ack_every = pace.ack_every;
     let mut poll = Poll::new()?;
     // Everyone joins the room first, over the blocking sockets.
     let mut subs = Vec::with_capacity(subscribers);
@@ -321,20 +348,15 @@ pub fn fanout(
     let request = wire.text_request(&message);
     let (mut sent, mut echoed) = (0u64, 0u64);
     let mut events = Events::with_capacity(4096);
-    let started = Instant::now();
-    let (mut counting, mut count, mut from) = (false, 0u64, started);
+    let mut meter = Meter::new(&pace);
     loop {
         while sent < echoed + window as u64 {
             publisher.out.extend_from_slice(&request);
             sent += 1;
         }
         publisher.flush()?;
-        let now = Instant::now();
-        if !counting && now >= started + warmup {
-            (counting, count, from) = (true, 0, now);
-        }
-        if counting && now >= from + duration {
-            return Ok(count as f64 / now.duration_since(from).as_secs_f64());
+        if let Some(rate) = meter.done() {
+            return Ok(rate);
         }
         poll.poll(&mut events, Some(Duration::from_millis(50)))?;
         for ev in events.iter() {
@@ -352,7 +374,7 @@ pub fn fanout(
                 for seq in seqs {
                     c.numbered(wire, seq);
                 }
-                count += n;
+                meter.add(n);
             }
             c.flush()?;
         }

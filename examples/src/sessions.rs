@@ -130,11 +130,7 @@ impl kim_client::Encoding for MockClientEncoding {
         use kim_client::{How, ServerFrame};
         let text = String::from_utf8_lossy(&frame.payload);
         let parts: Vec<&str> = text.split(' ').collect();
-        let opened = |how, token: &str, replay| ServerFrame::Opened {
-            how,
-            token: token.to_string(),
-            replay,
-        };
+        let opened = ServerFrame::opened;
         match parts[..] {
             ["ok", token] => return opened(How::Started, token, 0),
             ["new", token] => return opened(How::New, token, 0),
@@ -145,16 +141,7 @@ impl kim_client::Encoding for MockClientEncoding {
             }
             _ => {}
         }
-        match parse_numbered(&frame.payload) {
-            Some((seq, _)) if seq > 0 => {
-                let space = frame.payload.iter().position(|&b| b == b' ').unwrap_or(0);
-                ServerFrame::Message {
-                    seq,
-                    frame: Frame::new(frame.op, frame.payload.slice(space + 1..)),
-                }
-            }
-            _ => ServerFrame::Other(frame),
-        }
+        ServerFrame::numbered(frame)
     }
 
     fn ack(&self, seq: u64) -> Frame {

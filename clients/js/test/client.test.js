@@ -6,7 +6,9 @@ import { test } from 'node:test';
 import net from 'node:net';
 import assert from 'node:assert/strict';
 import { KimClient, QueueFullError } from '../src/index.js';
-import { connected, next, sleep, startProxy, startServer, waitFor } from './helpers.js';
+import {
+  connected, next, serverBehindProxy, sleep, startProxy, startServer, waitFor,
+} from './helpers.js';
 
 const fast = { backoff: { initial: 50, max: 400 }, restartSpread: 200 };
 
@@ -51,12 +53,7 @@ test('login, send and receive, with numbers and acknowledgements', async (t) => 
 });
 
 test('a connection cut mid-stream resumes: 1,000 pushes arrive exactly once, in order', async (t) => {
-  const server = await startServer();
-  const proxy = await startProxy(server.addr);
-  t.after(async () => {
-    await proxy.close();
-    await server.stop();
-  });
+  const { server, proxy } = await serverBehindProxy(t);
   const alice = client(proxy.url, 'alice');
   const bob = client(server.url, 'bob', { maxQueued: 2000 });
   const sessions = [];
@@ -97,12 +94,7 @@ test('a connection cut mid-stream resumes: 1,000 pushes arrive exactly once, in 
 });
 
 test('messages sent across a cut reach the app once each', async (t) => {
-  const server = await startServer();
-  const proxy = await startProxy(server.addr);
-  t.after(async () => {
-    await proxy.close();
-    await server.stop();
-  });
+  const { proxy } = await serverBehindProxy(t);
   const alice = client(proxy.url, 'alice');
   await connected(alice);
   // Cut while messages are in flight: those not acknowledged are resent after the resume,
@@ -194,12 +186,7 @@ test('the outgoing queue is bounded while disconnected, with a clear error', asy
 });
 
 test('a silent connection is noticed by its missing pong and resumed', async (t) => {
-  const server = await startServer();
-  const proxy = await startProxy(server.addr);
-  t.after(async () => {
-    await proxy.close();
-    await server.stop();
-  });
+  const { server, proxy } = await serverBehindProxy(t);
   const alice = client(proxy.url, 'alice', { pingInterval: 300, pongTimeout: 300 });
   const bob = client(server.url, 'bob');
   await connected(alice);

@@ -126,3 +126,14 @@ export function connected(client, timeout = 10000) {
   client.connect();
   return opened;
 }
+
+/** A server and a proxy to it, both stopped when test `t` ends. */
+export async function serverBehindProxy(t) {
+  const server = await startServer();
+  const proxy = await startProxy(server.addr);
+  t.after(async () => {
+    await proxy.close();
+    await server.stop();
+  });
+  return { server, proxy };
+}

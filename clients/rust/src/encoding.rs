@@ -43,6 +43,31 @@ pub enum ServerFrame {
     Other(Frame),
 }
 
+impl ServerFrame {
+    /// The login's answer.
+    pub fn opened(how: How, token: &str, replay: u64) -> ServerFrame {
+        ServerFrame::Opened {
+            how,
+            token: token.to_string(),
+            replay,
+        }
+    }
+
+    /// A numbered message `<seq> <payload>` (`seq` from 1, in decimal) as
+    /// [`ServerFrame::Message`] without its number, with `frame`'s opcode; anything else as
+    /// [`ServerFrame::Other`]. The default encoding numbers messages this way, and so may
+    /// another.
+    pub fn numbered(frame: Frame) -> ServerFrame {
+        match split_number(&frame.payload) {
+            Some((seq, payload)) if seq > 0 => ServerFrame::Message {
+                seq,
+                frame: Frame::new(frame.op, payload),
+            },
+            _ => ServerFrame::Other(frame),
+        }
+    }
+}
+
 /// The bytes of sessions on the wire, the client's side.
 pub trait Encoding: Send + Sync + 'static {
     /// Reads a text or binary frame the server sent.
@@ -72,7 +97,7 @@ fn decimal(digits: &[u8]) -> Option<u64> {
 }
 
 /// Splits `<seq> <rest>`.
-pub(crate) fn split_number(payload: &Bytes) -> Option<(u64, Bytes)> {
+fn split_number(payload: &Bytes) -> Option<(u64, Bytes)> {
     let space = payload.iter().position(|&b| b == b' ')?;
     let seq = decimal(&payload[..space])?;
     Some((seq, payload.slice(space + 1..)))
@@ -84,11 +109,7 @@ impl Encoding for DefaultEncoding {
         if frame.op == OpCode::Text && p.first() == Some(&b'#') {
             let text = String::from_utf8_lossy(p);
             let parts: Vec<&str> = text.split(' ').collect();
-            let opened = |how, token: &str, replay| ServerFrame::Opened {
-                how,
-                token: token.to_string(),
-                replay,
-            };
+            let opened = ServerFrame::opened;
             match parts[..] {
                 ["#ok", token] if !token.is_empty() => return opened(How::Started, token, 0),
                 ["#new", token] if !token.is_empty() => return opened(How::New, token, 0),
@@ -107,13 +128,7 @@ impl Encoding for DefaultEncoding {
             }
             return ServerFrame::Other(frame);
         }
-        match split_number(p) {
-            Some((seq, payload)) if seq > 0 => ServerFrame::Message {
-                seq,
-                frame: Frame::new(frame.op, payload),
-            },
-            _ => ServerFrame::Other(frame),
-        }
+        ServerFrame::numbered(frame)
     }
 
     fn ack(&self, seq: u64) -> Frame {

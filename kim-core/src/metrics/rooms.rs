@@ -14,21 +14,8 @@ pub(crate) struct RoomMetrics {
 
 impl RoomMetrics {
     pub(crate) fn new(registry: &Registry) -> RoomMetrics {
-        // Names are fixed and distinct, so creating and registering cannot fail.
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric name");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("metric registered once");
-            g
-        };
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric name");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("metric registered once");
-            c
-        };
+        let gauge = |name: &str, help: &str| super::gauge(registry, name, help);
+        let counter = |name: &str, help: &str| super::counter(registry, name, help);
         RoomMetrics {
             rooms: gauge("kim_rooms", "Rooms with at least one member."),
             memberships: gauge(

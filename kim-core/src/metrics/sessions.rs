@@ -21,21 +21,8 @@ pub(crate) struct SessionMetrics {
 
 impl SessionMetrics {
     pub(crate) fn new(registry: &Registry) -> SessionMetrics {
-        // Names are fixed and distinct, so creating and registering cannot fail.
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric name");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("metric registered once");
-            g
-        };
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric name");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("metric registered once");
-            c
-        };
+        let gauge = |name: &str, help: &str| super::gauge(registry, name, help);
+        let counter = |name: &str, help: &str| super::counter(registry, name, help);
         SessionMetrics {
             open: gauge("kim_sessions", "Sessions open, connected or suspended."),
             suspended: gauge(
