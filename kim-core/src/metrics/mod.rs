@@ -52,12 +52,13 @@
 
 pub(crate) mod hot;
 pub(crate) mod live;
+mod register;
 pub(crate) mod rooms;
 pub(crate) mod sessions;
 
 use std::sync::{Arc, Weak};
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::close::CloseCause;
 use crate::error::PushError;
@@ -66,34 +67,6 @@ pub(crate) use hot::{stopwatch, Hot};
 pub(crate) use live::Live;
 pub(crate) use rooms::RoomMetrics;
 pub(crate) use sessions::SessionMetrics;
-
-/// `metric`, registered in `registry`. kim's metric names and labels are fixed and distinct,
-/// so registering cannot fail.
-fn registered<M: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    metric: M,
-) -> M {
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric registered once");
-    metric
-}
-
-/// A counter named `name`, registered in `registry`.
-pub(crate) fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    registered(
-        registry,
-        IntCounter::new(name, help).expect("valid metric name"),
-    )
-}
-
-/// A gauge named `name`, registered in `registry`.
-pub(crate) fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    registered(
-        registry,
-        IntGauge::new(name, help).expect("valid metric name"),
-    )
-}
 
 /// Why a login failed, a label of `kim_login_rejections_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,10 +147,10 @@ impl Metrics {
             hot::warm_stopwatch();
         }
         let registry = Registry::new();
-        let counter = |name: &str, help: &str| self::counter(&registry, name, help);
+        let counter = |name: &str, help: &str| register::counter(&registry, name, help);
         let vec = |name: &str, help: &str, label: &str| {
             let v = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
-            registered(&registry, v)
+            register::registered(&registry, v)
         };
         let rejections = vec(
             "kim_login_rejections_total",

@@ -2,6 +2,8 @@
 
 use prometheus::{IntCounter, IntGauge, Registry};
 
+use super::register;
+
 /// Counters and gauges of a server's rooms, updated where rooms change and publish.
 pub(crate) struct RoomMetrics {
     pub(crate) rooms: IntGauge,
@@ -14,8 +16,8 @@ pub(crate) struct RoomMetrics {
 
 impl RoomMetrics {
     pub(crate) fn new(registry: &Registry) -> RoomMetrics {
-        let gauge = |name: &str, help: &str| super::gauge(registry, name, help);
-        let counter = |name: &str, help: &str| super::counter(registry, name, help);
+        let gauge = |name: &str, help: &str| register::gauge(registry, name, help);
+        let counter = |name: &str, help: &str| register::counter(registry, name, help);
         RoomMetrics {
             rooms: gauge("kim_rooms", "Rooms with at least one member."),
             memberships: gauge(

@@ -3,6 +3,8 @@
 
 use prometheus::{IntCounter, IntGauge, Registry};
 
+use super::register;
+
 /// Counters and gauges of a server's sessions.
 pub(crate) struct SessionMetrics {
     pub(crate) open: IntGauge,
@@ -21,8 +23,8 @@ pub(crate) struct SessionMetrics {
 
 impl SessionMetrics {
     pub(crate) fn new(registry: &Registry) -> SessionMetrics {
-        let gauge = |name: &str, help: &str| super::gauge(registry, name, help);
-        let counter = |name: &str, help: &str| super::counter(registry, name, help);
+        let gauge = |name: &str, help: &str| register::gauge(registry, name, help);
+        let counter = |name: &str, help: &str| register::counter(registry, name, help);
         SessionMetrics {
             open: gauge("kim_sessions", "Sessions open, connected or suspended."),
             suspended: gauge(
